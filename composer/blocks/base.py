@@ -1,0 +1,87 @@
+"""What every block family provides, and the registry that names them.
+
+A block family is a frozen pydantic config model (its options, each with a description) that knows
+how to check itself against the shapes the plan gives it and how to build its nn.Module. Families
+are registered by name with `@register_block`; blueprints can name registered blocks only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+
+@dataclass(frozen=True)
+class BlockContext:
+    """Everything a block needs to know about where it sits in the network."""
+
+    in_channels: int
+    out_channels: int
+    stride: int  # 1, or the stage's stride for the first block of a stage
+    resolution: tuple[int, int]  # (H, W) of the block's input grid
+    prefix_tokens: int = 0  # class tokens in front of the grid tokens
+    drop_path: float = 0.0
+
+    @property
+    def out_resolution(self) -> tuple[int, int]:
+        return self.resolution[0] // self.stride, self.resolution[1] // self.stride
+
+
+@dataclass(frozen=True)
+class Complaint:
+    """A shape problem a block finds in its context: the option at fault, what, and a fix."""
+
+    option: str  # a block option name, or "channels" / "stride" / "depth" for the stage
+    message: str
+    hint: str | None = None
+
+
+class BlockConfig(BaseModel):
+    """Base of every block family's config."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # "map": works on (B, C, H, W); "tokens": works on (B, N, C) with N = prefix + H*W
+    data_format: ClassVar[Literal["map", "tokens"]] = "map"
+    # whether the family can change width/resolution in its first block
+    can_downsample: ClassVar[bool] = True
+    can_change_width: ClassVar[bool] = True
+    # whether class tokens in front of the grid are allowed
+    allows_prefix_tokens: ClassVar[bool] = False
+
+    @classmethod
+    def type_name(cls) -> str:
+        return get_args(cls.model_fields["type"].annotation)[0]
+
+    def check(self, ctx: BlockContext) -> list[Complaint]:
+        """Shape problems of this block in `ctx`; the plan reports them with locations."""
+        return []
+
+    def build(self, ctx: BlockContext) -> nn.Module:
+        raise NotImplementedError
+
+    def describe(self, ctx: BlockContext) -> str:
+        """A short label for summaries, e.g. `mbconv k3 e4 se0.25`."""
+        return self.type_name()
+
+
+BLOCKS: dict[str, type[BlockConfig]] = {}
+
+
+def register_block(cls: type[BlockConfig]) -> type[BlockConfig]:
+    """Class decorator: make a block family nameable in blueprints by its `type`."""
+    name = cls.type_name()
+    if name in BLOCKS and BLOCKS[name] is not cls:
+        raise ValueError(f"block type {name!r} is already registered by {BLOCKS[name].__name__}")
+    BLOCKS[name] = cls
+    return cls
+
+
+def divisors_near(value: int, divisor: int) -> str:
+    """`96 or 128` for value 100 and divisor 32: the nearest widths that divide."""
+    low = (value // divisor) * divisor
+    high = low + divisor
+    return f"{low} or {high}" if low > 0 else f"{high}"

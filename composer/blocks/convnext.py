@@ -1,0 +1,69 @@
+"""ConvNeXt block (Liu et al. 2022).
+
+Data flow: kxk depthwise conv -> LayerNorm -> Linear C->rC -> GELU -> Linear rC->C -> layer scale
+-> drop path -> residual. Width and resolution change only between stages, through a
+`transition` (LayerNorm + 2x2 conv stride 2 in ConvNeXt).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from ..layers import Activation, DropPath, SqueezeExcite, make_act
+from .base import BlockConfig, BlockContext, Complaint, register_block
+
+
+@register_block
+class ConvNeXtConfig(BlockConfig):
+    """ConvNeXt block: depthwise conv, LayerNorm, inverted MLP, layer scale."""
+
+    can_downsample = False
+    can_change_width = False
+
+    type: Literal["convnext"] = Field("convnext", description="Block family: ConvNeXt.")
+    kernel: int = Field(7, ge=1, le=31, description="Kernel size of the depthwise conv (odd).")
+    mlp_ratio: float = Field(4.0, gt=0, description="Hidden width of the pointwise MLP = mlp_ratio x channels.")
+    act: Activation = Field("gelu", description="Activation inside the MLP.")
+    layer_scale: float | None = Field(1e-6, gt=0, description="Initial layer-scale value; null switches it off.")
+    se: float = Field(0.0, ge=0, le=1, description="SE ratio applied after the block's MLP; 0 (default) is off.")
+    norm_eps: float = Field(1e-6, gt=0, description="Epsilon of the LayerNorm.")
+
+    def check(self, ctx: BlockContext) -> list[Complaint]:
+        if self.kernel % 2 == 0:
+            return [Complaint("kernel", f"kernel {self.kernel} is even; depthwise kernels must be odd",
+                              f"use {self.kernel - 1} or {self.kernel + 1}")]
+        return []
+
+    def describe(self, ctx: BlockContext) -> str:
+        return f"convnext k{self.kernel}"
+
+    def build(self, ctx: BlockContext) -> nn.Module:
+        return ConvNeXtBlock(self, ctx)
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, config: ConvNeXtConfig, ctx: BlockContext):
+        super().__init__()
+        c = ctx.out_channels
+        hidden = int(c * config.mlp_ratio)
+        self.dwconv = nn.Conv2d(c, c, config.kernel, padding=config.kernel // 2, groups=c)
+        self.norm = nn.LayerNorm(c, eps=config.norm_eps)
+        self.fc1 = nn.Linear(c, hidden)
+        self.act = make_act(config.act)
+        self.fc2 = nn.Linear(hidden, c)
+        scale = config.layer_scale
+        self.gamma = nn.Parameter(torch.full((c,), scale)) if scale else None
+        self.se = SqueezeExcite(c, max(1, int(c * config.se))) if config.se else nn.Identity()
+        self.drop_path = DropPath(ctx.drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        y = self.dwconv(x).permute(0, 2, 3, 1)  # (B, H, W, C)
+        y = self.fc2(self.act(self.fc1(self.norm(y))))
+        if self.gamma is not None:
+            y = y * self.gamma
+        y = self.se(y.permute(0, 3, 1, 2))
+        return x + self.drop_path(y)

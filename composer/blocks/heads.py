@@ -1,0 +1,64 @@
+"""Heads: features -> logits.
+
+- `pool`: global average pool over the grid -> norm -> optional pre-logits Linear + act -> Linear.
+- `token`: the class token -> norm -> optional pre-logits Linear + act -> Linear.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from ..layers import Activation, make_act
+
+
+class _Head(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    norm: Literal["layernorm", "batchnorm", "none"] = Field(
+        "layernorm", description="Norm on the pooled features (batchnorm: on the map before pooling).")
+    norm_eps: float = Field(1e-5, gt=0, description="Epsilon of the norm.")
+    hidden: int | None = Field(None, ge=1, description="Width of a pre-logits Linear + act (CoAtNet); none when unset.")
+    act: Activation = Field("tanh", description="Activation after the pre-logits Linear.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the classifier.")
+
+
+class PoolHeadConfig(_Head):
+    type: Literal["pool"] = Field("pool", description="Head kind: global average pooling.")
+
+
+class TokenHeadConfig(_Head):
+    type: Literal["token"] = Field("token", description="Head kind: class token.")
+
+
+HeadConfig = Annotated[Union[PoolHeadConfig, TokenHeadConfig], Field(discriminator="type")]
+
+
+class Head(nn.Module):
+    """Takes a (B, C, H, W) map (pool head) or (B, N, C) tokens with the class token first."""
+
+    def __init__(self, config: PoolHeadConfig | TokenHeadConfig, channels: int, classes: int):
+        super().__init__()
+        self.use_token = config.type == "token"
+        if config.norm == "layernorm":
+            self.norm = nn.LayerNorm(channels, eps=config.norm_eps)
+        elif config.norm == "batchnorm":
+            self.norm = nn.BatchNorm1d(channels, eps=config.norm_eps)
+        else:
+            self.norm = nn.Identity()
+        if config.hidden:
+            self.pre_logits = nn.Sequential(nn.Linear(channels, config.hidden), make_act(config.act))
+            channels = config.hidden
+        else:
+            self.pre_logits = nn.Identity()
+        self.num_features = channels
+        self.dropout = nn.Dropout(config.dropout)
+        self.fc = nn.Linear(channels, classes) if classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x[:, 0] if self.use_token else x.mean((2, 3))  # (B, C)
+        x = self.pre_logits(self.norm(x))
+        return x if pre_logits else self.fc(self.dropout(x))

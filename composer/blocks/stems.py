@@ -1,0 +1,94 @@
+"""Stems: what turns the image into the first feature map.
+
+- `conv`: a stack of conv -> norm -> act layers, the first strided (ResNet, MBConv nets, CoAtNet),
+  optionally followed by a 3x3 stride-2 max-pool.
+- `patch`: one conv whose kernel equals its stride, optionally followed by a norm (ViT, ConvNeXt).
+- `none`: the image goes straight to the first stage (its `transition` then embeds it).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from ..layers import Activation, make_act, make_norm
+
+
+class _Stem(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ConvStemConfig(_Stem):
+    """Stack of conv-norm-act layers; the first conv carries the stride."""
+
+    type: Literal["conv"] = Field("conv", description="Stem kind: stack of convolutions.")
+    channels: list[Annotated[int, Field(ge=1)]] = Field(
+        min_length=1, description="Output width of each conv, e.g. [64, 64].")
+    kernel: int = Field(3, ge=1, le=15, description="Kernel size of every conv (odd).")
+    stride: int = Field(2, ge=1, le=8, description="Stride of the first conv.")
+    norm: Literal["batchnorm", "none"] = Field("batchnorm", description="Norm after each conv.")
+    act: Activation = Field("relu", description="Activation after each norm.")
+    last_norm_act: bool = Field(True, description="Whether the last conv is also followed by norm and act (false in CoAtNet).")
+    pool: Literal["none", "max"] = Field("none", description="`max`: a 3x3 stride-2 max-pool at the end (ResNet).")
+
+    @property
+    def out_channels(self) -> int:
+        return self.channels[-1]
+
+    @property
+    def total_stride(self) -> int:
+        return self.stride * (2 if self.pool == "max" else 1)
+
+    def build(self, in_channels: int) -> nn.Module:
+        layers: list[nn.Module] = []
+        c = in_channels
+        for i, width in enumerate(self.channels):
+            last = i == len(self.channels) - 1
+            layers.append(nn.Conv2d(c, width, self.kernel, self.stride if i == 0 else 1,
+                                    self.kernel // 2, bias=self.norm == "none"))
+            if not last or self.last_norm_act:
+                layers += [make_norm(self.norm, width), make_act(self.act)]
+            c = width
+        if self.pool == "max":
+            layers.append(nn.MaxPool2d(3, 2, 1))
+        return nn.Sequential(*layers)
+
+
+class PatchStemConfig(_Stem):
+    """Non-overlapping patch embedding: conv with kernel = stride = patch."""
+
+    type: Literal["patch"] = Field("patch", description="Stem kind: patch embedding.")
+    channels: int = Field(ge=1, description="Embedding width.")
+    patch: int = Field(16, ge=1, le=64, description="Patch size (kernel and stride of the conv).")
+    norm: Literal["layernorm", "none"] = Field("none", description="Norm after the conv (ConvNeXt: layernorm).")
+    norm_eps: float = Field(1e-6, gt=0, description="Epsilon of the norm.")
+
+    @property
+    def out_channels(self) -> int:
+        return self.channels
+
+    @property
+    def total_stride(self) -> int:
+        return self.patch
+
+    def build(self, in_channels: int) -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(in_channels, self.channels, self.patch, self.patch, bias=True),
+            make_norm(self.norm, self.channels, eps=self.norm_eps),
+        )
+
+
+class NoStemConfig(_Stem):
+    """No stem: the first stage receives the image."""
+
+    type: Literal["none"] = Field("none", description="Stem kind: none.")
+
+    total_stride: int = 1
+
+    def build(self, in_channels: int) -> nn.Module:
+        return nn.Identity()
+
+
+StemConfig = Annotated[Union[ConvStemConfig, PatchStemConfig, NoStemConfig], Field(discriminator="type")]

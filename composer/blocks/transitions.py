@@ -1,0 +1,48 @@
+"""Transitions: what happens at the start of a stage, before its blocks.
+
+- `none`: nothing; the stage's first block carries the stride and the width change itself.
+- `conv`: a strided conv with a norm before it (ConvNeXt's downsample layer) or after it (CvT's
+  convolutional token embedding). Its stride is the stage's `stride`; padding is (k - s + 1) // 2.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from ..layers import make_norm
+
+
+class _Transition(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NoTransitionConfig(_Transition):
+    type: Literal["none"] = Field("none", description="No transition layer.")
+
+    def build(self, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
+        return None
+
+
+class ConvTransitionConfig(_Transition):
+    """Strided conv with an optional LayerNorm before or after it."""
+
+    type: Literal["conv"] = Field("conv", description="Transition kind: strided convolution.")
+    kernel: int = Field(2, ge=1, le=31, description="Kernel size of the conv.")
+    norm: Literal["before", "after", "none"] = Field(
+        "before", description="Where the LayerNorm sits: before the conv (ConvNeXt) or after it (CvT).")
+    norm_eps: float = Field(1e-6, gt=0, description="Epsilon of the LayerNorm.")
+    bias: bool = Field(True, description="Bias on the conv.")
+
+    def build(self, in_channels: int, out_channels: int, stride: int) -> nn.Module:
+        padding = max(0, (self.kernel - stride + 1) // 2)
+        return nn.Sequential(
+            make_norm("layernorm" if self.norm == "before" else "none", in_channels, eps=self.norm_eps),
+            nn.Conv2d(in_channels, out_channels, self.kernel, stride, padding, bias=self.bias),
+            make_norm("layernorm" if self.norm == "after" else "none", out_channels, eps=self.norm_eps),
+        )
+
+
+TransitionConfig = Annotated[Union[NoTransitionConfig, ConvTransitionConfig], Field(discriminator="type")]

@@ -1,0 +1,77 @@
+"""The one exception type for user mistakes, and the location it carries."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Iterable
+
+KeyPath = tuple  # e.g. ("stages", 2, "block", "kernel")
+
+
+def format_path(path: KeyPath) -> str:
+    """`("stages", 2, "block", "kernel")` -> `stages[2].block.kernel`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def suggest(word: str, choices: Iterable[str]) -> str | None:
+    """The closest spelling among `choices`, phrased as a hint, or None."""
+    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"did you mean `{match[0]}`?" if match else None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One mistake in a blueprint: where it is, what is wrong, and how to fix it."""
+
+    message: str
+    path: KeyPath = ()
+    file: str | None = None
+    line: int | None = None  # 1-based
+    column: int | None = None  # 1-based
+    hint: str | None = None
+
+    @property
+    def location(self) -> str:
+        where = self.file or "<blueprint>"
+        if self.line is not None:
+            where += f":{self.line}:{self.column or 1}"
+        return where
+
+    def __str__(self) -> str:
+        text = f"{self.location}: "
+        if self.path:
+            text += f"{format_path(self.path)}: "
+        text += self.message
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "path": format_path(self.path) if self.path else "",
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class BlueprintError(Exception):
+    """Everything wrong with a blueprint, each problem located in its file."""
+
+    def __init__(self, problems: list[Problem] | Problem):
+        self.problems = [problems] if isinstance(problems, Problem) else list(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        n = len(self.problems)
+        head = f"{n} problem{'s' if n != 1 else ''} in blueprint"
+        return head + ":\n" + "\n".join(f"  {p}" for p in self.problems)

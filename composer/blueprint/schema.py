@@ -1,0 +1,107 @@
+"""The blueprint language as pydantic models.
+
+Block legend entries are a discriminated union over the registered block families, so an error
+names only the family that matched and an unknown `type` lists the registered ones. Per-stage
+`block:` overrides are merged over the legend entry of the stage's letter and validated as a whole.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+from ..blocks import BLOCKS
+from ..blocks.base import BlockConfig
+from ..blocks.heads import HeadConfig, PoolHeadConfig
+from ..blocks.stems import NoStemConfig, StemConfig
+from ..blocks.transitions import NoTransitionConfig, TransitionConfig
+
+LETTER = r"[A-Za-z][A-Za-z0-9_]*"
+LAYOUT_RE = re.compile(rf"^\s*{LETTER}(\s*-\s*{LETTER})*\s*$")
+
+
+def parse_layout(layout: str) -> list[str]:
+    """`C-C-T-T` -> ["C", "C", "T", "T"]."""
+    return [part.strip() for part in layout.split("-")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class InputSpec(_Model):
+    channels: int = Field(3, ge=1, le=4096, description="Image channels.")
+    size: Union[Annotated[int, Field(ge=1, le=16384)],
+                tuple[Annotated[int, Field(ge=1, le=16384)], Annotated[int, Field(ge=1, le=16384)]]] = Field(
+        224, description="Image size: one number for square images, or [height, width].")
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
+
+
+class StageSpec(_Model):
+    depth: int = Field(ge=1, le=1000, description="Number of blocks in the stage.")
+    channels: int = Field(ge=1, le=65536, description="Output width of the stage.")
+    stride: int = Field(1, ge=1, le=64, description="Downsampling of the stage: by its transition if it has one, else by its first block.")
+    transition: TransitionConfig = Field(
+        default_factory=NoTransitionConfig, description="Layer at the start of the stage (downsampling or token embedding).")
+    class_token: bool = Field(False, description="Insert a learned class token at the start of this stage.")
+    pos_embed: bool = Field(False, description="Add a learned absolute position embedding at the start of this stage.")
+    block: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of this stage's block options, merged over its `blocks` entry.")
+
+
+class BlueprintBase(_Model):
+    name: str = Field("", description="Name of the network (defaults to the file name).")
+    input: InputSpec = Field(default_factory=InputSpec, description="Input image shape.")
+    classes: int = Field(1000, ge=0, le=1_000_000, description="Number of classes; 0 builds a feature extractor.")
+    stem: StemConfig = Field(default_factory=NoStemConfig, description="The stem.")
+    layout: str = Field(description="Stage grammar: one letter per stage, joined by `-`, e.g. `C-C-T-T`.")
+    stages: list[StageSpec] = Field(min_length=1, description="One entry per letter of the layout.")
+    head: HeadConfig = Field(default_factory=PoolHeadConfig, description="The classification head.")
+    drop_path: float = Field(0.0, ge=0, lt=1, description="Stochastic depth rate, rising linearly to this value over all blocks.")
+
+    @field_validator("layout")
+    @classmethod
+    def _layout_grammar(cls, value: str) -> str:
+        if not LAYOUT_RE.match(value):
+            raise ValueError("expected block letters joined by `-`, e.g. `C-C-T-T`")
+        return value
+
+
+@lru_cache(maxsize=None)
+def _models(registered: tuple[str, ...]) -> tuple[type[BaseModel], TypeAdapter, Any]:
+    union = Annotated[Union[tuple(BLOCKS[name] for name in registered)], Field(discriminator="type")]
+
+    class Blueprint(BlueprintBase):
+        blocks: dict[str, union] = Field(description="Legend: block options for each layout letter.")  # type: ignore[valid-type]
+
+    return Blueprint, TypeAdapter(union), union
+
+
+def blueprint_model() -> type[BaseModel]:
+    """The Blueprint pydantic model over the currently registered block families."""
+    return _models(tuple(BLOCKS))[0]
+
+
+def block_adapter() -> TypeAdapter:
+    """Validator of one block config (any registered family)."""
+    return _models(tuple(BLOCKS))[1]
+
+
+def block_union() -> Any:
+    """The discriminated union type of all registered block configs."""
+    return _models(tuple(BLOCKS))[2]
+
+
+def merged_block(legend: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A stage's block options: its legend entry with the stage's overrides on top."""
+    return {**legend, **override}
+
+
+def resolve_block(raw: dict[str, Any]) -> BlockConfig:
+    return block_adapter().validate_python(raw)

@@ -1,0 +1,198 @@
+"""validate: plain data + source map -> a checked blueprint, or every problem located in the file."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from ..blocks.base import BlockConfig
+from .errors import BlueprintError, Problem, suggest
+from .loader import Source
+from .schema import block_adapter, block_union, blueprint_model, merged_block, parse_layout
+
+
+@dataclass(frozen=True)
+class Blueprint:
+    """A validated blueprint: the parsed model, and each stage's resolved block config."""
+
+    model: Any  # the pydantic Blueprint model instance
+    letters: list[str]
+    stage_blocks: list[BlockConfig]
+    source: Source
+
+    @property
+    def name(self) -> str:
+        if self.model.name:
+            return self.model.name
+        if self.source.file:
+            return self.source.file.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        return "unnamed"
+
+
+# --- mapping pydantic's error locations back to the file -----------------------------------------
+
+def _unwrap(t: Any) -> Any:
+    while get_origin(t) is typing.Annotated:
+        t = get_args(t)[0]
+    return t
+
+
+def _is_union(t: Any) -> bool:
+    origin = get_origin(t)
+    return origin is Union or (origin is not None and getattr(origin, "__name__", "") == "UnionType")
+
+
+def _tag(member: Any) -> str | None:
+    member = _unwrap(member)
+    if isinstance(member, type) and issubclass(member, BaseModel) and "type" in member.model_fields:
+        return member.model_fields["type"].default
+    return None
+
+
+def _walk_loc(root: Any, loc: tuple) -> tuple[tuple, Any]:
+    """Pydantic `loc` -> (key path in the data, the type found there). Union tags are dropped."""
+    t, path = root, []
+    for part in loc:
+        t = _unwrap(t)
+        if _is_union(t):
+            members = [_unwrap(m) for m in get_args(t) if m is not type(None)]
+            tagged = [m for m in members if _tag(m) == part]
+            if tagged:
+                t = tagged[0]
+                continue
+            if isinstance(part, str) and not any(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
+                t = None  # a smart-union member name such as `int` or `tuple[int, int]`
+                continue
+            models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+            t = models[0] if len(models) == 1 else None
+            t = _unwrap(t) if t is not None else None
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            path.append(part)
+            t = t.model_fields[part].annotation if part in t.model_fields else None
+        elif get_origin(t) in (dict, list, tuple):
+            path.append(part)
+            args = get_args(t)
+            t = args[-1] if args else None
+        else:
+            path.append(part)
+            t = None
+    return tuple(path), _unwrap(t)
+
+
+def _fields(t: Any) -> list[str]:
+    t = _unwrap(t)
+    if isinstance(t, type) and issubclass(t, BaseModel):
+        return list(t.model_fields)
+    if _is_union(t):
+        return [tag for m in get_args(t) if (tag := _tag(m))]
+    return []
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _problems_from(exc: ValidationError, root: Any, source: Source, prefix: tuple,
+                   remap=None) -> list[Problem]:
+    out: dict[tuple, Problem] = {}
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        kind, ctx = err["type"], err.get("ctx") or {}
+        path, _ = _walk_loc(root, loc)
+        parent_path, parent_type = _walk_loc(root, loc[:-1]) if loc else ((), root)
+        hint = None
+        if kind == "extra_forbidden":
+            key = path[-1] if path else "?"
+            allowed = _fields(parent_type)
+            message = f"unknown option `{key}`"
+            hint = suggest(key, allowed) or (f"allowed: {', '.join(allowed)}" if allowed else None)
+        elif kind == "missing":
+            message = f"missing required key `{path[-1]}`" if path else "missing required key"
+        elif kind == "union_tag_invalid":
+            tag, expected = ctx.get("tag"), ctx.get("expected_tags", "")
+            path = path + ("type",)
+            message = f"unknown type `{tag}`; expected one of {expected}"
+            hint = suggest(tag, [t.strip(" '") for t in str(expected).split(",")])
+        elif kind == "union_tag_not_found":
+            path = path + ("type",)
+            message = "missing `type`; it says which kind this entry is"
+            allowed = _fields(_walk_loc(root, loc)[1])
+            hint = f"one of {', '.join(allowed)}" if allowed else None
+        elif kind == "literal_error":
+            expected = str(ctx.get("expected", ""))
+            choices = [c.strip(" '\"") for c in expected.replace(" or ", ",").split(",")]
+            message = f"`{err['input']}` is not allowed; expected {expected}"
+            hint = suggest(str(err["input"]), choices)
+        else:
+            message = f"{err['msg'][0].lower()}{err['msg'][1:]}, found {_short(err['input'])}"
+        full = prefix + path
+        if remap is not None:
+            full = remap(path)
+        out.setdefault(full, source.problem(full, message, hint))
+    return list(out.values())
+
+
+# --- the public function -------------------------------------------------------------------------
+
+def validate(source: Source) -> Blueprint:
+    """Check a loaded blueprint against the schema; raise BlueprintError listing every problem."""
+    model_cls = blueprint_model()
+    data = source.data
+    try:
+        model = model_cls.model_validate(data)
+    except ValidationError as exc:
+        problems = _problems_from(exc, model_cls, source, ())
+        problems += _cross_checks(source, data, skip_blocks=True)
+        raise BlueprintError(sorted(problems, key=_order)) from None
+    problems = _cross_checks(source, data)
+    if problems:
+        raise BlueprintError(sorted(problems, key=_order))
+
+    letters = parse_layout(model.layout)
+    stage_blocks, problems = [], []
+    adapter = block_adapter()
+    for i, letter in enumerate(letters):
+        override = data["stages"][i].get("block", {}) if isinstance(data["stages"][i], dict) else {}
+        raw = merged_block(data["blocks"][letter], override)
+        try:
+            stage_blocks.append(adapter.validate_python(raw))
+        except ValidationError as exc:
+            def remap(path, i=i, letter=letter, override=override):
+                if path and path[0] in override:
+                    return ("stages", i, "block") + path
+                return ("blocks", letter) + path
+            problems += _problems_from(exc, block_union(), source, (), remap)
+    if problems:
+        raise BlueprintError(sorted(problems, key=_order))
+    return Blueprint(model, letters, stage_blocks, source)
+
+
+def _order(p: Problem) -> tuple:
+    return (p.line or 0, p.column or 0)
+
+
+def _cross_checks(source: Source, data: Any, skip_blocks: bool = False) -> list[Problem]:
+    """Layout letters against the legend, and the stage count against the layout."""
+    if not isinstance(data, dict):
+        return []
+    layout, blocks, stages = data.get("layout"), data.get("blocks"), data.get("stages")
+    if not isinstance(layout, str) or not isinstance(blocks, dict):
+        return []
+    try:
+        letters = parse_layout(layout)
+    except Exception:  # the schema reports a malformed layout
+        return []
+    problems = []
+    for letter in dict.fromkeys(letters):
+        if letter not in blocks:
+            hint = suggest(letter, blocks) or f"add `{letter}: {{type: ...}}` under `blocks`"
+            problems.append(source.problem(("layout",), f"layout letter `{letter}` has no entry in `blocks`", hint))
+    if isinstance(stages, list) and len(stages) != len(letters):
+        problems.append(source.problem(
+            ("stages",), f"the layout `{layout}` has {len(letters)} stages but `stages` lists {len(stages)}",
+            "give one entry under `stages` per letter of the layout"))
+    return problems

@@ -1,0 +1,92 @@
+"""build: plan -> ComposedNet (stem -> stages -> head), an ordinary nn.Module."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks.heads import Head
+from .plan import Plan, StagePlan
+
+
+class Stage(nn.Module):
+    """Transition -> (class token, position embedding) -> blocks, converting map <-> tokens as planned."""
+
+    def __init__(self, sp: StagePlan, device=None):
+        super().__init__()
+        self.transition = sp.transition.build(sp.in_channels, sp.out_channels, sp.stride) or nn.Identity()
+        tokens = sp.data_format == "tokens"
+        self.flatten = tokens and sp.prefix_in == 0  # map in, token blocks
+        self.unflatten = tokens and sp.prefix_out == 0  # token blocks, map out
+        self.grid = sp.out_resolution
+        grid_in = sp.in_resolution if sp.transition.type == "none" else sp.out_resolution
+        c = sp.block_in_channels
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c)) if sp.class_token else None
+        n = sp.prefix_out + grid_in[0] * grid_in[1]
+        self.pos_embed = nn.Parameter(torch.zeros(1, n, c)) if sp.pos_embed else None
+        self.blocks = nn.Sequential(*(sp.block.build(ctx) for ctx in sp.contexts))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.transition(x)
+        if self.flatten:
+            x = x.flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, H*W, C)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
+        x = self.blocks(x)
+        if self.unflatten:
+            x = x.transpose(1, 2).reshape(x.shape[0], -1, *self.grid)  # (B, N, C) -> (B, C, H, W)
+        return x
+
+
+class ComposedNet(nn.Module):
+    """A network composed from a blueprint: stem -> stages -> head."""
+
+    def __init__(self, plan: Plan):
+        super().__init__()
+        self.name = plan.name
+        self.stem = plan.stem.build(plan.input_shape[0])
+        self.stages = nn.Sequential(*(Stage(sp) for sp in plan.stages))
+        self.head = Head(plan.head, plan.stages[-1].out_channels, plan.classes)
+        self.num_features = self.head.num_features
+        self.num_classes = plan.classes
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def init_weights(module: nn.Module) -> None:
+    """Truncated-normal Linear weights and token parameters (std 0.02), as in ViT/DeiT."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, Stage):
+            for p in (m.cls_token, m.pos_embed):
+                if p is not None:
+                    nn.init.trunc_normal_(p, std=0.02)
+
+
+def build(plan: Plan, *, device: str | torch.device | None = None, seed: int | None = 0) -> ComposedNet:
+    """Build the network of `plan`. On the meta device no weights are allocated (for profiling).
+
+    With a seed (default 0) the initial weights are deterministic and the global RNG is untouched.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "meta":
+        with torch.device("meta"):
+            return ComposedNet(plan)
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        if seed is not None:
+            torch.manual_seed(seed)
+        net = ComposedNet(plan)
+        init_weights(net)
+    return net
