@@ -1,0 +1,21 @@
+"""composer: compose vision networks from YAML blueprints; validate, build and profile them.
+
+    import composer
+    net = composer.build("blueprints/coatnet0.yaml")
+    report = composer.profile("blueprints/coatnet0.yaml")
+"""
+
+from .api import apply_overrides, build, load, load_model, loads, plan, profile, save
+from .blocks import BLOCKS, BlockConfig, BlockContext, register_block
+from .blueprint import Blueprint, BlueprintError, Problem
+from .build import ComposedNet
+from .plan import Plan
+from .profile import Profile
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "load", "loads", "plan", "build", "profile", "save", "load_model", "apply_overrides",
+    "Blueprint", "BlueprintError", "Problem", "Plan", "Profile", "ComposedNet",
+    "BLOCKS", "BlockConfig", "BlockContext", "register_block",
+]

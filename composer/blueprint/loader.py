@@ -7,6 +7,7 @@ refused instead of exhausting memory.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,17 @@ _PLAIN_TAGS = {
     "tag:yaml.org,2002:null",
     "tag:yaml.org,2002:timestamp",  # constructed, then rejected by the schema with a location
 }
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-6` as a float (YAML 1.2), not as the string "1e-6"."""
+
+
+_SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 @dataclass
@@ -63,7 +75,7 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
 
 
 class _Walker:
-    def __init__(self, loader: yaml.SafeLoader, source: Source):
+    def __init__(self, loader: _SafeLoader, source: Source):
         self.loader = loader
         self.source = source
         self.visited = 0
@@ -110,7 +122,7 @@ class _Walker:
 def load_text(text: str, file: str | None = None) -> Source:
     """Parse blueprint text. Raises BlueprintError for syntax errors, tags and bombs."""
     source = Source(data=None, file=file, text=text)
-    loader = yaml.SafeLoader(text)
+    loader = _SafeLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:

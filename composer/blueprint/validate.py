@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from ..blocks.base import BlockConfig
 from .errors import BlueprintError, Problem, suggest
 from .loader import Source
-from .schema import block_adapter, block_union, blueprint_model, merged_block, parse_layout
+from .schema import LAYOUT_RE, block_adapter, block_union, blueprint_model, merged_block, parse_layout
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,8 @@ def _problems_from(exc: ValidationError, root: Any, source: Source, prefix: tupl
             message = f"`{err['input']}` is not allowed; expected {expected}"
             hint = suggest(str(err["input"]), choices)
         else:
-            message = f"{err['msg'][0].lower()}{err['msg'][1:]}, found {_short(err['input'])}"
+            msg = err["msg"].removeprefix("Value error, ")
+            message = f"{msg[0].lower()}{msg[1:]}, found {_short(err['input'])}"
         full = prefix + path
         if remap is not None:
             full = remap(path)
@@ -182,10 +183,9 @@ def _cross_checks(source: Source, data: Any, skip_blocks: bool = False) -> list[
     layout, blocks, stages = data.get("layout"), data.get("blocks"), data.get("stages")
     if not isinstance(layout, str) or not isinstance(blocks, dict):
         return []
-    try:
-        letters = parse_layout(layout)
-    except Exception:  # the schema reports a malformed layout
+    if not LAYOUT_RE.match(layout):  # the schema reports a malformed layout
         return []
+    letters = parse_layout(layout)
     problems = []
     for letter in dict.fromkeys(letters):
         if letter not in blocks:

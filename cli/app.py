@@ -1,0 +1,35 @@
+"""The `composer` command: a thin typer app over the composer library."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from . import blocks, build, profile, validate
+from .common import STATE
+
+app = typer.Typer(
+    name="composer",
+    help="Compose vision networks from YAML blueprints: validate, build and profile them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks of internal errors.")] = False,
+) -> None:
+    STATE["debug"] = debug
+
+
+app.command("validate")(validate.validate)
+app.command("build")(build.build)
+app.command("profile")(profile.profile)
+app.command("blocks")(blocks.blocks)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,93 @@
+"""What every command shares: options, the error boundary and number formatting."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+import yaml
+
+from composer.blueprint import BlueprintError
+
+STATE = {"debug": False}
+
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", metavar="KEY=VALUE",
+                 help="Override a blueprint value before validation, e.g. `stages.2.depth=6` (repeatable)."),
+]
+
+
+def parse_sets(items: list[str] | None, size: int | None = None) -> dict[str, Any]:
+    """`["stages.2.depth=6"]` -> {"stages.2.depth": 6}; values are read as YAML scalars or lists."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BlueprintError_from(f"`--set {item}`: expected KEY=VALUE, e.g. `stages.0.depth=3`")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise BlueprintError_from(f"`--set {item}`: the value is not valid YAML") from None
+    if size is not None:
+        out["input.size"] = size
+    return out
+
+
+def BlueprintError_from(message: str) -> BlueprintError:
+    from composer.blueprint import Problem
+
+    return BlueprintError(Problem(message, (), "<command line>"))
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Blueprint mistakes become a readable report and exit code 1; anything else is a bug."""
+    try:
+        yield
+    except BlueprintError as exc:
+        n = len(exc.problems)
+        typer.echo(f"error: {n} problem{'s' if n != 1 else ''} in the blueprint", err=True)
+        for p in exc.problems:
+            typer.echo(f"  {p}", err=True)
+        raise typer.Exit(1) from None
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if STATE["debug"]:
+            raise
+        typer.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
+        typer.echo("  this is a bug in composer; rerun with `composer --debug ...` for the traceback", err=True)
+        raise typer.Exit(1) from None
+
+
+def si(n: float, unit: str = "") -> str:
+    """4168849408 -> `4.169 G`."""
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= factor:
+            return f"{n / factor:.3f} {prefix}{unit}"
+    return f"{n:g} {unit}".rstrip()
+
+
+def shape(dims: list[int]) -> str:
+    return "x".join(str(d) for d in dims)
+
+
+def table(rows: list[list[str]], right: set[int]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(r)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")

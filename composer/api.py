@@ -1,0 +1,99 @@
+"""The Python API: the same verbs as the command line."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+import yaml
+
+from .blueprint import Blueprint, BlueprintError, Problem, load_text, read_file, validate
+from .blueprint.loader import Source
+from .build import ComposedNet, build as _build
+from .plan import Plan, plan as _plan
+from .profile import Profile, profile as _profile
+
+Spec = Union[str, os.PathLike, Blueprint, Plan]
+
+
+def apply_overrides(source: Source, overrides: dict[str, Any]) -> Source:
+    """Set dotted keys (`stages.2.depth`, `input.size`) in a loaded blueprint before validation."""
+    if not overrides:
+        return source
+    data = copy.deepcopy(source.data)
+    for dotted, value in overrides.items():
+        parts = [int(p) if p.isdigit() else p for p in dotted.split(".")]
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                where = ".".join(str(p) for p in parts[: depth + 1])
+                raise BlueprintError(Problem(f"cannot set `{dotted}`: `{where}` does not exist in the blueprint",
+                                             (), source.file)) from None
+        if isinstance(node, list) and isinstance(parts[-1], int) and parts[-1] >= len(node):
+            raise BlueprintError(Problem(f"cannot set `{dotted}`: index {parts[-1]} is out of range", (), source.file))
+        if not isinstance(node, (dict, list)):
+            raise BlueprintError(Problem(f"cannot set `{dotted}`: its parent is not a mapping or list", (), source.file))
+        node[parts[-1]] = value
+    return Source(data, source.file, source.text, source.keys, source.values)
+
+
+def load(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None) -> Blueprint:
+    """Read and validate a blueprint file. Raises BlueprintError with every problem located."""
+    return validate(apply_overrides(read_file(path), overrides or {}))
+
+
+def loads(text: str, *, file: str | None = None) -> Blueprint:
+    """Validate blueprint text."""
+    return validate(load_text(text, file))
+
+
+def plan(spec: Spec) -> Plan:
+    """The static shape plan of a blueprint (path, Blueprint or Plan)."""
+    if isinstance(spec, Plan):
+        return spec
+    if not isinstance(spec, Blueprint):
+        spec = load(spec)
+    return _plan(spec)
+
+
+def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | None = 0) -> ComposedNet:
+    """Build the nn.Module of a blueprint (path, Blueprint or Plan)."""
+    return _build(plan(spec), device=device, seed=seed)
+
+
+def profile(spec: Spec, *, batch: int = 1, elementwise: bool = False) -> Profile:
+    """Parameters and MACs per part, counted on meta tensors (no weights allocated)."""
+    return _profile(plan(spec), batch=batch, elementwise=elementwise)
+
+
+def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike) -> None:
+    """Write weights and the blueprint text to `path` atomically (temp file + rename)."""
+    target = Path(path)
+    text = yaml.safe_dump(blueprint.source.data, sort_keys=False)  # with any --set overrides applied
+    payload = {"format": "composer/1", "blueprint": text,
+               "blueprint_file": blueprint.source.file, "state_dict": net.state_dict()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device | None = None) -> ComposedNet:
+    """Rebuild a network saved by `save` / `composer build -o` and load its weights."""
+    payload = torch.load(path, map_location=device or "cpu", weights_only=True)
+    blueprint = loads(payload["blueprint"], file=payload.get("blueprint_file"))
+    net = build(blueprint, device=device)
+    net.load_state_dict(payload["state_dict"])
+    return net

@@ -1,0 +1,75 @@
+"""The command line end to end, through typer's CliRunner."""
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+import composer
+from cli.app import app
+
+from .conftest import BLUEPRINTS
+
+runner = CliRunner()
+COATNET = str(BLUEPRINTS / "coatnet0.yaml")
+
+
+def test_validate_ok():
+    r = runner.invoke(app, ["validate", COATNET])
+    assert r.exit_code == 0
+    assert "ok: coatnet-0, layout C-C-T-T, 4 stages, 12 blocks" in r.stdout
+
+
+def test_profile_json(reference):
+    r = runner.invoke(app, ["profile", COATNET, "--json"])
+    assert r.exit_code == 0
+    d = json.loads(r.stdout)
+    assert d["name"] == "coatnet-0" and d["input"] == [1, 3, 224, 224]
+    assert d["params"] == reference["coatnet_0"]["params"]
+    assert d["flops"] == 2 * d["macs"]
+    assert [s["name"] for s in d["stages"]] == ["stem", "s1", "s2", "s3", "s4", "head"]
+    assert sum(s["macs"] for s in d["stages"]) == d["macs"]
+    assert d["stages"][3]["output_shape"] == [384, 14, 14]
+    assert d["uncounted_ops"] == {}
+
+
+def test_profile_table_size_and_batch():
+    r = runner.invoke(app, ["profile", COATNET, "--size", "128", "--batch", "2"])
+    assert r.exit_code == 0
+    assert "input 2x3x128x128" in r.stdout and "MACs:" in r.stdout and "FLOPs = 2 x MACs" in r.stdout
+
+
+def test_build_saves_and_reloads(tmp_path):
+    out = tmp_path / "m.pt"
+    r = runner.invoke(app, ["build", COATNET, "--set", "input.size=64", "--set", "classes=10", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "25,036,820" not in r.stdout and "saved" in r.stdout
+    net = composer.load_model(out)
+    ref = composer.build(composer.load(COATNET, overrides={"input.size": 64, "classes": 10}))
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.allclose(net.eval()(x), ref.eval()(x))
+    assert not list(tmp_path.glob(".m.pt.*"))  # no temporary file left behind
+
+
+def test_bad_blueprint_is_located_exit_1_no_traceback(write, tiny_text):
+    path = write(tiny_text.replace("kernel: 3", "kernal: 3").replace("depth: 1,", "depth: -1,"))
+    for command in ("validate", "build", "profile"):
+        r = runner.invoke(app, [command, str(path)])
+        assert r.exit_code == 1
+        assert "Traceback" not in r.output
+        assert f"{path}:7:32: blocks.C.kernal: unknown option `kernal` (did you mean `kernel`?)" in r.stderr
+        assert f"{path}:10:" in r.stderr
+
+
+def test_missing_file_and_bad_set(tmp_path):
+    r = runner.invoke(app, ["profile", str(tmp_path / "none.yaml")])
+    assert r.exit_code == 1 and "no such file" in r.stderr
+    r = runner.invoke(app, ["profile", COATNET, "--set", "stages.9.depth=2"])
+    assert r.exit_code == 1 and "`stages.9` does not exist" in r.stderr
+    r = runner.invoke(app, ["validate", COATNET, "--set", "stages.2.depth=0"])
+    assert r.exit_code == 1 and "stages[2].depth" in r.stderr
+
+
+def test_build_output_into_missing_directory(tmp_path):
+    r = runner.invoke(app, ["build", COATNET, "-o", str(tmp_path / "no" / "m.pt")])
+    assert r.exit_code == 1 and "does not exist" in r.stderr

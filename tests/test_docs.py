@@ -1,0 +1,24 @@
+"""Generated documentation is in step with the code."""
+
+from typer.testing import CliRunner
+
+from cli.app import app
+from composer.blocks import BLOCKS
+from composer.reference import render_grammar
+
+from .conftest import ROOT
+
+
+def test_grammar_reference_is_current():
+    on_disk = (ROOT / "docs" / "grammar.md").read_text()
+    assert on_disk == render_grammar(), "regenerate: python -m composer.reference > docs/grammar.md"
+
+
+def test_blocks_command_lists_every_block_and_option():
+    r = CliRunner().invoke(app, ["blocks"])
+    assert r.exit_code == 0
+    for name, cls in BLOCKS.items():
+        assert f"{name}: " in r.stdout
+        for option in cls.model_fields:
+            if option != "type":
+                assert f"  {option} " in r.stdout

@@ -1,0 +1,111 @@
+"""validate + plan: every mistake is reported with file:line:column, key path and a hint."""
+
+import pytest
+
+import composer
+from composer.blueprint import BlueprintError
+
+
+def problems(path):
+    with pytest.raises(BlueprintError) as e:
+        composer.plan(composer.load(path))
+    return e.value.problems
+
+
+def test_valid_tiny_blueprint(write, tiny_text):
+    plan = composer.plan(composer.load(write(tiny_text)))
+    assert [s.output_shape for s in plan.stages] == [[16, 8, 8], [32, 4, 4]]
+
+
+def test_unknown_option_is_located_with_suggestion(write, tiny_text):
+    path = write(tiny_text.replace("kernel: 3", "kernal: 3"))
+    [p] = problems(path)
+    assert (p.line, p.column) == (7, 32)
+    assert p.path == ("blocks", "C", "kernal")
+    assert "unknown option `kernal`" in p.message and p.hint == "did you mean `kernel`?"
+    assert str(p).startswith(f"{path}:7:32: blocks.C.kernal: ")
+
+
+def test_unknown_block_type_suggests_closest(write, tiny_text):
+    [p] = problems(write(tiny_text.replace("type: mbconv", "type: mbconvv")))
+    assert p.path == ("blocks", "C", "type") and p.line == 7
+    assert "unknown type `mbconvv`" in p.message and p.hint == "did you mean `mbconv`?"
+
+
+def test_wrong_types_and_ranges_all_reported(write, tiny_text):
+    text = tiny_text.replace("depth: 1,", "depth: 0,").replace("channels: 32,", "channels: many,")
+    ps = problems(write(text))
+    assert [(p.path, p.line) for p in ps] == [(("stages", 0, "depth"), 10), (("stages", 1, "channels"), 11)]
+    assert "greater than or equal to 1" in ps[0].message
+    assert "found 'many'" in ps[1].message
+
+
+def test_literal_choice_suggestion(write, tiny_text):
+    [p] = problems(write(tiny_text.replace("attention: relative", "attention: relativ")))
+    assert p.path == ("blocks", "T", "attention") and p.hint == "did you mean `relative`?"
+
+
+def test_layout_letter_without_legend_and_stage_count(write, tiny_text):
+    ps = problems(write(tiny_text.replace("layout: C-T", "layout: C-X-T")))
+    messages = [p.message for p in ps]
+    assert any("layout letter `X` has no entry in `blocks`" in m for m in messages)
+    assert any("has 3 stages but `stages` lists 2" in m for m in messages)
+    assert all(p.line in (5, 9) for p in ps)
+
+
+def test_bad_layout_grammar(write, tiny_text):
+    [p] = problems(write(tiny_text.replace("layout: C-T", "layout: C--T")))
+    assert p.path == ("layout",) and "joined by `-`" in p.message
+
+
+def test_stage_override_error_points_at_the_override(write, tiny_text):
+    text = tiny_text.replace("{depth: 2, channels: 32, stride: 2}",
+                             "{depth: 2, channels: 32, stride: 2, block: {mlp_ration: 2}}")
+    [p] = problems(write(text))
+    assert p.path == ("stages", 1, "block", "mlp_ration") and p.line == 11
+    assert p.hint == "did you mean `mlp_ratio`?"
+
+
+def test_heads_mismatch_suggests_nearest_width(write, tiny_text):
+    [p] = problems(write(tiny_text.replace("channels: 32, stride: 2}", "channels: 36, stride: 2}")))
+    assert p.path == ("stages", 1, "channels") and p.line == 11
+    assert "not divisible by head_dim=8" in p.message and "32 or 40" in p.hint
+
+
+def test_resolution_not_divisible_by_total_stride(write, tiny_text):
+    [p] = problems(write(tiny_text.replace("size: 32", "size: 30")))
+    assert p.path == ("input", "size") and p.line == 2
+    assert "total stride 8" in p.message and "24 or 32" in p.hint
+
+
+def test_even_kernel_rejected_by_plan(write, tiny_text):
+    [p] = problems(write(tiny_text.replace("kernel: 3", "kernel: 4")))
+    assert p.path == ("blocks", "C", "kernel") and "odd" in p.message and "3 or 5" in p.hint
+
+
+def test_class_token_before_conv_blocks(write, tiny_text):
+    text = tiny_text.replace("layout: C-T", "layout: T-C").replace("{depth: 1, channels: 16, stride: 2}",
+                                                                   "{depth: 1, channels: 16, class_token: true}")
+    text = text.replace("attention: relative", "attention: plain")
+    ps = problems(write(text))
+    assert any(p.path == ("stages", 1, "class_token") and "cannot carry a class token" in p.message for p in ps)
+
+
+def test_convnext_needs_transition_to_downsample(write):
+    text = """\
+layout: C-C
+blocks: {C: {type: convnext}}
+stem: {type: patch, channels: 16, patch: 4}
+input: {size: 32}
+stages:
+  - {depth: 1, channels: 16}
+  - {depth: 1, channels: 32, stride: 2}
+"""
+    ps = problems(write(text))
+    assert {p.path for p in ps} == {("stages", 1, "stride"), ("stages", 1, "channels")}
+    assert all("transition" in p.hint for p in ps)
+
+
+def test_token_head_without_class_token(write, tiny_text):
+    [p] = problems(write(tiny_text.replace("head: {type: pool", "head: {type: token")))
+    assert p.path == ("head", "type") and "needs a class token" in p.message
