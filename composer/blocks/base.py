@@ -51,6 +51,8 @@ class BlockConfig(BaseModel):
     can_change_width: ClassVar[bool] = True
     # whether class tokens in front of the grid are allowed
     allows_prefix_tokens: ClassVar[bool] = False
+    # groups of options that exclude each other; a stage override of one replaces the others
+    exclusive_options: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
     @classmethod
     def type_name(cls) -> str:

@@ -122,6 +122,7 @@ class TransformerConfig(BlockConfig):
 
     data_format = "tokens"
     allows_prefix_tokens = True
+    exclusive_options = (("heads", "head_dim"),)
 
     type: Literal["transformer"] = Field("transformer", description="Block family: pre-norm Transformer.")
     attention: Literal["plain", "relative"] = Field(

@@ -99,8 +99,21 @@ def block_union() -> Any:
 
 
 def merged_block(legend: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """A stage's block options: its legend entry with the stage's overrides on top."""
-    return {**legend, **override}
+    """A stage's block options: its legend entry with the stage's overrides on top.
+
+    Options that exclude each other (`heads` / `head_dim`) are replaced as a group: a stage that
+    sets `heads` drops the legend's `head_dim`.
+    """
+    if not isinstance(legend, dict) or not isinstance(override, dict):
+        return override if isinstance(override, dict) else legend
+    merged = {**legend, **override}
+    family = BLOCKS.get(merged.get("type"))
+    for group in getattr(family, "exclusive_options", ()):
+        if any(key in override for key in group):
+            for key in group:
+                if key not in override:
+                    merged.pop(key, None)
+    return merged
 
 
 def resolve_block(raw: dict[str, Any]) -> BlockConfig:
