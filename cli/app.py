@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from . import blocks, build, profile, validate
+from . import blocks, build, profile, schema, validate
 from .common import STATE
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.command("validate")(validate.validate)
 app.command("build")(build.build)
 app.command("profile")(profile.profile)
 app.command("blocks")(blocks.blocks)
+app.command("schema")(schema.schema)
 
 
 def main() -> None:

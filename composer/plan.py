@@ -127,6 +127,14 @@ def plan(blueprint: Blueprint) -> Plan:
         if has_transition and prefix:
             complain(Complaint("transition", "a transition conv needs a feature map, but a class token was inserted earlier",
                                "insert the class token in this stage or a later one"))
+        if has_transition:
+            got = tuple(spec.transition.output_size(n, stride) for n in (h, w))
+            if got != (h // stride, w // stride):
+                problems.append(source.problem(
+                    ("stages", i, "transition", "kernel"),
+                    f"a kernel-{spec.transition.kernel} transition with stride {stride} turns the {h}x{w} grid into "
+                    f"{got[0]}x{got[1]}, not {h // stride}x{w // stride}",
+                    f"use kernel {stride} (patches) or an odd kernel larger than the stride"))
         block_c_in = c_out if has_transition else channels
         block_stride = 1 if has_transition else stride
         if not has_transition:

@@ -45,3 +45,14 @@ head: {type: pool, hidden: 32}
 @pytest.fixture
 def tiny_text() -> str:
     return TINY
+
+
+# Property-based tests: a small fixed budget in CI; `HYPOTHESIS_PROFILE=long pytest tests/test_properties.py`
+# runs the long profile by hand.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=1000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(__import__("os").environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -109,3 +109,16 @@ stages:
 def test_token_head_without_class_token(write, tiny_text):
     [p] = problems(write(tiny_text.replace("head: {type: pool", "head: {type: token")))
     assert p.path == ("head", "type") and "needs a class token" in p.message
+
+
+def test_transition_kernel_that_changes_the_grid(write):
+    text = """\
+layout: X
+blocks: {X: {type: convnext}}
+input: {size: 16}
+stages:
+  - {depth: 1, channels: 8, transition: {type: conv, kernel: 2}}
+"""
+    [p] = problems(write(text))
+    assert p.path == ("stages", 0, "transition", "kernel") and p.line == 5
+    assert "16x16 grid into 17x17" in p.message

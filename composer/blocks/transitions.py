@@ -36,8 +36,14 @@ class ConvTransitionConfig(_Transition):
     norm_eps: float = Field(1e-6, gt=0, description="Epsilon of the LayerNorm.")
     bias: bool = Field(True, description="Bias on the conv.")
 
+    def padding(self, stride: int) -> int:
+        return max(0, (self.kernel - stride + 1) // 2)
+
+    def output_size(self, size: int, stride: int) -> int:
+        return (size + 2 * self.padding(stride) - self.kernel) // stride + 1
+
     def build(self, in_channels: int, out_channels: int, stride: int) -> nn.Module:
-        padding = max(0, (self.kernel - stride + 1) // 2)
+        padding = self.padding(stride)
         return nn.Sequential(
             make_norm("layernorm" if self.norm == "before" else "none", in_channels, eps=self.norm_eps),
             nn.Conv2d(in_channels, out_channels, self.kernel, stride, padding, bias=self.bias),
