@@ -62,9 +62,36 @@ def plan(spec: Spec) -> Plan:
     return _plan(spec)
 
 
+def available_memory() -> int:
+    """Bytes of physical memory not in use on this machine."""
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_fits_in_memory(p: Plan) -> None:
+    """Refuse, with a location, to allocate weights that would not fit in this machine's memory."""
+    meta = _build(p, device="meta")
+    sizes = [sum(t.numel() for t in s.parameters()) for s in meta.stages]
+    total = sum(t.numel() for t in meta.parameters())
+    need, have = 4 * total, available_memory()
+    if need > 0.8 * have:
+        worst = max(range(len(sizes)), key=sizes.__getitem__)
+        raise BlueprintError(p.blueprint.source.problem(
+            ("stages", worst, "channels"),
+            f"the network has {total:,} parameters ({need / 2**30:.1f} GiB of float32 weights), more than the "
+            f"{have / 2**30:.1f} GiB of memory available; stage {worst} holds {sizes[worst]:,}",
+            "`composer profile` counts it without allocating weights"))
+
+
 def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | None = 0) -> ComposedNet:
-    """Build the nn.Module of a blueprint (path, Blueprint or Plan)."""
-    return _build(plan(spec), device=device, seed=seed)
+    """Build the nn.Module of a blueprint (path, Blueprint or Plan).
+
+    On the CPU, a network whose weights would not fit in free memory is refused with a
+    BlueprintError instead of exhausting the machine; `device="meta"` allocates nothing.
+    """
+    p = plan(spec)
+    if torch.device(device or "cpu").type == "cpu":
+        check_fits_in_memory(p)
+    return _build(p, device=device, seed=seed)
 
 
 def profile(spec: Spec, *, batch: int = 1, elementwise: bool = False) -> Profile:

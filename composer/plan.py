@@ -182,7 +182,7 @@ def plan(blueprint: Blueprint) -> Plan:
         problems.append(source.problem(("head", "type"), "the network carries a class token, which a `pool` head would average in",
                                        "use `type: token`"))
     if problems:
-        raise BlueprintError(problems)
+        raise BlueprintError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0)))
     return Plan(
         name=blueprint.name, blueprint=blueprint, input_shape=(m.input.channels, *m.input.hw), classes=m.classes,
         stem=m.stem, stem_shape=(stem_out, m.input.hw[0] // stem_stride, m.input.hw[1] // stem_stride),

@@ -22,3 +22,21 @@ def test_blocks_command_lists_every_block_and_option():
         for option in cls.model_fields:
             if option != "type":
                 assert f"  {option} " in r.stdout
+
+
+def _error_examples():
+    import re
+
+    text = (ROOT / "docs" / "errors.md").read_text()
+    return re.findall(r"## (.+?)\n\n```yaml\n(.*?)\n```\n\n```text\n(.*?)\n```", text, re.S)
+
+
+def test_error_catalogue_shows_real_output(tmp_path, monkeypatch):
+    examples = _error_examples()
+    assert len(examples) >= 10
+    monkeypatch.chdir(tmp_path)
+    for title, blueprint, expected in examples:
+        (tmp_path / "bp.yaml").write_text(blueprint + "\n")
+        r = CliRunner().invoke(app, ["validate", "bp.yaml"])
+        assert r.exit_code == 1, title
+        assert r.stderr.rstrip("\n") == expected, title

@@ -122,3 +122,22 @@ stages:
     [p] = problems(write(text))
     assert p.path == ("stages", 0, "transition", "kernel") and p.line == 5
     assert "16x16 grid into 17x17" in p.message
+
+
+def test_build_refuses_weights_larger_than_memory(write, tiny_text, monkeypatch):
+    import composer.api
+
+    monkeypatch.setattr(composer.api, "available_memory", lambda: 100_000)  # bytes
+    bp = composer.load(write(tiny_text))
+    with pytest.raises(BlueprintError) as e:
+        composer.build(bp)
+    [p] = e.value.problems
+    assert p.path == ("stages", 1, "channels") and p.line == 11
+    assert "GiB of memory available" in p.message and "composer profile" in p.hint
+    assert composer.profile(bp).params > 25_000  # profiling still works: it allocates nothing
+    assert composer.build(bp, device="meta") is not None
+
+
+def test_absurd_depth_is_rejected_by_validate(write, tiny_text):
+    [p] = problems(write(tiny_text.replace("depth: 1,", "depth: 1000000000,")))
+    assert p.path == ("stages", 0, "depth") and "less than or equal to 1000" in p.message
