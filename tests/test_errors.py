@@ -141,3 +141,13 @@ def test_build_refuses_weights_larger_than_memory(write, tiny_text, monkeypatch)
 def test_absurd_depth_is_rejected_by_validate(write, tiny_text):
     [p] = problems(write(tiny_text.replace("depth: 1,", "depth: 1000000000,")))
     assert p.path == ("stages", 0, "depth") and "less than or equal to 1000" in p.message
+
+
+def test_even_stem_kernel(write, tiny_text):
+    [p] = problems(write(tiny_text.replace("stem: {type: conv,", "stem: {type: conv, kernel: 4,")))
+    assert p.path == ("stem", "kernel") and p.line == 4 and "must be odd (use 3 or 5)" in p.message
+
+
+def test_unknown_top_level_key_suggestion(write, tiny_text):
+    [p] = problems(write(tiny_text.replace("classes: 10", "clases: 10")))
+    assert p.path == ("clases",) and p.line == 3 and p.hint == "did you mean `classes`?"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from ..layers import Activation, make_act, make_norm
@@ -32,6 +32,13 @@ class ConvStemConfig(_Stem):
     act: Activation = Field("relu", description="Activation after each norm.")
     last_norm_act: bool = Field(True, description="Whether the last conv is also followed by norm and act (false in CoAtNet).")
     pool: Literal["none", "max"] = Field("none", description="`max`: a 3x3 stride-2 max-pool at the end (ResNet).")
+
+    @field_validator("kernel")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"stem kernels must be odd (use {value - 1} or {value + 1})")
+        return value
 
     @property
     def out_channels(self) -> int:
