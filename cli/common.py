@@ -9,7 +9,7 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 import yaml
 
-from composer.blueprint import BlueprintError
+from composer.blueprint import BlueprintError, Problem
 
 STATE = {"debug": False}
 
@@ -26,19 +26,17 @@ def parse_sets(items: list[str] | None, size: int | None = None) -> dict[str, An
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise BlueprintError_from(f"`--set {item}`: expected KEY=VALUE, e.g. `stages.0.depth=3`")
+            raise command_line_error(f"`--set {item}`: expected KEY=VALUE, e.g. `stages.0.depth=3`")
         try:
             out[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
-            raise BlueprintError_from(f"`--set {item}`: the value is not valid YAML") from None
+            raise command_line_error(f"`--set {item}`: the value is not valid YAML") from None
     if size is not None:
         out["input.size"] = size
     return out
 
 
-def BlueprintError_from(message: str) -> BlueprintError:
-    from composer.blueprint import Problem
-
+def command_line_error(message: str) -> BlueprintError:
     return BlueprintError(Problem(message, (), "<command line>"))
 
 

@@ -8,7 +8,7 @@ reported at its line in the blueprint.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from .blocks.base import BlockConfig, BlockContext, Complaint
@@ -69,7 +69,6 @@ class Plan:
     head: Any
     head_channels: int
     total_stride: int
-    warnings: list[str] = field(default_factory=list)
 
     @property
     def output_shape(self) -> list[int]:

@@ -197,17 +197,17 @@ def profile(plan: Plan, *, batch: int = 1, elementwise: bool = False) -> Profile
     net = build(plan, device="meta").eval()
     c, h, w = plan.input_shape
     x = torch.empty(batch, c, h, w, device="meta")
-    parts: list[tuple[str, str, torch.nn.Module, Callable]] = [("stem", plan.stem.type, net.stem, net.stem)]
+    parts: list[tuple[str, str, torch.nn.Module]] = [("stem", plan.stem.type, net.stem)]
     for sp, stage in zip(plan.stages, net.stages):
-        parts.append((f"s{sp.index + 1}", f"{sp.letter}: {sp.label} x{sp.depth}", stage, stage))
-    parts.append(("head", plan.head.type, net.head, net.head))
+        parts.append((f"s{sp.index + 1}", f"{sp.letter}: {sp.label} x{sp.depth}", stage))
+    parts.append(("head", plan.head.type, net.head))
 
     results, by_op, free, uncounted = [], Counter(), Counter(), Counter()
     with torch.no_grad():
-        for name, label, module, fn in parts:
+        for name, label, module in parts:
             counter = OpCounter(elementwise)
             with counter:
-                x = fn(x)
+                x = module(x)
             results.append(PartProfile(name, label, list(x.shape[1:]), _params(module), counter.macs))
             by_op.update(counter.by_op)
             free.update(counter.free)

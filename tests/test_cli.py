@@ -73,3 +73,8 @@ def test_missing_file_and_bad_set(tmp_path):
 def test_build_output_into_missing_directory(tmp_path):
     r = runner.invoke(app, ["build", COATNET, "-o", str(tmp_path / "no" / "m.pt")])
     assert r.exit_code == 1 and "does not exist" in r.stderr
+
+
+def test_malformed_set_is_a_command_line_error():
+    r = runner.invoke(app, ["validate", COATNET, "--set", "stages.0.depth"])
+    assert r.exit_code == 1 and "<command line>: `--set stages.0.depth`: expected KEY=VALUE" in r.stderr

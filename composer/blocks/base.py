@@ -49,8 +49,6 @@ class BlockConfig(BaseModel):
     # whether the family can change width/resolution in its first block
     can_downsample: ClassVar[bool] = True
     can_change_width: ClassVar[bool] = True
-    # whether class tokens in front of the grid are allowed
-    allows_prefix_tokens: ClassVar[bool] = False
     # groups of options that exclude each other; a stage override of one replaces the others
     exclusive_options: ClassVar[tuple[tuple[str, ...], ...]] = ()
 

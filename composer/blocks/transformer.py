@@ -121,7 +121,6 @@ class TransformerConfig(BlockConfig):
     """Pre-norm Transformer block with plain or relative-position multi-head attention."""
 
     data_format = "tokens"
-    allows_prefix_tokens = True
     exclusive_options = (("heads", "head_dim"),)
 
     type: Literal["transformer"] = Field("transformer", description="Block family: pre-norm Transformer.")
