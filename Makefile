@@ -18,7 +18,7 @@ profile: $(BIN)/composer
 	$(BIN)/composer profile blueprints/coatnet0.yaml
 
 test: $(BIN)/composer
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
