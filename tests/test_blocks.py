@@ -79,3 +79,13 @@ def test_mbconv_stride_placement_changes_macs_not_params():
 
     (p1, m1), (p2, m2) = count("expand"), count("depthwise")
     assert p1 == p2 and m2 > m1
+
+
+def test_expand_one_stride_placement_follows_the_norm_style():
+    pre = resolve_block({"type": "mbconv", "expand": 1, "expand_from": "in"})
+    post = resolve_block({"type": "mbconv", "expand": 1, "expand_from": "in", "norm": "post"})
+    ctx = BlockContext(16, 24, 2, (8, 8))
+    assert pre.check(ctx) == []  # the pre-norm block keeps its expand conv, which can carry the stride
+    assert [c.option for c in post.check(ctx)] == ["stride_on"]
+    post_dw = resolve_block({"type": "mbconv", "expand": 1, "expand_from": "in", "norm": "post", "stride_on": "depthwise"})
+    assert post_dw.build(ctx)(torch.randn(1, 16, 8, 8)).shape == (1, 24, 4, 4)

@@ -47,12 +47,17 @@ class MBConvConfig(BlockConfig):
         "expand", description="Which conv of a downsampling block carries the stride: the 1x1 expand (CoAtNet paper) or the depthwise conv.")
     pool: Literal["avg", "max"] = Field("max", description="Pooling of the downsampling shortcut (`pre` norm only).")
 
+    @property
+    def has_expand_conv(self) -> bool:
+        """MobileNetV2 drops the expand conv when t = 1 (post norm); CoAtNet's pre-norm block keeps it."""
+        return self.norm == "pre" or not (self.expand == 1 and self.expand_from == "in")
+
     def check(self, ctx: BlockContext) -> list[Complaint]:
         out = []
         if self.kernel % 2 == 0:
             out.append(Complaint("kernel", f"kernel {self.kernel} is even; depthwise kernels must be odd",
                                  f"use {self.kernel - 1} or {self.kernel + 1}"))
-        if self.stride_on == "expand" and self.expand == 1 and self.expand_from == "in" and ctx.stride > 1:
+        if self.stride_on == "expand" and not self.has_expand_conv and ctx.stride > 1:
             out.append(Complaint("stride_on", "a block with expansion 1 has no expand conv to carry the stride",
                                  "use `stride_on: depthwise`"))
         return out
@@ -73,10 +78,9 @@ class MBConv(nn.Module):
         pre = config.norm == "pre"
         expand_stride = stride if config.stride_on == "expand" else 1
         dw_stride = stride if config.stride_on == "depthwise" else 1
-        has_expand = not (config.expand == 1 and config.expand_from == "in") or pre
+        has_expand = config.has_expand_conv
         if not has_expand:
             hidden = c_in
-            dw_stride = stride
 
         self.pre_norm = nn.BatchNorm2d(c_in) if pre else nn.Identity()
         if has_expand:

@@ -96,14 +96,13 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _problems_from(exc: ValidationError, root: Any, source: Source, prefix: tuple,
-                   remap=None) -> list[Problem]:
+def _problems_from(exc: ValidationError, root: Any, source: Source, remap=None) -> list[Problem]:
     out: dict[tuple, Problem] = {}
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
         kind, ctx = err["type"], err.get("ctx") or {}
         path, _ = _walk_loc(root, loc)
-        parent_path, parent_type = _walk_loc(root, loc[:-1]) if loc else ((), root)
+        _, parent_type = _walk_loc(root, loc[:-1]) if loc else ((), root)
         hint = None
         if kind == "extra_forbidden":
             key = path[-1] if path else "?"
@@ -130,9 +129,7 @@ def _problems_from(exc: ValidationError, root: Any, source: Source, prefix: tupl
         else:
             msg = err["msg"].removeprefix("Value error, ")
             message = f"{msg[0].lower()}{msg[1:]}, found {_short(err['input'])}"
-        full = prefix + path
-        if remap is not None:
-            full = remap(path)
+        full = remap(path) if remap is not None else path
         out.setdefault(full, source.problem(full, message, hint))
     return list(out.values())
 
@@ -146,7 +143,7 @@ def validate(source: Source) -> Blueprint:
     try:
         model = model_cls.model_validate(data)
     except ValidationError as exc:
-        problems = _problems_from(exc, model_cls, source, ())
+        problems = _problems_from(exc, model_cls, source)
         problems += _cross_checks(source, data, skip_blocks=True)
         raise BlueprintError(sorted(problems, key=_order)) from None
     problems = _cross_checks(source, data)
@@ -166,7 +163,7 @@ def validate(source: Source) -> Blueprint:
                 if path and path[0] in override:
                     return ("stages", i, "block") + path
                 return ("blocks", letter) + path
-            problems += _problems_from(exc, block_union(), source, (), remap)
+            problems += _problems_from(exc, block_union(), source, remap)
     if problems:
         raise BlueprintError(sorted(problems, key=_order))
     return Blueprint(model, letters, stage_blocks, source)
