@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import typer
+
 from composer.blocks import BLOCKS
-from composer.reference import option_rows
+from composer.reference import block_summary, option_rows, render_blocks
 
 from .common import out, table
 
 
-def blocks() -> None:
+def blocks(
+    markdown: bool = typer.Option(False, "--markdown", help="Print the catalogue as Markdown (docs/blocks.md)."),
+) -> None:
     """List the registered block families and their options."""
+    if markdown:
+        out(render_blocks(), end="")
+        return
     for name in sorted(BLOCKS):
         cls = BLOCKS[name]
-        out(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        out(f"{name}: {block_summary(cls)}")
         rows = [["  option", "default", "meaning"]]
         rows += [[f"  {n}", d.replace("`", ""), m] for n, _, d, m in option_rows(cls)]
         out(table(rows, right=set()))

@@ -87,5 +87,5 @@ def table(rows: list[list[str]], right: set[int]) -> str:
     return "\n".join(lines)
 
 
-def out(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
+def out(text: str = "", end: str = "\n") -> None:
+    sys.stdout.write(text + end)

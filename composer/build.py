@@ -63,7 +63,8 @@ class ComposedNet(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """Truncated-normal Linear weights and token parameters (std 0.02), as in ViT/DeiT."""
+    """Truncated-normal Linear weights and token parameters (std 0.02), as in ViT/DeiT; then each
+    layer's own initialisation where it has one (`local_init`, e.g. ConViT's local attention)."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)
@@ -73,6 +74,9 @@ def init_weights(module: nn.Module) -> None:
             for p in (m.cls_token, m.pos_embed):
                 if p is not None:
                     nn.init.trunc_normal_(p, std=0.02)
+    for m in module.modules():
+        if hasattr(m, "local_init"):
+            m.local_init()
 
 
 def build(plan: Plan, *, device: str | torch.device | None = None, seed: int | None = 0) -> ComposedNet:

@@ -185,4 +185,4 @@ def plan(blueprint: Blueprint) -> Plan:
     return Plan(
         name=blueprint.name, blueprint=blueprint, input_shape=(m.input.channels, *m.input.hw), classes=m.classes,
         stem=m.stem, stem_shape=(stem_out, m.input.hw[0] // stem_stride, m.input.hw[1] // stem_stride),
-        stages=tuple(stage_plans), head=m.head, head_channels=m.head.hidden or channels, total_stride=total_stride)
+        stages=tuple(stage_plans), head=m.head, head_channels=m.head.features(channels), total_stride=total_stride)

@@ -60,7 +60,7 @@ def test_convnext_formula(c):
 
 
 def test_relative_bias_is_shared_by_equal_offsets():
-    from composer.blocks.transformer import relative_position_index
+    from composer.layers.attention import relative_position_index
 
     idx = relative_position_index(3, 4)
     assert idx.shape == (12, 12) and idx.max() == 5 * 7 - 1 and idx.min() == 0

@@ -4,7 +4,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from composer.blocks import BLOCKS
-from composer.reference import render_grammar
+from composer.reference import render_blocks, render_grammar
 
 from .conftest import ROOT
 
@@ -22,6 +22,19 @@ def test_blocks_command_lists_every_block_and_option():
         for option in cls.model_fields:
             if option != "type":
                 assert f"  {option} " in r.stdout
+
+
+def test_block_catalogue_is_current_and_matches_the_command():
+    on_disk = (ROOT / "docs" / "blocks.md").read_text()
+    assert on_disk == render_blocks(), "regenerate: composer blocks --markdown > docs/blocks.md"
+    r = CliRunner().invoke(app, ["blocks", "--markdown"])
+    assert r.exit_code == 0 and r.stdout == on_disk
+    text = CliRunner().invoke(app, ["blocks"]).stdout
+    for name, cls in BLOCKS.items():
+        assert f"## `{name}`" in on_disk and f"{name}: " in text
+        for option in cls.model_fields:
+            if option != "type":
+                assert f"| `{option}` |" in on_disk
 
 
 def _error_examples():

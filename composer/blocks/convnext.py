@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from ..layers import Activation, DropPath, SqueezeExcite, make_act
+from ..layers import Activation, DropPath, Gate, SqueezeExcite, make_act
 from .base import BlockConfig, BlockContext, Complaint, register_block
 
 
@@ -30,6 +30,8 @@ class ConvNeXtConfig(BlockConfig):
     act: Activation = Field("gelu", description="Activation inside the MLP.")
     layer_scale: float | None = Field(1e-6, gt=0, description="Initial layer-scale value; null switches it off.")
     se: float = Field(0.0, ge=0, le=1, description="SE ratio applied after the block's MLP; 0 (default) is off.")
+    se_act: Activation = Field("relu", description="Activation inside SE.")
+    se_gate: Gate = Field("sigmoid", description="Gate of SE.")
     norm_eps: float = Field(1e-6, gt=0, description="Epsilon of the LayerNorm.")
 
     def check(self, ctx: BlockContext) -> list[Complaint]:
@@ -57,7 +59,8 @@ class ConvNeXtBlock(nn.Module):
         self.fc2 = nn.Linear(hidden, c)
         scale = config.layer_scale
         self.gamma = nn.Parameter(torch.full((c,), scale)) if scale else None
-        self.se = SqueezeExcite(c, max(1, int(c * config.se))) if config.se else nn.Identity()
+        self.se = (SqueezeExcite(c, max(1, int(c * config.se)), config.se_act, config.se_gate)
+                   if config.se else nn.Identity())
         self.drop_path = DropPath(ctx.drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)

@@ -1,6 +1,7 @@
 """Heads: features -> logits.
 
-- `pool`: global average pool over the grid -> norm -> optional pre-logits Linear + act -> Linear.
+- `pool`: optional 1x1 feature conv + BN + act (MobileNetV2, EfficientNet) -> global average pool
+  over the grid -> norm -> optional pre-logits Linear + act -> Linear.
 - `token`: the class token -> norm -> optional pre-logits Linear + act -> Linear.
 """
 
@@ -19,7 +20,7 @@ class _Head(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     norm: Literal["layernorm", "batchnorm", "none"] = Field(
-        "layernorm", description="Norm on the pooled features (batchnorm: on the map before pooling).")
+        "layernorm", description="Norm on the pooled features.")
     norm_eps: float = Field(1e-5, gt=0, description="Epsilon of the norm.")
     hidden: int | None = Field(None, ge=1, description="Width of a pre-logits Linear + act (CoAtNet); none when unset.")
     act: Activation = Field("tanh", description="Activation after the pre-logits Linear.")
@@ -28,10 +29,20 @@ class _Head(BaseModel):
 
 class PoolHeadConfig(_Head):
     type: Literal["pool"] = Field("pool", description="Head kind: global average pooling.")
+    conv: int | None = Field(None, ge=1, description="Width of a 1x1 conv + BatchNorm + act before pooling (MobileNetV2: 1280); none when unset.")
+    conv_act: Activation = Field("relu", description="Activation after the feature conv.")
+
+    def features(self, channels: int) -> int:
+        """Width reaching the classifier."""
+        return self.hidden or self.conv or channels
 
 
 class TokenHeadConfig(_Head):
     type: Literal["token"] = Field("token", description="Head kind: class token.")
+
+    def features(self, channels: int) -> int:
+        """Width reaching the classifier."""
+        return self.hidden or channels
 
 
 HeadConfig = Annotated[Union[PoolHeadConfig, TokenHeadConfig], Field(discriminator="type")]
@@ -43,6 +54,13 @@ class Head(nn.Module):
     def __init__(self, config: PoolHeadConfig | TokenHeadConfig, channels: int, classes: int):
         super().__init__()
         self.use_token = config.type == "token"
+        conv = getattr(config, "conv", None)
+        if conv:
+            self.conv = nn.Sequential(nn.Conv2d(channels, conv, 1, bias=False), nn.BatchNorm2d(conv),
+                                      make_act(config.conv_act))
+            channels = conv
+        else:
+            self.conv = nn.Identity()
         if config.norm == "layernorm":
             self.norm = nn.LayerNorm(channels, eps=config.norm_eps)
         elif config.norm == "batchnorm":
@@ -59,6 +77,6 @@ class Head(nn.Module):
         self.fc = nn.Linear(channels, classes) if classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x[:, 0] if self.use_token else x.mean((2, 3))  # (B, C)
+        x = x[:, 0] if self.use_token else self.conv(x).mean((2, 3))  # (B, C)
         x = self.pre_logits(self.norm(x))
         return x if pre_logits else self.fc(self.dropout(x))

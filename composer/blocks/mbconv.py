@@ -18,7 +18,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from ..layers import Activation, DropPath, SqueezeExcite, make_act
+from ..layers import Activation, DropPath, Gate, SqueezeExcite, make_act
 from .base import BlockConfig, BlockContext, Complaint, register_block
 
 
@@ -40,6 +40,7 @@ class MBConvConfig(BlockConfig):
     se_from: Literal["in", "out"] = Field(
         "out", description="Base of the SE width: the block's input (EfficientNet) or output (CoAtNet) channels.")
     se_act: Activation | None = Field(None, description="Activation inside SE; defaults to the block's `act`.")
+    se_gate: Gate = Field("sigmoid", description="Gate of SE.")
     act: Activation = Field("gelu", description="Activation after the expand and depthwise convs.")
     norm: Literal["pre", "post"] = Field(
         "pre", description="`pre`: one BatchNorm before the block (CoAtNet); `post`: BatchNorm after each conv (MobileNetV2).")
@@ -99,7 +100,8 @@ class MBConv(nn.Module):
         )
         if config.se > 0:
             se_base = c_out if config.se_from == "out" else c_in
-            self.se = SqueezeExcite(hidden, max(1, int(se_base * config.se)), config.se_act or config.act)
+            self.se = SqueezeExcite(hidden, max(1, int(se_base * config.se)), config.se_act or config.act,
+                                    config.se_gate)
         else:
             self.se = nn.Identity()
         self.project = nn.Conv2d(hidden, c_out, 1, bias=pre)

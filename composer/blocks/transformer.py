@@ -1,10 +1,12 @@
-"""Pre-norm Transformer block: ViT (Dosovitskiy et al. 2021) and CoAtNet's relative attention
-(Dai et al. 2021).
+"""Pre-norm Transformer block, with the attention and feed-forward variants of the lecture's hybrids.
 
-Data flow: x + Attn(Norm(x)), then x + MLP(Norm(x)), on tokens (B, N, C).
+Data flow: x + Attn(Norm(x)), then x + FFN(Norm(x)), on tokens (B, N, C).
 A block that downsamples (the first of a CoAtNet stage) computes Proj(Pool(x)) + Attn(Pool(Norm(x))).
-Attention runs through `scaled_dot_product_attention`; a relative position bias enters as its
-additive mask.
+
+Attention (`attention`): `plain` (ViT), `relative` (CoAtNet: a learned bias per relative offset),
+`gpsa` (ConViT: gated positional self-attention), `conv` (CvT: depthwise conv + BN projections,
+keys and values strided). FFN (`ffn`): `mlp` (ViT), or `conv` (LocalViT: 1x1 -> depthwise -> SE ->
+1x1 on the token map, with no LayerNorm before it). Class tokens bypass every convolution.
 """
 
 from __future__ import annotations
@@ -12,65 +14,14 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from ..layers import Activation, DropPath, make_act
+from ..layers import Activation, DropPath
+from ..layers.attention import (Attention, ConvProjectionAttention, GatedPositionalAttention, map_to_tokens,
+                                tokens_to_map)
+from ..layers.ffn import ConvFeedForward, Mlp
 from .base import BlockConfig, BlockContext, Complaint, divisors_near, register_block
-
-
-def relative_position_index(height: int, width: int) -> torch.Tensor:
-    """(H*W, H*W) index into a (2H-1)*(2W-1) table of relative offsets between grid positions."""
-    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    coords = torch.stack([ys.flatten(), xs.flatten()])  # (2, N)
-    rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N), offsets in [-(H-1), H-1]
-    return (rel[0] + height - 1) * (2 * width - 1) + (rel[1] + width - 1)
-
-
-class RelativePositionBias(nn.Module):
-    """A learned scalar per head and relative offset, gathered into an (heads, N, N) logit bias."""
-
-    def __init__(self, num_heads: int, grid: tuple[int, int]):
-        super().__init__()
-        h, w = grid
-        self.table = nn.Parameter(torch.zeros(num_heads, (2 * h - 1) * (2 * w - 1)))
-        self.register_buffer("index", relative_position_index(h, w), persistent=False)
-
-    def forward(self) -> torch.Tensor:
-        return self.table[:, self.index]  # (heads, N, N)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention; qkv may map the input width to a different output width."""
-
-    def __init__(self, in_dim: int, dim: int, num_heads: int, qkv_bias: bool = True,
-                 relative_grid: tuple[int, int] | None = None):
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(in_dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.relative = RelativePositionBias(num_heads, relative_grid) if relative_grid else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, _ = x.shape
-        qkv = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, head_dim)
-        bias = self.relative().to(q.dtype) if self.relative is not None else None
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, heads, N, head_dim)
-        return self.proj(x.transpose(1, 2).reshape(B, N, -1))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, act: str):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = make_act(act)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class TokenPool(nn.Module):
@@ -82,9 +33,7 @@ class TokenPool(nn.Module):
         self.pool = (nn.MaxPool2d if kind == "max" else nn.AvgPool2d)(stride, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
-        x = x.transpose(1, 2).reshape(B, C, *self.grid)
-        return self.pool(x).flatten(2).transpose(1, 2)
+        return map_to_tokens(self.pool(tokens_to_map(x, self.grid)))
 
 
 class LayerScale(nn.Module):
@@ -118,39 +67,65 @@ def check_heads(heads: int | None, head_dim: int | None, channels: int) -> list[
 
 @register_block
 class TransformerConfig(BlockConfig):
-    """Pre-norm Transformer block with plain or relative-position multi-head attention."""
+    """Pre-norm Transformer block: plain, relative, gated positional (GPSA) or conv-projection attention."""
 
     data_format = "tokens"
     exclusive_options = (("heads", "head_dim"),)
 
     type: Literal["transformer"] = Field("transformer", description="Block family: pre-norm Transformer.")
-    attention: Literal["plain", "relative"] = Field(
-        "plain", description="`plain`: ViT attention; `relative`: CoAtNet's per-head relative position bias.")
+    attention: Literal["plain", "relative", "gpsa", "conv"] = Field(
+        "plain", description="`plain`: ViT; `relative`: CoAtNet's relative position bias; `gpsa`: ConViT's gated "
+                             "positional attention; `conv`: CvT's convolutional projection.")
     heads: int | None = Field(None, ge=1, description="Number of attention heads (or give `head_dim`).")
     head_dim: int | None = Field(None, ge=1, description="Width per head; heads = channels / head_dim. Default 64.")
-    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width = mlp_ratio x channels.")
-    qkv_bias: bool = Field(True, description="Bias on the query/key/value projection.")
-    act: Activation = Field("gelu", description="Activation inside the MLP.")
+    qkv_bias: bool = Field(True, description="Bias on the query/key/value projections.")
+    locality_strength: float = Field(
+        1.0, gt=0, description="`gpsa`: how sharply each head attends around its offset at initialisation.")
+    proj_kernel: int = Field(3, ge=1, le=15, description="`conv`: kernel of the depthwise Q/K/V projection convs (odd).")
+    kv_stride: int = Field(2, ge=1, le=8, description="`conv`: stride of the key and value projection convs.")
+    ffn: Literal["mlp", "conv"] = Field(
+        "mlp", description="`mlp`: LayerNorm + MLP (ViT); `conv`: LocalViT's 1x1 -> depthwise -> SE -> 1x1 on the map.")
+    mlp_ratio: float = Field(4.0, gt=0, description="FFN hidden width = mlp_ratio x channels.")
+    act: Activation = Field("gelu", description="Activation inside the FFN.")
+    ffn_kernel: int = Field(3, ge=1, le=15, description="`ffn: conv`: kernel of the depthwise conv (odd).")
+    ffn_se_reduction: int | None = Field(
+        None, ge=1, description="`ffn: conv`: SE hidden width = FFN width / this (LocalViT: 192); none when unset.")
     norm_eps: float = Field(1e-5, gt=0, description="Epsilon of the LayerNorms.")
     layer_scale: float | None = Field(None, gt=0, description="Initial value of a per-channel layer scale; none when unset.")
     pool: Literal["avg", "max"] = Field("max", description="Pooling used by a downsampling block (CoAtNet).")
 
     def check(self, ctx: BlockContext) -> list[Complaint]:
         out = check_heads(self.heads, self.head_dim, ctx.out_channels)
-        if self.attention == "relative" and ctx.prefix_tokens:
-            out.append(Complaint("attention", "relative attention works on the token grid and cannot take a class token",
-                                 "insert the class token in a later stage, or use `attention: plain`"))
+        if self.attention in ("relative", "gpsa") and ctx.prefix_tokens:
+            out.append(Complaint("attention", f"`{self.attention}` attention works on the token grid and cannot take "
+                                 "a class token", "insert the class token in a later stage, or use `attention: plain`"))
         if ctx.stride > 1 and ctx.prefix_tokens:
             out.append(Complaint("stride", "a transformer stage cannot downsample while it carries a class token",
                                  "downsample in an earlier stage, or with a `transition`"))
+        for option in ("proj_kernel", "ffn_kernel"):
+            k = getattr(self, option)
+            if k % 2 == 0:
+                out.append(Complaint(option, f"kernel {k} is even; it must be odd to keep the grid aligned",
+                                     f"use {k - 1} or {k + 1}"))
         return out
 
     def describe(self, ctx: BlockContext) -> str:
         h = num_heads(self.heads, self.head_dim, ctx.out_channels)
-        return f"transformer {self.attention} h{h}"
+        ffn = " conv-ffn" if self.ffn == "conv" else ""
+        return f"transformer {self.attention} h{h}{ffn}"
 
     def build(self, ctx: BlockContext) -> nn.Module:
         return TransformerBlock(self, ctx)
+
+
+def _attention(config: TransformerConfig, ctx: BlockContext, heads: int) -> nn.Module:
+    c_in, c_out, grid = ctx.in_channels, ctx.out_channels, ctx.out_resolution
+    if config.attention == "gpsa":
+        return GatedPositionalAttention(c_in, c_out, heads, grid, config.qkv_bias, config.locality_strength)
+    if config.attention == "conv":
+        return ConvProjectionAttention(c_in, c_out, heads, grid, ctx.prefix_tokens, config.proj_kernel,
+                                       config.kv_stride, config.qkv_bias)
+    return Attention(c_in, c_out, heads, config.qkv_bias, grid if config.attention == "relative" else None)
 
 
 class TransformerBlock(nn.Module):
@@ -158,16 +133,23 @@ class TransformerBlock(nn.Module):
         super().__init__()
         c_in, c_out, stride = ctx.in_channels, ctx.out_channels, ctx.stride
         heads = num_heads(config.heads, config.head_dim, c_out)
-        grid = ctx.out_resolution if config.attention == "relative" else None
+        self.prefix = ctx.prefix_tokens
         self.norm1 = nn.LayerNorm(c_in, eps=config.norm_eps)
         self.pool = TokenPool(stride, ctx.resolution, config.pool) if stride > 1 else nn.Identity()
-        self.attn = Attention(c_in, c_out, heads, config.qkv_bias, grid)
+        self.attn = _attention(config, ctx, heads)
         if stride > 1 or c_in != c_out:
             self.shortcut = nn.Sequential(self.pool if stride > 1 else nn.Identity(), nn.Linear(c_in, c_out))
         else:
             self.shortcut = nn.Identity()
-        self.norm2 = nn.LayerNorm(c_out, eps=config.norm_eps)
-        self.mlp = Mlp(c_out, int(c_out * config.mlp_ratio), config.act)
+        hidden = int(c_out * config.mlp_ratio)
+        self.conv_ffn = config.ffn == "conv"
+        if self.conv_ffn:
+            self.norm2 = nn.Identity()
+            self.ffn = ConvFeedForward(c_out, hidden, config.act, ctx.out_resolution, config.ffn_kernel,
+                                       config.ffn_se_reduction)
+        else:
+            self.norm2 = nn.LayerNorm(c_out, eps=config.norm_eps)
+            self.ffn = Mlp(c_out, hidden, config.act)
         scale = config.layer_scale
         self.ls1 = LayerScale(c_out, scale) if scale else nn.Identity()
         self.ls2 = LayerScale(c_out, scale) if scale else nn.Identity()
@@ -175,4 +157,8 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, C)
         x = self.shortcut(x) + self.drop_path(self.ls1(self.attn(self.pool(self.norm1(x)))))
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+        if not self.conv_ffn:
+            return x + self.drop_path(self.ls2(self.ffn(self.norm2(x))))
+        cls, grid = x[:, :self.prefix], x[:, self.prefix:]  # the class token bypasses the conv FFN
+        grid = grid + self.drop_path(self.ls2(self.ffn(grid)))
+        return torch.cat([cls, grid], dim=1) if self.prefix else grid

@@ -112,10 +112,11 @@ def _problems_from(exc: ValidationError, root: Any, source: Source, remap=None) 
         elif kind == "missing":
             message = f"missing required key `{path[-1]}`" if path else "missing required key"
         elif kind == "union_tag_invalid":
-            tag, expected = ctx.get("tag"), ctx.get("expected_tags", "")
+            tag = ctx.get("tag")
+            tags = sorted(t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(","))
             path = path + ("type",)
-            message = f"unknown type `{tag}`; expected one of {expected}"
-            hint = suggest(tag, [t.strip(" '") for t in str(expected).split(",")])
+            message = f"unknown type `{tag}`; expected one of {', '.join(f'`{t}`' for t in tags)}"
+            hint = suggest(tag, tags)
         elif kind == "union_tag_not_found":
             path = path + ("type",)
             message = "missing `type`; it says which kind this entry is"

@@ -1,0 +1,113 @@
+"""ResNet blocks (He et al. 2016), with optional squeeze-excitation (Hu et al. 2018).
+
+- `bottleneck`: 1x1 reduce -> kxk -> 1x1 expand, BatchNorm after each conv, act after the first two
+  and after the residual add. The stride sits on the kxk conv ("v1.5") or on the first 1x1 (the
+  paper's v1); parameters are the same, MACs are not.
+- `basic`: two kxk convs (ResNet-18/34).
+
+SE, when on, gates the residual branch before the add. A block that changes width or resolution
+uses a projection shortcut (1x1 conv with the stride + BatchNorm).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from ..layers import Activation, DropPath, Gate, SqueezeExcite, make_act
+from .base import BlockConfig, BlockContext, Complaint, divisors_near, register_block
+
+
+def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(c_out)]
+
+
+class _ResNetOptions(BlockConfig):
+    kernel: int = Field(3, ge=1, le=31, description="Kernel size of the spatial conv(s) (odd).")
+    act: Activation = Field("relu", description="Activation after the inner convs and after the residual add.")
+    se: float = Field(0.0, ge=0, le=1, description="SE ratio of the output width (SE-ResNet: 0.0625 = 1/16); 0 is off.")
+    se_act: Activation = Field("relu", description="Activation inside SE.")
+    se_gate: Gate = Field("sigmoid", description="Gate of SE.")
+
+    def check(self, ctx: BlockContext) -> list[Complaint]:
+        if self.kernel % 2 == 0:
+            return [Complaint("kernel", f"kernel {self.kernel} is even; it must be odd to keep the grid aligned",
+                              f"use {self.kernel - 1} or {self.kernel + 1}")]
+        return []
+
+    def _se(self, channels: int) -> nn.Module:
+        if not self.se:
+            return nn.Identity()
+        return SqueezeExcite(channels, max(1, int(channels * self.se)), self.se_act, self.se_gate)
+
+
+@register_block
+class BottleneckConfig(_ResNetOptions):
+    """ResNet bottleneck: 1x1 reduce, kxk conv, 1x1 expand, projection shortcut, optional SE."""
+
+    type: Literal["bottleneck"] = Field("bottleneck", description="Block family: ResNet bottleneck.")
+    reduction: int = Field(4, ge=1, description="Bottleneck width = output channels / reduction (ResNet: 4).")
+    groups: int = Field(1, ge=1, description="Groups of the kxk conv (ResNeXt-style); 1 is a plain conv.")
+    stride_on: Literal["conv", "reduce"] = Field(
+        "conv", description="Which conv carries the stride: the kxk conv (v1.5) or the first 1x1 (the paper's v1).")
+
+    def width(self, ctx: BlockContext) -> int:
+        return max(1, ctx.out_channels // self.reduction)
+
+    def check(self, ctx: BlockContext) -> list[Complaint]:
+        out = super().check(ctx)
+        if ctx.out_channels % self.reduction:
+            out.append(Complaint("channels", f"width {ctx.out_channels} is not divisible by reduction={self.reduction}",
+                                 f"nearest valid widths: {divisors_near(ctx.out_channels, self.reduction)}"))
+        elif self.width(ctx) % self.groups:
+            out.append(Complaint("groups", f"bottleneck width {self.width(ctx)} is not divisible by groups={self.groups}"))
+        return out
+
+    def describe(self, ctx: BlockContext) -> str:
+        se = f" se{self.se:g}" if self.se else ""
+        return f"bottleneck k{self.kernel} w{self.width(ctx)}{se}"
+
+    def build(self, ctx: BlockContext) -> nn.Module:
+        width, stride = self.width(ctx), ctx.stride
+        s_reduce, s_conv = (stride, 1) if self.stride_on == "reduce" else (1, stride)
+        branch = [*_conv_bn(ctx.in_channels, width, 1, s_reduce), make_act(self.act),
+                  *_conv_bn(width, width, self.kernel, s_conv, self.groups), make_act(self.act),
+                  *_conv_bn(width, ctx.out_channels, 1), self._se(ctx.out_channels)]
+        return ResidualConv(nn.Sequential(*branch), ctx, self.act)
+
+
+@register_block
+class BasicBlockConfig(_ResNetOptions):
+    """ResNet basic block: two kxk convs with BatchNorm, projection shortcut, optional SE."""
+
+    type: Literal["basic"] = Field("basic", description="Block family: ResNet basic block.")
+
+    def describe(self, ctx: BlockContext) -> str:
+        se = f" se{self.se:g}" if self.se else ""
+        return f"basic k{self.kernel}{se}"
+
+    def build(self, ctx: BlockContext) -> nn.Module:
+        c = ctx.out_channels
+        branch = [*_conv_bn(ctx.in_channels, c, self.kernel, ctx.stride), make_act(self.act),
+                  *_conv_bn(c, c, self.kernel), self._se(c)]
+        return ResidualConv(nn.Sequential(*branch), ctx, self.act)
+
+
+class ResidualConv(nn.Module):
+    """act(shortcut(x) + branch(x)); the shortcut projects when width or resolution changes."""
+
+    def __init__(self, branch: nn.Module, ctx: BlockContext, act: str):
+        super().__init__()
+        self.branch = branch
+        if ctx.stride > 1 or ctx.in_channels != ctx.out_channels:
+            self.shortcut = nn.Sequential(*_conv_bn(ctx.in_channels, ctx.out_channels, 1, ctx.stride))
+        else:
+            self.shortcut = nn.Identity()
+        self.drop_path = DropPath(ctx.drop_path)
+        self.act = make_act(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.shortcut(x) + self.drop_path(self.branch(x)))
