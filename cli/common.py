@@ -10,6 +10,7 @@ import typer
 import yaml
 
 from composer.blueprint import BlueprintError, Problem
+from composer.blueprint.loader import load_value
 
 STATE = {"debug": False}
 
@@ -28,8 +29,8 @@ def parse_sets(items: list[str] | None, size: int | None = None) -> dict[str, An
         if not sep or not key.strip():
             raise command_line_error(f"`--set {item}`: expected KEY=VALUE, e.g. `stages.0.depth=3`")
         try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
+            out[key.strip()] = load_value(value)
+        except (yaml.YAMLError, BlueprintError):
             raise command_line_error(f"`--set {item}`: the value is not valid YAML") from None
     if size is not None:
         out["input.size"] = size

@@ -154,7 +154,7 @@ def plan(blueprint: Blueprint) -> Plan:
         stage_prefix = prefix + (1 if spec.class_token else 0)
 
         contexts = []
-        res = (h, w)
+        res = (h // stride, w // stride) if has_transition else (h, w)
         for j in range(spec.depth):
             rate = m.drop_path * block_index / max(1, total_blocks - 1)
             first = j == 0

@@ -99,7 +99,7 @@ RULES.update({
 
 # Elementwise arithmetic: free by default (as in the papers' and fvcore's figures), but listed.
 FREE = {getattr(aten, name) for name in (
-    "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "neg", "exp", "rsqrt", "sqrt", "pow",
+    "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "exp", "rsqrt", "sqrt", "pow",
     "relu", "relu_", "gelu", "silu", "silu_", "sigmoid", "sigmoid_", "tanh", "hardtanh", "hardtanh_",
     "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_", "softmax", "_softmax", "_safe_softmax",
     "mean", "sum", "max_pool2d_with_indices", "avg_pool2d", "clamp", "clamp_min", "where", "erf",

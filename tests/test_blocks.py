@@ -89,3 +89,102 @@ def test_expand_one_stride_placement_follows_the_norm_style():
     assert [c.option for c in post.check(ctx)] == ["stride_on"]
     post_dw = resolve_block({"type": "mbconv", "expand": 1, "expand_from": "in", "norm": "post", "stride_on": "depthwise"})
     assert post_dw.build(ctx)(torch.randn(1, 16, 8, 8)).shape == (1, 24, 4, 4)
+
+
+TOKEN_VARIANTS = [
+    {"type": "transformer", "attention": "gpsa", "heads": 4},
+    {"type": "transformer", "attention": "conv", "heads": 2},
+    {"type": "transformer", "ffn": "conv", "ffn_se_reduction": 8, "heads": 2},
+    {"type": "transformer", "attention": "conv", "ffn": "conv", "heads": 2},
+]
+
+
+@pytest.mark.parametrize("options", TOKEN_VARIANTS, ids=lambda o: f"{o.get('attention', 'plain')}-{o.get('ffn', 'mlp')}")
+@pytest.mark.parametrize("stride,prefix", [(1, 0), (2, 0), (1, 1)])
+def test_attention_and_ffn_variants_run(options, stride, prefix):
+    config = resolve_block(options)
+    if config.check(BlockContext(16, 32, stride, (8, 8), prefix)):
+        assert options["attention"] == "gpsa" and prefix  # GPSA refuses class tokens, nothing else
+        return
+    block = config.build(BlockContext(16, 32, stride, (8, 8), prefix))
+    x = torch.randn(2, prefix + 64, 16, requires_grad=True)
+    y = block(x)
+    assert y.shape == (2, prefix + 64 // stride**2, 32)
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("width,se", [(64, 0.0), (128, 0.0), (64, 0.0625)])
+def test_bottleneck_formula(width, se):
+    c = 4 * width
+    block = resolve_block({"type": "bottleneck", "se": se}).build(BlockContext(c, c, 1, (14, 14)))
+    convs = c * width + 9 * width * width + width * c
+    norms = 2 * (width + width + c)
+    se_params = 2 * c * int(c * se) + int(c * se) + c if se else 0
+    assert params(block) == convs + norms + se_params
+
+
+def test_resnet50_se_adds_the_published_count():
+    """SE (reduction 16) adds 2,530,992 parameters to ResNet-50 (architectures.md)."""
+    total = 0
+    for width, depth in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        c = 4 * width
+        total += depth * (2 * c * (c // 16) + c // 16 + c)
+    assert total == 2530992
+    plain = resolve_block({"type": "bottleneck"}).build(BlockContext(1024, 2048, 2, (14, 14)))
+    with_se = resolve_block({"type": "bottleneck", "se": 0.0625}).build(BlockContext(1024, 2048, 2, (14, 14)))
+    assert params(with_se) - params(plain) == 2 * 2048 * 128 + 128 + 2048
+
+
+@pytest.mark.parametrize("d,heads", [(192, 4), (432, 9)])
+def test_gpsa_block_formula(d, heads):
+    config = resolve_block({"type": "transformer", "attention": "gpsa", "heads": heads, "qkv_bias": False})
+    assert params(config.build(BlockContext(d, d, 1, (14, 14)))) == 12 * d * d + 10 * d + 5 * heads
+
+
+@pytest.mark.parametrize("c,heads", [(64, 1), (384, 6)])
+def test_cvt_block_formula(c, heads):
+    config = resolve_block({"type": "transformer", "attention": "conv", "heads": heads, "act": "quick_gelu"})
+    assert params(config.build(BlockContext(c, c, 1, (14, 14)))) == 12 * c * c + 46 * c
+
+
+def test_localvit_block_formula():
+    d = 192
+    config = resolve_block({"type": "transformer", "heads": 4, "ffn": "conv", "act": "hardswish",
+                            "ffn_se_reduction": 192})
+    assert params(config.build(BlockContext(d, d, 1, (14, 14), 1))) == 12 * d * d + 96 * d + 4
+
+
+def test_gpsa_local_init_attends_around_each_heads_offset():
+    from composer.build import init_weights
+
+    config = resolve_block({"type": "transformer", "attention": "gpsa", "heads": 4, "locality_strength": 2.0})
+    block = config.build(BlockContext(16, 16, 1, (5, 5)))
+    init_weights(block)
+    attn = block.attn
+    assert torch.equal(attn.v.weight, torch.eye(16))
+    scores = attn.pos_proj(attn.offsets).permute(2, 0, 1)  # (heads, N, N)
+    center = 12  # query at (2, 2) of the 5x5 grid
+    best = {divmod(int(k), 5) for k in scores[:, center].argmax(-1)}
+    # four heads, each peaking at a different neighbour of the query on a 2x2 square of offsets
+    assert len(best) == 4 and all(abs(y - 2) <= 1 and abs(x - 2) <= 1 for y, x in best)
+    assert torch.allclose(torch.sigmoid(attn.gate), torch.full((4,), torch.sigmoid(torch.tensor(1.0)).item()))
+
+
+@pytest.mark.parametrize("options", [{"ffn": "conv"}, {"attention": "conv"}], ids=["conv-ffn", "conv-attention"])
+def test_class_token_bypasses_convolutions(options):
+    """With attention switched off (zero output projection), a conv FFN leaves the class token as it was;
+    conv projections see only grid tokens, so changing the class token leaves the grid's keys alone."""
+    block = resolve_block({"type": "transformer", "heads": 2, **options}).build(BlockContext(16, 16, 1, (4, 4), 1))
+    block.eval()
+    x = torch.randn(1, 17, 16)
+    if options.get("ffn") == "conv":
+        torch.nn.init.zeros_(block.attn.proj.weight)
+        torch.nn.init.zeros_(block.attn.proj.bias)
+        y = block(x)
+        assert torch.equal(y[:, 0], x[:, 0]) and not torch.allclose(y[:, 1:], x[:, 1:])
+    else:
+        x2 = x.clone()
+        x2[:, 0] += 1.0
+        a, b = block.attn.conv_k(x), block.attn.conv_k(x2)
+        assert torch.equal(a[:, 1:], b[:, 1:]) and a.shape == (1, 1 + 4, 16)  # keys strided to 2x2 + class

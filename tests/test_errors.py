@@ -151,3 +151,27 @@ def test_even_stem_kernel(write, tiny_text):
 def test_unknown_top_level_key_suggestion(write, tiny_text):
     [p] = problems(write(tiny_text.replace("classes: 10", "clases: 10")))
     assert p.path == ("clases",) and p.line == 3 and p.hint == "did you mean `classes`?"
+
+
+def test_gpsa_cannot_take_a_class_token(write):
+    from .conftest import BLUEPRINTS
+
+    text = (BLUEPRINTS / "convit_tiny.yaml").read_text().replace(
+        "{depth: 10, channels: 192, pos_embed: true}", "{depth: 10, channels: 192, pos_embed: true, class_token: true}")
+    ps = problems(write(text))
+    gpsa = [p for p in ps if p.path == ("blocks", "G", "attention")]
+    assert gpsa and "`gpsa` attention works on the token grid" in gpsa[0].message and gpsa[0].line == 11
+    assert any(p.path == ("stages", 1, "class_token") and "already inserted" in p.message for p in ps)
+
+
+def test_bottleneck_width_must_divide(write):
+    text = """\
+layout: B
+blocks: {B: {type: bottleneck}}
+stem: {type: conv, channels: [16]}
+input: {size: 32}
+stages:
+  - {depth: 1, channels: 66}
+"""
+    ps = problems(write(text))
+    assert [(p.path, p.hint) for p in ps] == [(("stages", 0, "channels"), "nearest valid widths: 64 or 68")]

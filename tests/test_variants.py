@@ -56,6 +56,51 @@ stages:
   - {depth: 2, channels: 24, stride: 2, block: {expand: 6}}
 head: {type: pool, norm: none}
 """,
+    "cvt-embedding-before-mbconv": """
+layout: E-M-M
+input: {size: 64}
+classes: 5
+stem: {type: none}
+blocks:
+  E: {type: transformer, attention: conv, heads: 2}
+  M: {type: mbconv, norm: post, expand_from: in, stride_on: depthwise, se: 0.25, se_from: in, se_gate: hardsigmoid, act: silu}
+stages:
+  - {depth: 1, channels: 32, stride: 4, transition: {type: conv, kernel: 7, norm: after}}
+  - {depth: 2, channels: 32, stride: 2, transition: {type: conv, kernel: 3, norm: after}}
+  - {depth: 2, channels: 48, stride: 2}
+head: {type: pool, conv: 128, norm: none}
+""",
+    "localvit-ffn-in-coatnet-stage": """
+layout: C-T-T
+input: {size: 64}
+classes: 10
+stem: {type: conv, channels: [16, 16], stride: 2, act: gelu, last_norm_act: false}
+blocks:
+  C: {type: mbconv}
+  T: {type: transformer, attention: relative, head_dim: 16, ffn: conv, act: hardswish, ffn_se_reduction: 16}
+stages:
+  - {depth: 2, channels: 32, stride: 2}
+  - {depth: 2, channels: 64, stride: 2}
+  - {depth: 2, channels: 128, stride: 2, block: {attention: conv, ffn_kernel: 5}}
+head: {type: pool, hidden: 128}
+""",
+    "resnet-then-gpsa-then-class-token": """
+layout: B-R-G-T
+input: {size: 64}
+classes: 10
+stem: {type: conv, channels: [16], kernel: 7, stride: 2, pool: max}
+blocks:
+  B: {type: basic, se: 0.25}
+  R: {type: bottleneck, stride_on: reduce, se: 0.0625, se_gate: hardsigmoid}
+  G: {type: transformer, attention: gpsa, heads: 4, qkv_bias: false}
+  T: {type: transformer, heads: 4, ffn: conv, ffn_se_reduction: 8}
+stages:
+  - {depth: 2, channels: 32}
+  - {depth: 2, channels: 64, stride: 2}
+  - {depth: 2, channels: 64, stride: 2, pos_embed: true}
+  - {depth: 1, channels: 64, class_token: true}
+head: {type: token}
+""",
 }
 
 

@@ -145,6 +145,19 @@ def load_text(text: str, file: str | None = None) -> Source:
     return source
 
 
+def load_value(text: str) -> Any:
+    """Parse one value the way blueprint files are parsed (`1e-6` is a float, plain tags only).
+
+    Used for `--set KEY=VALUE`. Raises yaml.YAMLError for text that is not valid YAML.
+    """
+    loader = _SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        return None if node is None else _Walker(loader, Source(data=None, file=None, text=text)).walk(node, ())
+    finally:
+        loader.dispose()
+
+
 def read_file(path: str | Path) -> Source:
     """Read and parse a blueprint file, with a size limit and clear errors for unreadable files."""
     p = Path(path)
