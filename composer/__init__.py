@@ -5,7 +5,7 @@
     report = composer.profile("blueprints/coatnet0.yaml")
 """
 
-from .api import apply_overrides, build, load, load_model, loads, plan, profile, save
+from .api import apply_overrides, build, check, load, load_model, loads, plan, profile, save, train_memory
 from .blocks import BLOCKS, BlockConfig, BlockContext, register_block
 from .blueprint import Blueprint, BlueprintError, Problem
 from .build import ComposedNet
@@ -15,7 +15,7 @@ from .profile import Profile
 __version__ = "0.1.0"
 
 __all__ = [
-    "load", "loads", "plan", "build", "profile", "save", "load_model", "apply_overrides",
+    "load", "loads", "plan", "build", "profile", "check", "train_memory", "save", "load_model", "apply_overrides",
     "Blueprint", "BlueprintError", "Problem", "Plan", "Profile", "ComposedNet",
     "BLOCKS", "BlockConfig", "BlockContext", "register_block",
 ]

@@ -15,6 +15,8 @@ from .blueprint import Blueprint, BlueprintError, Problem, load_text, read_file,
 from .blueprint.loader import Source
 from .build import ComposedNet, build as _build
 from .plan import Plan, plan as _plan
+from .check import CheckReport, check as _check
+from .memory import TrainMemory, train_memory as _train_memory
 from .profile import Profile, profile as _profile
 
 Spec = Union[str, os.PathLike, Blueprint, Plan]
@@ -97,6 +99,17 @@ def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | N
 def profile(spec: Spec, *, batch: int = 1, elementwise: bool = False) -> Profile:
     """Parameters and MACs per part, counted on meta tensors (no weights allocated)."""
     return _profile(plan(spec), batch=batch, elementwise=elementwise)
+
+
+def train_memory(spec: Spec, *, batch: int, dtype: str = "float32", optimizer: str = "adamw") -> TrainMemory:
+    """Bytes a training step needs (weights, gradients, optimizer state, saved activations), from a
+    forward pass on meta tensors."""
+    return _train_memory(plan(spec), batch=batch, dtype=dtype, optimizer=optimizer)
+
+
+def check(spec: Spec, *, tolerance: float = 0.01) -> CheckReport:
+    """Compare each part's analytic cost (from the block configs) with the traced count."""
+    return _check(plan(spec), tolerance=tolerance)
 
 
 def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike) -> None:

@@ -120,4 +120,5 @@ def test_variant_validates_builds_runs_and_profiles(name, write):
     report = composer.profile(plan)
     assert report.params == sum(p.numel() for p in net.parameters())
     assert report.macs > 0 and report.uncounted_ops == {}
+    assert composer.check(plan).ok  # every block's analytic cost agrees with the trace
     assert [p.output_shape for p in report.parts[1:-1]] == [s.output_shape for s in plan.stages]

@@ -13,6 +13,8 @@ from typing import ClassVar, Literal, get_args
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from .cost import Cost
+
 
 @dataclass(frozen=True)
 class BlockContext:
@@ -62,6 +64,11 @@ class BlockConfig(BaseModel):
 
     def build(self, ctx: BlockContext) -> nn.Module:
         raise NotImplementedError
+
+    def cost(self, ctx: BlockContext) -> "Cost":
+        """Parameters and MACs of one block in `ctx` for one sample, from the config alone
+        (conventions in composer/blocks/cost.py). `profile --check` compares it with the trace."""
+        raise NotImplementedError(f"block family `{self.type_name()}` states no analytic cost")
 
     def describe(self, ctx: BlockContext) -> str:
         """A short label for summaries, e.g. `mbconv k3 e4 se0.25`."""

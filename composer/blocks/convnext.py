@@ -14,6 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from ..layers import Activation, DropPath, Gate, SqueezeExcite, make_act
+from . import cost as C
 from .base import BlockConfig, BlockContext, Complaint, register_block
 
 
@@ -42,6 +43,15 @@ class ConvNeXtConfig(BlockConfig):
 
     def describe(self, ctx: BlockContext) -> str:
         return f"convnext k{self.kernel}"
+
+    def cost(self, ctx: BlockContext) -> C.Cost:
+        c, (h, w) = ctx.out_channels, ctx.resolution
+        hidden, n = int(c * self.mlp_ratio), h * w
+        total = (C.conv(c, c, self.kernel, (h, w), groups=c, bias=True) + C.layernorm(c, n)
+                 + C.linear(c, hidden, n) + C.linear(hidden, c, n) + C.Cost(c if self.layer_scale else 0))
+        if self.se:
+            total += C.squeeze_excite(c, max(1, int(c * self.se)))
+        return total
 
     def build(self, ctx: BlockContext) -> nn.Module:
         return ConvNeXtBlock(self, ctx)

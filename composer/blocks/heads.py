@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ..layers import Activation, make_act
+from . import cost as C
 
 
 class _Head(BaseModel):
@@ -25,6 +26,22 @@ class _Head(BaseModel):
     hidden: int | None = Field(None, ge=1, description="Width of a pre-logits Linear + act (CoAtNet); none when unset.")
     act: Activation = Field("tanh", description="Activation after the pre-logits Linear.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the classifier.")
+
+    def cost(self, channels: int, hw: tuple[int, int], classes: int) -> C.Cost:
+        """Parameters and MACs for one sample whose features are `channels` wide on an `hw` grid."""
+        total = C.Cost()
+        conv = getattr(self, "conv", None)
+        if conv:
+            total += C.conv(channels, conv, 1, hw) + C.batchnorm(conv, hw[0] * hw[1])
+            channels = conv
+        if self.norm == "layernorm":
+            total += C.layernorm(channels, 1)
+        elif self.norm == "batchnorm":
+            total += C.batchnorm(channels, 1)
+        if self.hidden:
+            total += C.linear(channels, self.hidden)
+            channels = self.hidden
+        return total + (C.linear(channels, classes) if classes > 0 else C.Cost())
 
 
 class PoolHeadConfig(_Head):

@@ -19,6 +19,7 @@ from pydantic import Field
 from torch import nn
 
 from ..layers import Activation, DropPath, Gate, SqueezeExcite, make_act
+from . import cost as C
 from .base import BlockConfig, BlockContext, Complaint, register_block
 
 
@@ -66,6 +67,28 @@ class MBConvConfig(BlockConfig):
     def describe(self, ctx: BlockContext) -> str:
         se = f" se{self.se:g}" if self.se else ""
         return f"mbconv k{self.kernel} e{self.expand:g}{se}"
+
+    def cost(self, ctx: BlockContext) -> C.Cost:
+        c_in, c_out, s = ctx.in_channels, ctx.out_channels, ctx.stride
+        (h, w), out = ctx.resolution, ctx.out_resolution
+        pre = self.norm == "pre"
+        hidden = _hidden(self, ctx) if self.has_expand_conv else c_in
+        total = C.batchnorm(c_in, h * w) if pre else C.Cost()
+        grid = (h, w)
+        if self.has_expand_conv:
+            if self.stride_on == "expand":
+                grid = out
+            total += C.conv(c_in, hidden, 1, grid) + C.batchnorm(hidden, grid[0] * grid[1])
+        total += C.conv(hidden, hidden, self.kernel, out, groups=hidden) + C.batchnorm(hidden, out[0] * out[1])
+        if self.se > 0:
+            se_base = c_out if self.se_from == "out" else c_in
+            total += C.squeeze_excite(hidden, max(1, int(se_base * self.se)))
+        total += C.conv(hidden, c_out, 1, out, bias=pre)
+        if not pre:
+            total += C.batchnorm(c_out, out[0] * out[1])
+        if pre and (s > 1 or c_in != c_out):
+            total += C.conv(c_in, c_out, 1, out, bias=True)
+        return total
 
     def build(self, ctx: BlockContext) -> nn.Module:
         return MBConv(self, ctx)

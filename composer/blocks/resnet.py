@@ -18,6 +18,7 @@ from pydantic import Field
 from torch import nn
 
 from ..layers import Activation, DropPath, Gate, SqueezeExcite, make_act
+from . import cost as C
 from .base import BlockConfig, BlockContext, Complaint, divisors_near, register_block
 
 
@@ -37,6 +38,16 @@ class _ResNetOptions(BlockConfig):
             return [Complaint("kernel", f"kernel {self.kernel} is even; it must be odd to keep the grid aligned",
                               f"use {self.kernel - 1} or {self.kernel + 1}")]
         return []
+
+    def _se_cost(self, channels: int) -> C.Cost:
+        return C.squeeze_excite(channels, max(1, int(channels * self.se))) if self.se else C.Cost()
+
+    @staticmethod
+    def _shortcut_cost(ctx: BlockContext) -> C.Cost:
+        if ctx.stride == 1 and ctx.in_channels == ctx.out_channels:
+            return C.Cost()
+        out = ctx.out_resolution
+        return C.conv(ctx.in_channels, ctx.out_channels, 1, out) + C.batchnorm(ctx.out_channels, out[0] * out[1])
 
     def _se(self, channels: int) -> nn.Module:
         if not self.se:
@@ -70,6 +81,15 @@ class BottleneckConfig(_ResNetOptions):
         se = f" se{self.se:g}" if self.se else ""
         return f"bottleneck k{self.kernel} w{self.width(ctx)}{se}"
 
+    def cost(self, ctx: BlockContext) -> C.Cost:
+        width, (h, w), out = self.width(ctx), ctx.resolution, ctx.out_resolution
+        mid = out if self.stride_on == "reduce" else (h, w)
+        n_mid, n_out = mid[0] * mid[1], out[0] * out[1]
+        return (C.conv(ctx.in_channels, width, 1, mid) + C.batchnorm(width, n_mid)
+                + C.conv(width, width, self.kernel, out, groups=self.groups) + C.batchnorm(width, n_out)
+                + C.conv(width, ctx.out_channels, 1, out) + C.batchnorm(ctx.out_channels, n_out)
+                + self._se_cost(ctx.out_channels) + self._shortcut_cost(ctx))
+
     def build(self, ctx: BlockContext) -> nn.Module:
         width, stride = self.width(ctx), ctx.stride
         s_reduce, s_conv = (stride, 1) if self.stride_on == "reduce" else (1, stride)
@@ -88,6 +108,13 @@ class BasicBlockConfig(_ResNetOptions):
     def describe(self, ctx: BlockContext) -> str:
         se = f" se{self.se:g}" if self.se else ""
         return f"basic k{self.kernel}{se}"
+
+    def cost(self, ctx: BlockContext) -> C.Cost:
+        c, out = ctx.out_channels, ctx.out_resolution
+        n = out[0] * out[1]
+        return (C.conv(ctx.in_channels, c, self.kernel, out) + C.batchnorm(c, n)
+                + C.conv(c, c, self.kernel, out) + C.batchnorm(c, n)
+                + self._se_cost(c) + self._shortcut_cost(ctx))
 
     def build(self, ctx: BlockContext) -> nn.Module:
         c = ctx.out_channels

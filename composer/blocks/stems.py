@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from ..layers import Activation, make_act, make_norm
+from . import cost as C
 
 
 class _Stem(BaseModel):
@@ -48,6 +49,16 @@ class ConvStemConfig(_Stem):
     def total_stride(self) -> int:
         return self.stride * (2 if self.pool == "max" else 1)
 
+    def cost(self, in_channels: int, hw: tuple[int, int]) -> C.Cost:
+        total, c = C.Cost(), in_channels
+        grid = tuple(C.conv_out(n, self.kernel, self.stride, self.kernel // 2) for n in hw)
+        for i, width in enumerate(self.channels):
+            total += C.conv(c, width, self.kernel, grid, bias=self.norm == "none")
+            if self.norm == "batchnorm" and (i < len(self.channels) - 1 or self.last_norm_act):
+                total += C.batchnorm(width, grid[0] * grid[1])
+            c = width
+        return total
+
     def build(self, in_channels: int) -> nn.Module:
         layers: list[nn.Module] = []
         c = in_channels
@@ -80,6 +91,11 @@ class PatchStemConfig(_Stem):
     def total_stride(self) -> int:
         return self.patch
 
+    def cost(self, in_channels: int, hw: tuple[int, int]) -> C.Cost:
+        grid = (hw[0] // self.patch, hw[1] // self.patch)
+        total = C.conv(in_channels, self.channels, self.patch, grid, bias=True)
+        return total + (C.layernorm(self.channels, grid[0] * grid[1]) if self.norm == "layernorm" else C.Cost())
+
     def build(self, in_channels: int) -> nn.Module:
         return nn.Sequential(
             nn.Conv2d(in_channels, self.channels, self.patch, self.patch, bias=True),
@@ -93,6 +109,9 @@ class NoStemConfig(_Stem):
     type: Literal["none"] = Field("none", description="Stem kind: none.")
 
     total_stride: int = 1
+
+    def cost(self, in_channels: int, hw: tuple[int, int]) -> C.Cost:
+        return C.Cost()
 
     def build(self, in_channels: int) -> nn.Module:
         return nn.Identity()

@@ -21,6 +21,7 @@ from ..layers import Activation, DropPath
 from ..layers.attention import (Attention, ConvProjectionAttention, GatedPositionalAttention, map_to_tokens,
                                 tokens_to_map)
 from ..layers.ffn import ConvFeedForward, Mlp
+from . import cost as C
 from .base import BlockConfig, BlockContext, Complaint, divisors_near, register_block
 
 
@@ -113,6 +114,50 @@ class TransformerConfig(BlockConfig):
         h = num_heads(self.heads, self.head_dim, ctx.out_channels)
         ffn = " conv-ffn" if self.ffn == "conv" else ""
         return f"transformer {self.attention} h{h}{ffn}"
+
+    def cost(self, ctx: BlockContext) -> C.Cost:
+        c_in, c, p = ctx.in_channels, ctx.out_channels, ctx.prefix_tokens
+        (h, w), (ho, wo) = ctx.resolution, ctx.out_resolution
+        heads = num_heads(self.heads, self.head_dim, c)
+        n_in, n = p + h * w, p + ho * wo
+        total = C.layernorm(c_in, n_in) + self._attention_cost(c_in, c, heads, p, (ho, wo))
+        if ctx.stride > 1 or c_in != c:
+            total += C.linear(c_in, c, n)
+        hidden = int(c * self.mlp_ratio)
+        if self.ffn == "mlp":
+            total += C.layernorm(c, n) + C.linear(c, hidden, n) + C.linear(hidden, c, n)
+        else:
+            g = ho * wo
+            total += (C.conv(c, hidden, 1, (ho, wo)) + C.batchnorm(hidden, g)
+                      + C.conv(hidden, hidden, self.ffn_kernel, (ho, wo), groups=hidden) + C.batchnorm(hidden, g)
+                      + C.conv(hidden, c, 1, (ho, wo)) + C.batchnorm(c, g))
+            if self.ffn_se_reduction:
+                total += C.squeeze_excite(hidden, max(1, hidden // self.ffn_se_reduction))
+        if self.layer_scale:
+            total += C.Cost(2 * c)
+        return total
+
+    def _attention_cost(self, c_in: int, c: int, heads: int, prefix: int, grid: tuple[int, int]) -> C.Cost:
+        """Projections plus the two attention products, QK^T and AV (N_q x N_k x c MACs each)."""
+        n = prefix + grid[0] * grid[1]
+        proj = C.linear(c, c, n)
+        if self.attention in ("plain", "relative"):
+            total = C.linear(c_in, 3 * c, n, self.qkv_bias) + proj + C.Cost(macs=2 * n * n * c)
+            if self.attention == "relative":
+                total += C.Cost((2 * grid[0] - 1) * (2 * grid[1] - 1) * heads)
+            return total
+        if self.attention == "gpsa":
+            positional = C.linear(3, heads, n * n) + C.Cost(heads)  # scores from (dx, dy, d^2), and the gates
+            return (C.linear(c_in, 2 * c, n, self.qkv_bias) + C.linear(c_in, c, n, self.qkv_bias) + proj
+                    + positional + C.Cost(macs=2 * n * n * c))
+        k, pad = self.proj_kernel, self.proj_kernel // 2
+        kv_grid = tuple(C.conv_out(g, k, self.kv_stride, pad) for g in grid)
+        n_kv = prefix + kv_grid[0] * kv_grid[1]
+        total = proj + C.Cost(macs=2 * n * n_kv * c)
+        for g, tokens in ((grid, n), (kv_grid, n_kv), (kv_grid, n_kv)):
+            total += (C.conv(c_in, c_in, k, g, groups=c_in) + C.batchnorm(c_in, g[0] * g[1])
+                      + C.linear(c_in, c, tokens, self.qkv_bias))
+        return total
 
     def build(self, ctx: BlockContext) -> nn.Module:
         return TransformerBlock(self, ctx)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ..layers import make_norm
+from . import cost as C
 
 
 class _Transition(BaseModel):
@@ -21,6 +22,9 @@ class _Transition(BaseModel):
 
 class NoTransitionConfig(_Transition):
     type: Literal["none"] = Field("none", description="No transition layer.")
+
+    def cost(self, in_channels: int, out_channels: int, stride: int, hw: tuple[int, int]) -> C.Cost:
+        return C.Cost()
 
     def build(self, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
         return None
@@ -41,6 +45,15 @@ class ConvTransitionConfig(_Transition):
 
     def output_size(self, size: int, stride: int) -> int:
         return (size + 2 * self.padding(stride) - self.kernel) // stride + 1
+
+    def cost(self, in_channels: int, out_channels: int, stride: int, hw: tuple[int, int]) -> C.Cost:
+        out = tuple(self.output_size(n, stride) for n in hw)
+        total = C.conv(in_channels, out_channels, self.kernel, out, bias=self.bias)
+        if self.norm == "before":
+            total += C.layernorm(in_channels, hw[0] * hw[1])
+        elif self.norm == "after":
+            total += C.layernorm(out_channels, out[0] * out[1])
+        return total
 
     def build(self, in_channels: int, out_channels: int, stride: int) -> nn.Module:
         padding = self.padding(stride)

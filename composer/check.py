@@ -1,0 +1,80 @@
+"""The second opinion: analytic costs (from each block's config) against the traced count, per part.
+
+`analytic(plan)` adds up what the stem, every block, every stage's transition and tokens, and the
+head say they cost; `check(plan)` compares that with `profile(plan)` part by part and flags any
+part whose parameters differ at all or whose MACs differ by more than the tolerance (1%).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .blocks.cost import Cost
+from .plan import Plan, StagePlan
+from .profile import Profile, profile
+
+
+def _stage_cost(sp: StagePlan) -> Cost:
+    total = sp.transition.cost(sp.in_channels, sp.out_channels, sp.stride, sp.in_resolution)
+    c = sp.block_in_channels
+    if sp.class_token:
+        total += Cost(c)
+    if sp.pos_embed:
+        grid = sp.contexts[0].resolution
+        total += Cost((sp.prefix_out + grid[0] * grid[1]) * c)
+    for ctx in sp.contexts:
+        total += sp.block.cost(ctx)
+    return total
+
+
+def analytic(plan: Plan) -> list[tuple[str, Cost]]:
+    """(part, cost for one sample) for the stem, each stage and the head."""
+    c, h, w = plan.input_shape
+    parts = [("stem", plan.stem.cost(c, (h, w)))]
+    parts += [(f"s{sp.index + 1}", _stage_cost(sp)) for sp in plan.stages]
+    last = plan.stages[-1]
+    parts.append(("head", plan.head.cost(last.out_channels, last.out_resolution, plan.classes)))
+    return parts
+
+
+@dataclass
+class PartCheck:
+    name: str
+    params: int
+    analytic_params: int
+    macs: int
+    analytic_macs: int
+    ok: bool
+
+    @property
+    def macs_difference(self) -> float:
+        """Relative difference of the analytic MACs from the traced ones."""
+        if self.macs == 0:
+            return 0.0 if self.analytic_macs == 0 else float("inf")
+        return (self.analytic_macs - self.macs) / self.macs
+
+
+@dataclass
+class CheckReport:
+    parts: list[PartCheck]
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return all(p.ok for p in self.parts)
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "tolerance": self.tolerance,
+                "parts": [{**asdict(p), "macs_difference": p.macs_difference} for p in self.parts]}
+
+
+def check(plan: Plan, traced: Profile | None = None, tolerance: float = 0.01) -> CheckReport:
+    """Compare analytic and traced parameters (exactly) and MACs (within `tolerance`), per part."""
+    if traced is None or traced.input[0] != 1 or traced.elementwise_counted:
+        traced = profile(plan)
+    out = []
+    for (name, cost), part in zip(analytic(plan), traced.parts):
+        diff = abs(cost.macs - part.macs) / part.macs if part.macs else float(cost.macs != 0)
+        out.append(PartCheck(name, part.params, cost.params, part.macs, cost.macs,
+                             ok=cost.params == part.params and diff <= tolerance))
+    return CheckReport(out, tolerance)
