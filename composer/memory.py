@@ -90,21 +90,22 @@ def train_memory(plan: Plan, *, batch: int, dtype: str = "float32", optimizer: s
 def measure_train_peak(plan: Plan, *, batch: int, optimizer: str = "adamw", steps: int = 2) -> int:
     """Bytes of resident memory a real float32 training step on the CPU adds to this process (Linux).
 
-    Peak RSS after `steps` steps minus RSS before the weights are built. Run it in a fresh process:
-    the peak of anything the process did before counts too.
+    Peak resident set (VmHWM) after `steps` steps minus the resident set before the weights are
+    built. Run it in a fresh process: the peak of anything the process did before counts too.
     """
-    import resource
-
     import torch.nn.functional as F
 
-    def rss() -> int:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * resource.getpagesize()
+    def status(field: str) -> int:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024  # kB
+        raise OSError(f"/proc/self/status has no {field}")
 
     c, h, w = plan.input_shape
     x = torch.randn(batch, c, h, w)
     target = torch.randint(0, max(1, plan.classes), (batch,))
-    base = rss()
+    base = status("VmRSS")
     net = build(plan).train()
     make = {"sgd": lambda ps: torch.optim.SGD(ps, lr=0.1),
             "momentum": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
@@ -116,4 +117,4 @@ def measure_train_peak(plan: Plan, *, batch: int, optimizer: str = "adamw", step
         loss = F.cross_entropy(out, target) if plan.classes else out.square().mean()
         loss.backward()
         opt.step()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return status("VmHWM") - base
