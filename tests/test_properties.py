@@ -16,6 +16,11 @@ LEGEND = {
     "T": {"type": "transformer", "attention": "relative", "head_dim": 8},
     "P": {"type": "transformer", "attention": "plain", "heads": 2},
     "X": {"type": "convnext", "kernel": 3},
+    "B": {"type": "bottleneck", "se": 0.25},
+    "R": {"type": "basic", "se": 0.5, "se_gate": "hardsigmoid"},
+    "G": {"type": "transformer", "attention": "gpsa", "heads": 2, "qkv_bias": False},
+    "V": {"type": "transformer", "attention": "conv", "heads": 2},
+    "L": {"type": "transformer", "heads": 2, "ffn": "conv", "ffn_se_reduction": 4, "act": "hardswish"},
 }
 
 
@@ -31,7 +36,7 @@ def blueprints(draw):
         stem_stride = stem["patch"]
     else:
         stem, stem_stride = {"type": "none"}, 1
-    letters = draw(st.lists(st.sampled_from("CTPX"), min_size=1, max_size=3))
+    letters = draw(st.lists(st.sampled_from(sorted(LEGEND)), min_size=1, max_size=3))
     stages, total = [], stem_stride
     for letter in letters:
         stage = {"depth": draw(st.integers(1, 2)), "channels": draw(st.sampled_from([8, 16, 24])),
@@ -44,7 +49,7 @@ def blueprints(draw):
             stage["block"] = {"kernel": 5, "se": 0, "stride_on": "depthwise"}
         total *= stage["stride"]
         stages.append(stage)
-    token_head = letters[-1] == "P" and stages[-1]["stride"] == 1 and "transition" not in stages[-1] and draw(st.booleans())
+    token_head = letters[-1] in "PVL" and stages[-1]["stride"] == 1 and "transition" not in stages[-1] and draw(st.booleans())
     if token_head:
         stages[-1]["class_token"] = True
         stages[-1]["pos_embed"] = draw(st.booleans())
@@ -72,6 +77,7 @@ def test_valid_blueprints_build_and_match_the_plan(data):
     assert list(features.shape[1:]) == plan.stages[-1].output_shape
     assert list(y.shape[1:]) == plan.output_shape
     assert composer.profile(plan).params == sum(p.numel() for p in net.parameters())
+    assert composer.check(plan).ok  # the blocks' analytic costs agree with the trace
 
 
 JUNK = st.one_of(
