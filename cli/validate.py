@@ -21,5 +21,9 @@ def validate(
         bp = composer.load(file, overrides=parse_sets(set_))
         plan = composer.plan(bp)
     blocks = sum(s.depth for s in plan.stages)
-    out(f"{file}: ok: {plan.name}, layout {bp.model.layout}, {len(plan.stages)} stages, {blocks} blocks, "
+    out(f"{file}: ok: {plan.name}, layout {bp.model.layout}, {_count(len(plan.stages), 'stage')}, {_count(blocks, 'block')}, "
         f"input {shape(list(plan.input_shape))} -> {shape(plan.output_shape)}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
