@@ -53,16 +53,16 @@ def train_memory(plan: Plan, *, batch: int, dtype: str = "float32", optimizer: s
     """Bytes one training step needs: weights, gradients, optimizer state and saved activations."""
     dtype = DTYPE_ALIASES.get(dtype, dtype)
     torch_dtype = DTYPES[dtype]
-    with torch.device("meta"):
-        net = build(plan, device="meta").to(torch_dtype).train()
-    params = [p for p in net.parameters()]
+    net = build(plan, device="meta").to(torch_dtype).train()
+    params = list(net.parameters())
     param_storages = {p.untyped_storage()._cdata for p in params}
     item = torch.empty((), dtype=torch_dtype, device="meta").element_size()
     weights = sum(p.numel() for p in params) * item
 
+    parts = [("stem", net.stem)] + [(f"s{i + 1}", s) for i, s in enumerate(net.stages)] + [("head", net.head)]
+    part_bytes = {name: 0 for name, _ in parts}
+    current = ["stem"]
     seen: set[int] = set()
-    part_bytes = {"": 0}
-    current = [""]
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
@@ -74,13 +74,10 @@ def train_memory(plan: Plan, *, batch: int, dtype: str = "float32", optimizer: s
 
     c, h, w = plan.input_shape
     x = torch.empty(batch, c, h, w, device="meta", dtype=torch_dtype)
-    parts = [("stem", net.stem)] + [(f"s{i + 1}", s) for i, s in enumerate(net.stages)] + [("head", net.head)]
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         for name, module in parts:
             current[0] = name
-            part_bytes[name] = 0
             x = module(x)
-    part_bytes.pop("")
     return TrainMemory(
         batch=batch, dtype=dtype, optimizer=optimizer, weights=weights, gradients=weights,
         optimizer_state=OPTIMIZER_STATES[optimizer] * weights, activations=sum(part_bytes.values()),
