@@ -90,16 +90,17 @@ def plan(blueprint: Blueprint) -> Plan:
 
     stem_stride = m.stem.total_stride
     total_stride = stem_stride * math.prod(s.stride for s in m.stages)
-    if h % total_stride or w % total_stride:
-        bad = h if h % total_stride else w
+    patch = getattr(m.stem, "patch", None)
+    if patch and (h % patch or w % patch):
+        bad = h if h % patch else w
         problems.append(source.problem(
-            ("input", "size"),
-            f"input size {h}x{w} is not divisible by the network's total stride {total_stride}",
-            f"nearest valid sizes: {_nearest_multiples(bad, total_stride)}"))
+            ("input", "size"), f"input size {h}x{w} is not divisible by the stem's patch size {patch}",
+            f"nearest valid sizes: {_nearest_multiples(bad, patch)}"))
         raise BlueprintError(problems)
 
     stem_out = getattr(m.stem, "out_channels", c_in)
-    h, w = h // stem_stride, w // stem_stride
+    h, w = m.stem.output_hw((h, w))
+    stem_hw = (h, w)
     channels = stem_out
 
     total_blocks = sum(s.depth for s in m.stages)
@@ -127,13 +128,21 @@ def plan(blueprint: Blueprint) -> Plan:
             complain(Complaint("transition", "a transition conv needs a feature map, but a class token was inserted earlier",
                                "insert the class token in this stage or a later one"))
         if has_transition:
-            got = tuple(spec.transition.output_size(n, stride) for n in (h, w))
-            if got != (h // stride, w // stride):
+            out_res = tuple(spec.transition.output_size(n, stride) for n in (h, w))
+            if min(out_res) < 1:
                 problems.append(source.problem(
                     ("stages", i, "transition", "kernel"),
-                    f"a kernel-{spec.transition.kernel} transition with stride {stride} turns the {h}x{w} grid into "
-                    f"{got[0]}x{got[1]}, not {h // stride}x{w // stride}",
-                    f"use kernel {stride} (patches) or an odd kernel larger than the stride"))
+                    f"a kernel-{spec.transition.kernel} transition with stride {stride} leaves nothing of the "
+                    f"{h}x{w} grid it receives", "use a larger input size, or a smaller kernel or stride"))
+                out_res = (1, 1)
+            elif spec.transition.kernel == stride and (h % stride or w % stride):
+                problems.append(source.problem(
+                    ("stages", i, "transition", "kernel"),
+                    f"a kernel-{stride} transition with stride {stride} needs a grid divisible by {stride}, but "
+                    f"receives {h}x{w}", f"use an odd kernel larger than the stride, or an input size divisible by "
+                    f"{total_stride}"))
+        else:
+            out_res = (-(-h // stride), -(-w // stride))
         block_c_in = c_out if has_transition else channels
         block_stride = 1 if has_transition else stride
         if not has_transition:
@@ -154,7 +163,7 @@ def plan(blueprint: Blueprint) -> Plan:
         stage_prefix = prefix + (1 if spec.class_token else 0)
 
         contexts = []
-        res = (h // stride, w // stride) if has_transition else (h, w)
+        res = out_res if has_transition else (h, w)
         for j in range(spec.depth):
             rate = m.drop_path * block_index / max(1, total_blocks - 1)
             first = j == 0
@@ -166,7 +175,6 @@ def plan(blueprint: Blueprint) -> Plan:
             contexts.append(ctx)
             res = ctx.out_resolution
             block_index += 1
-        out_res = (h // stride, w // stride)
         stage_plans.append(StagePlan(
             index=i, letter=letter, block=block, depth=spec.depth, in_channels=channels, out_channels=c_out,
             stride=stride, in_resolution=(h, w), out_resolution=out_res, transition=spec.transition,
@@ -184,5 +192,5 @@ def plan(blueprint: Blueprint) -> Plan:
         raise BlueprintError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0)))
     return Plan(
         name=blueprint.name, blueprint=blueprint, input_shape=(m.input.channels, *m.input.hw), classes=m.classes,
-        stem=m.stem, stem_shape=(stem_out, m.input.hw[0] // stem_stride, m.input.hw[1] // stem_stride),
+        stem=m.stem, stem_shape=(stem_out, *stem_hw),
         stages=tuple(stage_plans), head=m.head, head_channels=m.head.features(channels), total_stride=total_stride)

@@ -79,6 +79,18 @@ def test_meta_count_agrees_with_fvcore(name):
     assert ours.macs == theirs
 
 
+@pytest.mark.parametrize("name,size", [("coatnet0", 50), ("efficientnet_b0", 72), ("resnet50", 45), ("cvt13", 60)])
+def test_sizes_the_strides_do_not_divide(name, size):
+    """Every stride rounds up (ceil(n / s)); plan, model, meta count and fvcore agree at odd sizes."""
+    plan = composer.plan(composer.load(BLUEPRINTS / f"{name}.yaml", overrides={"input.size": size, "classes": 10}))
+    net = composer.build(plan)
+    x = torch.randn(1, 3, size, size)
+    assert list(net.forward_features(x).shape[1:]) == plan.stages[-1].output_shape
+    theirs, _ = count_with_fvcore(net, x)
+    assert composer.profile(plan).macs == theirs
+    assert composer.check(plan).ok
+
+
 def test_build_is_deterministic_given_a_seed():
     bp = composer.load(BLUEPRINTS / "coatnet0.yaml", overrides={"input.size": 64})
     a, b = composer.build(bp, seed=3), composer.build(bp, seed=3)

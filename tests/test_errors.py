@@ -1,6 +1,7 @@
 """validate + plan: every mistake is reported with file:line:column, key path and a hint."""
 
 import pytest
+import torch
 
 import composer
 from composer.blueprint import BlueprintError
@@ -72,10 +73,25 @@ def test_heads_mismatch_suggests_nearest_width(write, tiny_text):
     assert "not divisible by head_dim=8" in p.message and "32 or 40" in p.hint
 
 
-def test_resolution_not_divisible_by_total_stride(write, tiny_text):
-    [p] = problems(write(tiny_text.replace("size: 32", "size: 30")))
+def test_conv_networks_take_any_size_and_round_up(write, tiny_text):
+    """Strided convs with "same" padding and ceil-mode pooling give ceil(n / s): 30 -> 15 -> 8 -> 4."""
+    plan = composer.plan(composer.load(write(tiny_text.replace("size: 32", "size: 30"))))
+    assert [s.out_resolution for s in plan.stages] == [(8, 8), (4, 4)]
+    net = composer.build(plan)
+    assert net.forward_features(torch.randn(1, 3, 30, 30)).shape == (1, 32, 4, 4)
+    assert composer.profile(plan).parts[2].output_shape == [32, 4, 4]
+
+
+def test_patch_stem_needs_a_divisible_size(write):
+    text = """layout: T
+input: {size: 100}
+stem: {type: patch, channels: 32, patch: 16}
+blocks: {T: {type: transformer, heads: 2}}
+stages: [{depth: 1, channels: 32}]
+"""
+    [p] = problems(write(text))
     assert p.path == ("input", "size") and p.line == 2
-    assert "total stride 8" in p.message and "24 or 32" in p.hint
+    assert "patch size 16" in p.message and p.hint == "nearest valid sizes: 96 or 112"
 
 
 def test_even_kernel_rejected_by_plan(write, tiny_text):
@@ -111,7 +127,23 @@ def test_token_head_without_class_token(write, tiny_text):
     assert p.path == ("head", "type") and "needs a class token" in p.message
 
 
-def test_transition_kernel_that_changes_the_grid(write):
+def test_patch_transition_on_an_odd_grid(write):
+    text = """\
+layout: X-X
+blocks: {X: {type: convnext}}
+input: {size: 14}
+stem: {type: conv, channels: [8], stride: 2}
+stages:
+  - {depth: 1, channels: 8}
+  - {depth: 1, channels: 16, stride: 2, transition: {type: conv, kernel: 2}}
+"""
+    [p] = problems(write(text))
+    assert p.path == ("stages", 1, "transition", "kernel") and p.line == 7
+    assert "needs a grid divisible by 2, but receives 7x7" in p.message
+
+
+def test_plan_follows_what_a_transition_does(write):
+    """A kernel-2 transition at stride 1 grows the grid by one; the plan and the model agree."""
     text = """\
 layout: X
 blocks: {X: {type: convnext}}
@@ -119,9 +151,9 @@ input: {size: 16}
 stages:
   - {depth: 1, channels: 8, transition: {type: conv, kernel: 2}}
 """
-    [p] = problems(write(text))
-    assert p.path == ("stages", 0, "transition", "kernel") and p.line == 5
-    assert "16x16 grid into 17x17" in p.message
+    plan = composer.plan(composer.load(write(text)))
+    assert plan.stages[0].out_resolution == (17, 17)
+    assert composer.build(plan).forward_features(torch.randn(1, 3, 16, 16)).shape == (1, 8, 17, 17)
 
 
 def test_build_refuses_weights_larger_than_memory(write, tiny_text, monkeypatch):

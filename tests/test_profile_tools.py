@@ -82,9 +82,9 @@ def test_sizes_table_and_errors():
     assert r.exit_code == 0
     assert [line for line in r.stdout.splitlines() if ": input" in line] == [
         "coatnet-0: input 1x3x128x128", "coatnet-0: input 1x3x224x224", "coatnet-0: input 1x3x384x384"]
-    r = runner.invoke(app, ["profile", str(BLUEPRINTS / "coatnet0.yaml"), "--sizes", "128,100"])
+    r = runner.invoke(app, ["profile", str(BLUEPRINTS / "vit_b16.yaml"), "--sizes", "224,100"])
     assert r.exit_code == 1 and "Traceback" not in r.output
-    assert "coatnet0.yaml:5:" in r.stderr and "input size 100x100 is not divisible by the network's total stride 32" in r.stderr
+    assert "vit_b16.yaml:5:" in r.stderr and "input size 100x100 is not divisible by the stem's patch size 16" in r.stderr
     r = runner.invoke(app, ["profile", str(BLUEPRINTS / "coatnet0.yaml"), "--sizes", "128,x"])
     assert r.exit_code == 1 and "`x` is not a positive whole number" in r.stderr
     r = runner.invoke(app, ["profile", str(BLUEPRINTS / "coatnet0.yaml"), "--sizes", "128", "--size", "64"])

@@ -16,6 +16,11 @@ from torch import nn
 from .cost import Cost
 
 
+def downsample(size: int, stride: int) -> int:
+    """ceil(size / stride)."""
+    return -(-size // stride)
+
+
 @dataclass(frozen=True)
 class BlockContext:
     """Everything a block needs to know about where it sits in the network."""
@@ -29,7 +34,9 @@ class BlockContext:
 
     @property
     def out_resolution(self) -> tuple[int, int]:
-        return self.resolution[0] // self.stride, self.resolution[1] // self.stride
+        """ceil(H / stride) x ceil(W / stride): what a strided conv with "same" padding, or pooling
+        with `ceil_mode`, gives; every block family downsamples this way."""
+        return downsample(self.resolution[0], self.stride), downsample(self.resolution[1], self.stride)
 
 
 @dataclass(frozen=True)

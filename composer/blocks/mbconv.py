@@ -137,7 +137,7 @@ class MBConv(nn.Module):
             if pre:
                 pool = nn.MaxPool2d if config.pool == "max" else nn.AvgPool2d
                 self.shortcut = nn.Sequential(
-                    pool(stride, stride) if stride > 1 else nn.Identity(),
+                    pool(stride, stride, ceil_mode=True) if stride > 1 else nn.Identity(),
                     nn.Conv2d(c_in, c_out, 1, bias=True),
                 )
             else:

@@ -49,9 +49,14 @@ class ConvStemConfig(_Stem):
     def total_stride(self) -> int:
         return self.stride * (2 if self.pool == "max" else 1)
 
+    def output_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
+        """ceil(n / stride), then ceil(n / 2) for the pool ("same" padding: any size works)."""
+        out = tuple(-(-n // self.stride) for n in hw)
+        return tuple(-(-n // 2) for n in out) if self.pool == "max" else out
+
     def cost(self, in_channels: int, hw: tuple[int, int]) -> C.Cost:
         total, c = C.Cost(), in_channels
-        grid = tuple(C.conv_out(n, self.kernel, self.stride, self.kernel // 2) for n in hw)
+        grid = tuple(-(-n // self.stride) for n in hw)
         for i, width in enumerate(self.channels):
             total += C.conv(c, width, self.kernel, grid, bias=self.norm == "none")
             if self.norm == "batchnorm" and (i < len(self.channels) - 1 or self.last_norm_act):
@@ -91,6 +96,10 @@ class PatchStemConfig(_Stem):
     def total_stride(self) -> int:
         return self.patch
 
+    def output_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
+        """n / patch; the plan requires sizes divisible by the patch."""
+        return hw[0] // self.patch, hw[1] // self.patch
+
     def cost(self, in_channels: int, hw: tuple[int, int]) -> C.Cost:
         grid = (hw[0] // self.patch, hw[1] // self.patch)
         total = C.conv(in_channels, self.channels, self.patch, grid, bias=True)
@@ -109,6 +118,9 @@ class NoStemConfig(_Stem):
     type: Literal["none"] = Field("none", description="Stem kind: none.")
 
     total_stride: int = 1
+
+    def output_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
+        return hw
 
     def cost(self, in_channels: int, hw: tuple[int, int]) -> C.Cost:
         return C.Cost()

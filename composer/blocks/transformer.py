@@ -26,12 +26,12 @@ from .base import BlockConfig, BlockContext, Complaint, divisors_near, register_
 
 
 class TokenPool(nn.Module):
-    """Strided pooling of grid tokens: (B, H*W, C) -> (B, H/s * W/s, C)."""
+    """Strided pooling of grid tokens: (B, H*W, C) -> (B, ceil(H/s) * ceil(W/s), C)."""
 
     def __init__(self, stride: int, grid: tuple[int, int], kind: str):
         super().__init__()
         self.grid = grid
-        self.pool = (nn.MaxPool2d if kind == "max" else nn.AvgPool2d)(stride, stride)
+        self.pool = (nn.MaxPool2d if kind == "max" else nn.AvgPool2d)(stride, stride, ceil_mode=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return map_to_tokens(self.pool(tokens_to_map(x, self.grid)))
