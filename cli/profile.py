@@ -135,6 +135,9 @@ def _print_memory(m: TrainMemory) -> None:
 def _print_check(c: CheckReport) -> None:
     rows = [["part", "params", "analytic", "MACs", "analytic", "diff", ""]]
     for p in c.parts:
+        if not p.checked:
+            rows.append([p.name, f"{p.params:,}", "-", si(p.macs), "-", "-", "unchecked: no analytic cost"])
+            continue
         rows.append([p.name, f"{p.params:,}", f"{p.analytic_params:,}", si(p.macs), si(p.analytic_macs),
                      f"{100 * p.macs_difference:+.2f}%", "ok" if p.ok else "MISMATCH"])
     out(f"check, one sample: traced vs analytic (params exact, MACs within {100 * c.tolerance:g}%)")

@@ -2,7 +2,8 @@
 
 `analytic(plan)` adds up what the stem, every block, every stage's transition and tokens, and the
 head say they cost; `check(plan)` compares that with `profile(plan)` part by part and flags any
-part whose parameters differ at all or whose MACs differ by more than the tolerance (1%).
+part whose parameters differ at all or whose MACs differ by more than the tolerance (1%). A part
+whose block family states no analytic cost (a plugin may not) is reported as unchecked.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from .plan import Plan, StagePlan
 from .profile import Profile, profile
 
 
-def _stage_cost(sp: StagePlan) -> Cost:
+def _stage_cost(sp: StagePlan) -> Cost | None:
+    """None when the stage's block family states no analytic cost (a plugin may not)."""
     total = sp.transition.cost(sp.in_channels, sp.out_channels, sp.stride, sp.in_resolution)
     c = sp.block_in_channels
     if sp.class_token:
@@ -22,13 +24,16 @@ def _stage_cost(sp: StagePlan) -> Cost:
     if sp.pos_embed:
         grid = sp.contexts[0].resolution
         total += Cost((sp.prefix_out + grid[0] * grid[1]) * c)
-    for ctx in sp.contexts:
-        total += sp.block.cost(ctx)
+    try:
+        for ctx in sp.contexts:
+            total += sp.block.cost(ctx)
+    except NotImplementedError:
+        return None
     return total
 
 
-def analytic(plan: Plan) -> list[tuple[str, Cost]]:
-    """(part, cost for one sample) for the stem, each stage and the head."""
+def analytic(plan: Plan) -> list[tuple[str, Cost | None]]:
+    """(part, cost for one sample) for the stem, each stage and the head; None where unknown."""
     c, h, w = plan.input_shape
     parts = [("stem", plan.stem.cost(c, (h, w)))]
     parts += [(f"s{sp.index + 1}", _stage_cost(sp)) for sp in plan.stages]
@@ -41,14 +46,20 @@ def analytic(plan: Plan) -> list[tuple[str, Cost]]:
 class PartCheck:
     name: str
     params: int
-    analytic_params: int
+    analytic_params: int | None  # None: the block family states no analytic cost
     macs: int
-    analytic_macs: int
+    analytic_macs: int | None
     ok: bool
 
     @property
-    def macs_difference(self) -> float:
+    def checked(self) -> bool:
+        return self.analytic_macs is not None
+
+    @property
+    def macs_difference(self) -> float | None:
         """Relative difference of the analytic MACs from the traced ones."""
+        if self.analytic_macs is None:
+            return None
         if self.macs == 0:
             return 0.0 if self.analytic_macs == 0 else float("inf")
         return (self.analytic_macs - self.macs) / self.macs
@@ -74,6 +85,9 @@ def check(plan: Plan, traced: Profile | None = None, tolerance: float = 0.01) ->
         traced = profile(plan)
     out = []
     for (name, cost), part in zip(analytic(plan), traced.parts):
+        if cost is None:
+            out.append(PartCheck(name, part.params, None, part.macs, None, ok=True))
+            continue
         diff = abs(cost.macs - part.macs) / part.macs if part.macs else float(cost.macs != 0)
         out.append(PartCheck(name, part.params, cost.params, part.macs, cost.macs,
                              ok=cost.params == part.params and diff <= tolerance))

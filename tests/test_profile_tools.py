@@ -153,3 +153,57 @@ def test_ten_billion_parameters_profile_without_weights():
     assert proc.returncode == 0
     assert json.loads(out)["params"] > 9.9e9
     assert usage.ru_maxrss * 1024 < 2 * 2**30, f"peak {usage.ru_maxrss / 2**20:.2f} GiB"
+
+
+@pytest.fixture
+def plugin_block():
+    """A block family registered from outside the library, the way a plugin adds one."""
+    from typing import Literal
+
+    import torch
+    from pydantic import Field
+
+    from composer.blocks import BLOCKS, BlockConfig, register_block
+
+    @register_block
+    class GatedConvConfig(BlockConfig):
+        """A plugin block: 3x3 conv gated by a sigmoid of itself, with a residual."""
+
+        can_downsample = False
+        can_change_width = False
+        type: Literal["gated_conv"] = Field("gated_conv", description="Block family: gated conv (test plugin).")
+
+        def build(self, ctx):
+            class GatedConv(torch.nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.conv = torch.nn.Conv2d(ctx.out_channels, ctx.out_channels, 3, padding=1)
+
+                def forward(self, x):
+                    y = self.conv(x)
+                    return x + y * torch.sigmoid(y)
+
+            return GatedConv()
+
+    yield "gated_conv"
+    BLOCKS.pop("gated_conv")
+
+
+def test_a_plugin_block_builds_profiles_and_is_reported_unchecked(plugin_block, write):
+    path = write("""\
+layout: C-G
+input: {size: 32}
+classes: 10
+stem: {type: conv, channels: [16], stride: 2}
+blocks: {C: {type: mbconv}, G: {type: gated_conv}}
+stages:
+  - {depth: 1, channels: 16, stride: 2}
+  - {depth: 2, channels: 16}
+""")
+    report = composer.profile(path)
+    assert report.uncounted_ops == {} and report.parts[2].macs == 2 * 16 * 16 * 9 * 8 * 8
+    r = runner.invoke(app, ["profile", str(path), "--check"])
+    assert r.exit_code == 0, r.output
+    check_table = r.stdout.split("check, one sample")[1]
+    s1, s2 = (next(line for line in check_table.splitlines() if line.startswith(p)) for p in ("s1 ", "s2 "))
+    assert s1.endswith("ok") and s2.endswith("unchecked: no analytic cost")
