@@ -19,7 +19,7 @@ class Stage(nn.Module):
         self.flatten = tokens and sp.prefix_in == 0  # map in, token blocks
         self.unflatten = tokens and sp.prefix_out == 0  # token blocks, map out
         self.grid = sp.out_resolution
-        grid_in = sp.in_resolution if sp.transition.type == "none" else sp.out_resolution
+        grid_in = sp.block_in_resolution
         c = sp.block_in_channels
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c)) if sp.class_token else None
         n = sp.prefix_out + grid_in[0] * grid_in[1]

@@ -22,7 +22,7 @@ def _stage_cost(sp: StagePlan) -> Cost | None:
     if sp.class_token:
         total += Cost(c)
     if sp.pos_embed:
-        grid = sp.contexts[0].resolution
+        grid = sp.block_in_resolution
         total += Cost((sp.prefix_out + grid[0] * grid[1]) * c)
     try:
         for ctx in sp.contexts:

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .blocks.base import BlockConfig, BlockContext, Complaint
+from .blocks.base import BlockConfig, BlockContext, Complaint, downsample
 from .blueprint.errors import BlueprintError, Problem
 from .blueprint.validate import Blueprint
 
@@ -43,6 +43,11 @@ class StagePlan:
     def block_in_channels(self) -> int:
         """Width entering the first block (after the transition, if any)."""
         return self.contexts[0].in_channels
+
+    @property
+    def block_in_resolution(self) -> tuple[int, int]:
+        """Grid entering the first block (after the transition, if any)."""
+        return self.contexts[0].resolution
 
     @property
     def tokens(self) -> int:
@@ -142,7 +147,7 @@ def plan(blueprint: Blueprint) -> Plan:
                     f"receives {h}x{w}", f"use an odd kernel larger than the stride, or an input size divisible by "
                     f"{total_stride}"))
         else:
-            out_res = (-(-h // stride), -(-w // stride))
+            out_res = (downsample(h, stride), downsample(w, stride))
         block_c_in = c_out if has_transition else channels
         block_stride = 1 if has_transition else stride
         if not has_transition:

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..layers import Activation, make_act, make_norm
 from . import cost as C
+from .base import downsample
 
 
 class _Stem(BaseModel):
@@ -51,12 +52,12 @@ class ConvStemConfig(_Stem):
 
     def output_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
         """ceil(n / stride), then ceil(n / 2) for the pool ("same" padding: any size works)."""
-        out = tuple(-(-n // self.stride) for n in hw)
-        return tuple(-(-n // 2) for n in out) if self.pool == "max" else out
+        out = tuple(downsample(n, self.stride) for n in hw)
+        return tuple(downsample(n, 2) for n in out) if self.pool == "max" else out
 
     def cost(self, in_channels: int, hw: tuple[int, int]) -> C.Cost:
         total, c = C.Cost(), in_channels
-        grid = tuple(-(-n // self.stride) for n in hw)
+        grid = tuple(downsample(n, self.stride) for n in hw)
         for i, width in enumerate(self.channels):
             total += C.conv(c, width, self.kernel, grid, bias=self.norm == "none")
             if self.norm == "batchnorm" and (i < len(self.channels) - 1 or self.last_norm_act):
