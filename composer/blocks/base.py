@@ -94,6 +94,17 @@ def register_block(cls: type[BlockConfig]) -> type[BlockConfig]:
     return cls
 
 
+def odd_kernels(config: BaseModel, *options: str) -> list[Complaint]:
+    """Complaints for kernel options that are even: "same" padding (k // 2) only centres odd kernels."""
+    out = []
+    for option in options:
+        k = getattr(config, option)
+        if k % 2 == 0:
+            out.append(Complaint(option, f"kernel {k} is even; it must be odd for the padding to keep the grid",
+                                 f"use {k - 1} or {k + 1}"))
+    return out
+
+
 def divisors_near(value: int, divisor: int) -> str:
     """`96 or 128` for value 100 and divisor 32: the nearest widths that divide."""
     low = (value // divisor) * divisor

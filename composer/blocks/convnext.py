@@ -15,7 +15,7 @@ from torch import nn
 
 from ..layers import Activation, DropPath, Gate, SqueezeExcite, make_act
 from . import cost as C
-from .base import BlockConfig, BlockContext, Complaint, register_block
+from .base import BlockConfig, BlockContext, Complaint, odd_kernels, register_block
 
 
 @register_block
@@ -36,10 +36,7 @@ class ConvNeXtConfig(BlockConfig):
     norm_eps: float = Field(1e-6, gt=0, description="Epsilon of the LayerNorm.")
 
     def check(self, ctx: BlockContext) -> list[Complaint]:
-        if self.kernel % 2 == 0:
-            return [Complaint("kernel", f"kernel {self.kernel} is even; depthwise kernels must be odd",
-                              f"use {self.kernel - 1} or {self.kernel + 1}")]
-        return []
+        return odd_kernels(self, "kernel")
 
     def describe(self, ctx: BlockContext) -> str:
         return f"convnext k{self.kernel}"

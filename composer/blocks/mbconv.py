@@ -20,7 +20,7 @@ from torch import nn
 
 from ..layers import Activation, DropPath, Gate, SqueezeExcite, make_act
 from . import cost as C
-from .base import BlockConfig, BlockContext, Complaint, register_block
+from .base import BlockConfig, BlockContext, Complaint, odd_kernels, register_block
 
 
 def _hidden(config: "MBConvConfig", ctx: BlockContext) -> int:
@@ -55,10 +55,7 @@ class MBConvConfig(BlockConfig):
         return self.norm == "pre" or not (self.expand == 1 and self.expand_from == "in")
 
     def check(self, ctx: BlockContext) -> list[Complaint]:
-        out = []
-        if self.kernel % 2 == 0:
-            out.append(Complaint("kernel", f"kernel {self.kernel} is even; depthwise kernels must be odd",
-                                 f"use {self.kernel - 1} or {self.kernel + 1}"))
+        out = odd_kernels(self, "kernel")
         if self.stride_on == "expand" and not self.has_expand_conv and ctx.stride > 1:
             out.append(Complaint("stride_on", "a block with expansion 1 has no expand conv to carry the stride",
                                  "use `stride_on: depthwise`"))

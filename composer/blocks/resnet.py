@@ -19,7 +19,7 @@ from torch import nn
 
 from ..layers import Activation, DropPath, Gate, SqueezeExcite, make_act
 from . import cost as C
-from .base import BlockConfig, BlockContext, Complaint, divisors_near, register_block
+from .base import BlockConfig, BlockContext, Complaint, divisors_near, odd_kernels, register_block
 
 
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
@@ -34,10 +34,7 @@ class _ResNetOptions(BlockConfig):
     se_gate: Gate = Field("sigmoid", description="Gate of SE.")
 
     def check(self, ctx: BlockContext) -> list[Complaint]:
-        if self.kernel % 2 == 0:
-            return [Complaint("kernel", f"kernel {self.kernel} is even; it must be odd to keep the grid aligned",
-                              f"use {self.kernel - 1} or {self.kernel + 1}")]
-        return []
+        return odd_kernels(self, "kernel")
 
     def _se_cost(self, channels: int) -> C.Cost:
         return C.squeeze_excite(channels, max(1, int(channels * self.se))) if self.se else C.Cost()

@@ -22,7 +22,7 @@ from ..layers.attention import (Attention, ConvProjectionAttention, GatedPositio
                                 tokens_to_map)
 from ..layers.ffn import ConvFeedForward, Mlp
 from . import cost as C
-from .base import BlockConfig, BlockContext, Complaint, divisors_near, register_block
+from .base import BlockConfig, BlockContext, Complaint, divisors_near, odd_kernels, register_block
 
 
 class TokenPool(nn.Module):
@@ -103,12 +103,7 @@ class TransformerConfig(BlockConfig):
         if ctx.stride > 1 and ctx.prefix_tokens:
             out.append(Complaint("stride", "a transformer stage cannot downsample while it carries a class token",
                                  "downsample in an earlier stage, or with a `transition`"))
-        for option in ("proj_kernel", "ffn_kernel"):
-            k = getattr(self, option)
-            if k % 2 == 0:
-                out.append(Complaint(option, f"kernel {k} is even; it must be odd to keep the grid aligned",
-                                     f"use {k - 1} or {k + 1}"))
-        return out
+        return out + odd_kernels(self, "proj_kernel", "ffn_kernel")
 
     def describe(self, ctx: BlockContext) -> str:
         h = num_heads(self.heads, self.head_dim, ctx.out_channels)
