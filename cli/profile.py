@@ -13,26 +13,15 @@ import typer
 import composer
 from composer.blueprint import BlueprintError
 from composer.check import CheckReport
-from composer.memory import TrainMemory
+from composer.memory import DTYPE_ALIASES, DTYPES, OPTIMIZER_STATES, TrainMemory
 from composer.profile import Profile
 
 from .common import SetOption, command_line_error, out, parse_sets, shape, si, table, user_errors
 
 
-class DType(str, Enum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class Optimizer(str, Enum):
-    sgd = "sgd"
-    momentum = "momentum"
-    adam = "adam"
-    adamw = "adamw"
+# choices come from composer.memory, the one place that knows them
+DType = Enum("DType", {name: name for name in [*DTYPES, *DTYPE_ALIASES]}, type=str)
+Optimizer = Enum("Optimizer", {name: name for name in OPTIMIZER_STATES}, type=str)
 
 
 def parse_sizes(text: str) -> list[int]:
