@@ -33,4 +33,11 @@ app.command("schema")(schema.schema)
 
 
 def main() -> None:
-    app()
+    """Console entry point. A malformed command line (click's usage errors, exit status 2) exits 1,
+    like every other kind of bad input."""
+    try:
+        app()
+    except SystemExit as exc:
+        if exc.code == 2:
+            raise SystemExit(1) from None
+        raise

@@ -78,3 +78,16 @@ def test_build_output_into_missing_directory(tmp_path):
 def test_malformed_set_is_a_command_line_error():
     r = runner.invoke(app, ["validate", COATNET, "--set", "stages.0.depth"])
     assert r.exit_code == 1 and "<command line>: `--set stages.0.depth`: expected KEY=VALUE" in r.stderr
+
+
+def test_malformed_options_exit_1_from_the_console_entry_point():
+    import subprocess
+    import sys
+
+    for args, message in ((["--size", "0"], "Invalid value for '--size'"), (["--dtype", "fp8"], "Invalid value for '--dtype'"),
+                          (["--no-such-option"], "No such option")):
+        r = subprocess.run([sys.executable, "-c", "from cli.app import main; main()", "profile", COATNET, *args],
+                           capture_output=True, text=True)
+        assert r.returncode == 1 and "Traceback" not in r.stderr and message in r.stderr
+    ok = subprocess.run([sys.executable, "-c", "from cli.app import main; main()", "blocks"], capture_output=True)
+    assert ok.returncode == 0
