@@ -21,7 +21,7 @@ SetOption = Annotated[
 ]
 
 
-def parse_sets(items: list[str] | None, size: int | None = None) -> dict[str, Any]:
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
     """`["stages.2.depth=6"]` -> {"stages.2.depth": 6}; values are read as YAML scalars or lists."""
     out: dict[str, Any] = {}
     for item in items or []:
@@ -32,8 +32,6 @@ def parse_sets(items: list[str] | None, size: int | None = None) -> dict[str, An
             out[key.strip()] = load_value(value)
         except (yaml.YAMLError, BlueprintError):
             raise command_line_error(f"`--set {item}`: the value is not valid YAML") from None
-    if size is not None:
-        out["input.size"] = size
     return out
 
 

@@ -72,7 +72,7 @@ def profile(
         for p in plans:
             report = composer.profile(p, batch=batch, elementwise=elementwise)
             memory = composer.train_memory(p, batch=batch, dtype=dtype.value, optimizer=optimizer.value) if train else None
-            checked = composer.check(p) if check else None
+            checked = composer.check(p, traced=report) if check else None
             results.append((report, memory, checked))
     if as_json:
         dicts = []

@@ -107,9 +107,10 @@ def train_memory(spec: Spec, *, batch: int, dtype: str = "float32", optimizer: s
     return _train_memory(plan(spec), batch=batch, dtype=dtype, optimizer=optimizer)
 
 
-def check(spec: Spec, *, tolerance: float = 0.01) -> CheckReport:
-    """Compare each part's analytic cost (from the block configs) with the traced count."""
-    return _check(plan(spec), tolerance=tolerance)
+def check(spec: Spec, *, traced: Profile | None = None, tolerance: float = 0.01) -> CheckReport:
+    """Compare each part's analytic cost (from the block configs) with the traced count; `traced`
+    reuses a profile already taken (batch 1, elementwise off), else one is taken."""
+    return _check(plan(spec), traced, tolerance=tolerance)
 
 
 def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike) -> None:
