@@ -91,3 +91,11 @@ def test_malformed_options_exit_1_from_the_console_entry_point():
         assert r.returncode == 1 and "Traceback" not in r.stderr and message in r.stderr
     ok = subprocess.run([sys.executable, "-c", "from cli.app import main; main()", "blocks"], capture_output=True)
     assert ok.returncode == 0
+
+
+def test_set_values_are_read_like_blueprint_files():
+    vit = str(BLUEPRINTS / "vit_b16.yaml")
+    r = runner.invoke(app, ["validate", vit, "--set", "blocks.T.norm_eps=1e-6"])  # a float, as in the file
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["validate", vit, "--set", "stages.0.depth=[1,"])
+    assert r.exit_code == 1 and "<command line>: `--set stages.0.depth=[1,`: the value is not valid YAML" in r.stderr

@@ -207,3 +207,16 @@ stages:
 """
     ps = problems(write(text))
     assert [(p.path, p.hint) for p in ps] == [(("stages", 0, "channels"), "nearest valid widths: 64 or 68")]
+
+
+def test_transition_that_leaves_no_grid(write):
+    text = """\
+layout: X
+blocks: {X: {type: convnext}}
+input: {size: 2}
+stages:
+  - {depth: 1, channels: 8, stride: 4, transition: {type: conv, kernel: 7, norm: after}}
+"""
+    [p] = problems(write(text))
+    assert p.path == ("stages", 0, "transition", "kernel") and p.line == 5
+    assert "leaves nothing of the 2x2 grid" in p.message and "larger input size" in p.hint
