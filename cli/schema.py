@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from composer.blueprint.jsonschema import blueprint_json_schema_text
+from composer.fileio import write_text
 
 from .common import fail, out
 
@@ -24,12 +23,8 @@ def schema(
         return
     if output.is_dir() or not output.parent.exists():
         fail(f"cannot write `{output}`: " + ("it is a directory" if output.is_dir() else "its directory does not exist"))
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, output)
+        write_text(output, text)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         fail(f"cannot write `{output}`: {exc.strerror or exc}")
     out(f"wrote {output}")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
-from pathlib import Path
 from typing import Any, Union
 
 import torch
@@ -16,6 +14,7 @@ from .blueprint.loader import Source
 from .build import ComposedNet, build as _build
 from .plan import Plan, plan as _plan
 from .check import CheckReport, check as _check
+from .fileio import atomic_write
 from .memory import TrainMemory, train_memory as _train_memory
 from .profile import Profile, profile as _profile
 
@@ -113,22 +112,17 @@ def check(spec: Spec, *, traced: Profile | None = None, tolerance: float = 0.01)
     return _check(plan(spec), traced, tolerance=tolerance)
 
 
-def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike) -> None:
-    """Write weights and the blueprint text to `path` atomically (temp file + rename)."""
-    target = Path(path)
+def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> None:
+    """Write weights and the blueprint text to `path` atomically (temp file + rename).
+
+    `extra` adds entries to the saved payload (a training run's recipe, class names, optimizer
+    state, ...); `load_model` ignores entries it does not know.
+    """
     text = yaml.safe_dump(blueprint.source.data, sort_keys=False)  # with any --set overrides applied
-    payload = {"format": "composer/1", "blueprint": text,
+    payload = {**(extra or {}), "format": "composer/1", "blueprint": text,
                "blueprint_file": blueprint.source.file, "state_dict": net.state_dict()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        torch.save(payload, fh)
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device | None = None) -> ComposedNet:
