@@ -1,0 +1,36 @@
+"""`composer draw FILE -o arch.svg|arch.png`: the network as a picture for a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+import composer
+from composer.draw import FORMATS, draw as draw_picture
+
+from .common import SetOption, fail, out, parse_sets, user_errors
+
+
+def draw(
+    file: Annotated[Path, typer.Argument(help="Blueprint YAML file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Picture to write (atomically): .svg or .png.")],
+    set_: SetOption = None,
+) -> None:
+    """Draw the network: stem, stages (family, depth, width, output shape), head, and each part's share of
+    MACs and parameters."""
+    if output.suffix.lower().lstrip(".") not in FORMATS:
+        fail(f"cannot draw to `{output}`: the file must end in .svg or .png")
+    if output.is_dir() or not output.parent.exists():
+        fail(f"cannot write `{output}`: " + ("it is a directory" if output.is_dir() else "its directory does not exist"))
+    with user_errors():
+        plan = composer.plan(composer.load(file, overrides=parse_sets(set_)))
+        report = composer.profile(plan)
+    try:
+        draw_picture(plan, report, output)
+    except ImportError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write `{output}`: {exc.strerror or exc}")
+    out(f"drew {plan.name} to {output}")

@@ -1,0 +1,104 @@
+"""compare: several planned networks side by side, as rows of figures and as a scatter plot.
+
+Each row carries the same figures as `profile` (parameters, MACs, per-part split) and, when asked,
+the training-memory estimate of `memory`; the plot puts MACs against parameters, one labelled
+marker per network, its area proportional to training memory when that was estimated.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .fileio import atomic_write
+from .memory import train_memory
+from .plan import Plan
+from .profile import profile
+
+
+@dataclass
+class Row:
+    name: str
+    file: str | None
+    input: list[int]
+    params: int
+    macs: int
+    parts: dict[str, dict[str, float]]  # part -> {"params", "macs", "share"} (share of MACs)
+    train_memory: int | None = None  # bytes of one training step, when estimated
+    train_batch: int | None = None
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["flops"] = self.flops
+        return d
+
+
+def compare(plans: list[Plan], *, batch: int | None = None, dtype: str = "float32",
+            optimizer: str = "adamw") -> list[Row]:
+    """One row per plan; with `batch`, the training memory of a step at that batch too."""
+    rows = []
+    for p in plans:
+        report = profile(p)
+        parts = {part.name: {"params": part.params, "macs": part.macs, "share": part.share} for part in report.parts}
+        memory = train_memory(p, batch=batch, dtype=dtype, optimizer=optimizer).total if batch else None
+        rows.append(Row(report.name, p.blueprint.source.file, report.input[1:], report.params, report.macs, parts,
+                        memory, batch))
+    return rows
+
+
+def plot(rows: list[Row], path: str | os.PathLike) -> None:
+    """Scatter of MACs against parameters, each network labelled; written atomically (.png or .svg)."""
+    target = Path(path)
+    fmt = target.suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"cannot plot to `{target.name}`: the file must end in .png or .svg")
+    from .draw import _require_matplotlib
+    plt = _require_matplotlib()
+    memories = [r.train_memory for r in rows if r.train_memory]
+    biggest = max(memories) if memories else 0
+    with plt.rc_context({"svg.fonttype": "none", "font.size": 9}):
+        fig, ax = plt.subplots(figsize=(7.5, 5.5))
+        for r in rows:
+            size = 60 + 1400 * r.train_memory / biggest if r.train_memory and biggest else 60
+            ax.scatter(r.macs / 1e9, r.params / 1e6, s=size, alpha=0.55, edgecolors="#333333")
+        for values, scale in (([r.macs for r in rows], ax.set_xscale), ([r.params for r in rows], ax.set_yscale)):
+            if min(values) > 0 and max(values) / min(values) > 20:
+                scale("log")  # spans of more than 20x read better on a log axis
+        ax.margins(0.15)
+        _label(fig, ax, [(r.name, r.macs / 1e9, r.params / 1e6) for r in rows])
+        ax.set_xlabel("GMACs per image (FLOPs = 2 x MACs)")
+        ax.set_ylabel("parameters (M)")
+        title = "networks compared"
+        if memories:
+            title += f"; marker area = training memory at batch {rows[0].train_batch}"
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        try:
+            with atomic_write(target, "wb") as fh:
+                fig.savefig(fh, format=fmt, dpi=150 if fmt == "png" else None, bbox_inches="tight")
+        finally:
+            plt.close(fig)
+
+
+def _label(fig, ax, points: list[tuple[str, float, float]]) -> None:
+    """Label each point at the first of a ring of places around it where the text overlaps no label
+    placed before it, tied to its point by a thin line."""
+    renderer = fig.canvas.get_renderer()
+    ring = [(dx * r, dy * r) for r in (1, 2, 3) for dx, dy in
+            ((1, 1), (1, -1), (-1, 1), (-1, -1), (0, 1.3), (0, -1.3), (1.4, 0), (-1.4, 0))]
+    placed = []
+    for name, x, y in sorted(points, key=lambda p: (p[1], p[2])):
+        for i, (dx, dy) in enumerate(ring):
+            ann = ax.annotate(name, (x, y), textcoords="offset points", xytext=(14 * dx, 12 * dy), va="center",
+                              ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                              arrowprops=dict(arrowstyle="-", color="#777777", lw=0.6, shrinkA=0, shrinkB=4))
+            box = ann.get_window_extent(renderer).expanded(1.05, 1.15)
+            if i == len(ring) - 1 or not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                break
+            ann.remove()

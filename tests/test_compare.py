@@ -1,0 +1,58 @@
+"""`composer compare`: the same figures as `profile`, side by side, and a labelled scatter plot."""
+
+import json
+import xml.etree.ElementTree as ET
+
+from typer.testing import CliRunner
+
+import composer
+from cli.app import app
+
+from .conftest import BLUEPRINTS
+
+runner = CliRunner()
+FILES = [str(BLUEPRINTS / f) for f in ("coatnet0.yaml", "resnet50.yaml", "convit_tiny.yaml")]
+
+
+def test_compare_json_matches_profile():
+    r = runner.invoke(app, ["compare", *FILES, "--size", "96", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [row["name"] for row in rows] == ["coatnet-0", "resnet-50", "convit-tiny"]
+    for row, f in zip(rows, FILES):
+        report = composer.profile(composer.load(f, overrides={"input.size": 96}))
+        assert (row["params"], row["macs"], row["flops"]) == (report.params, report.macs, report.flops)
+        assert {k: v["macs"] for k, v in row["parts"].items()} == {p.name: p.macs for p in report.parts}
+        assert row["input"] == [3, 96, 96] and row["train_memory"] is None
+
+
+def test_compare_train_memory_and_table():
+    r = runner.invoke(app, ["compare", *FILES[:2], "--size", "64", "--train", "--batch", "4", "--optimizer", "sgd", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    for row, f in zip(rows, FILES):
+        expected = composer.train_memory(composer.load(f, overrides={"input.size": 64}), batch=4, optimizer="sgd")
+        assert row["train_memory"] == expected.total and row["train_batch"] == 4
+    r = runner.invoke(app, ["compare", *FILES[:2], "--size", "64", "--train", "--batch", "4"])
+    assert r.exit_code == 0
+    header, first = r.stdout.splitlines()[:2]
+    assert "train memory" in header and first.startswith("coatnet-0") and "s3 " in first
+
+
+def test_compare_plot_labels_each_network(tmp_path):
+    out = tmp_path / "cmp.svg"
+    r = runner.invoke(app, ["compare", *FILES, "--size", "64", "--plot", str(out)])
+    assert r.exit_code == 0, r.output
+    words = [t.text for t in ET.parse(out).getroot().iter("{http://www.w3.org/2000/svg}text")]
+    assert {"coatnet-0", "resnet-50", "convit-tiny"} <= set(words)
+    assert list(tmp_path.iterdir()) == [out]
+
+
+def test_compare_errors(write, tmp_path):
+    r = runner.invoke(app, ["compare", *FILES, "--train"])
+    assert r.exit_code == 1 and "--batch" in r.output
+    r = runner.invoke(app, ["compare", *FILES, "--plot", str(tmp_path / "x.gif")])
+    assert r.exit_code == 1 and ".png or .svg" in r.output
+    bad = write((BLUEPRINTS / "resnet50.yaml").read_text().replace("depth: 6", "depth: 0"))
+    r = runner.invoke(app, ["compare", FILES[0], str(bad)])
+    assert r.exit_code == 1 and f"{bad}:15:" in r.output and "stages[2].depth" in r.output
