@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from . import blocks, build, compare, draw, profile, schema, validate
+from . import blocks, build, compare, draw, profile, schema, search, validate
 from .common import STATE
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ app.command("blocks")(blocks.blocks)
 app.command("schema")(schema.schema)
 app.command("draw")(draw.draw)
 app.command("compare")(compare.compare)
+app.command("search")(search.search)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""`composer schema [-o FILE]`: the JSON Schema of blueprints, for editors and other tools."""
+"""`composer schema [--space] [-o FILE]`: the JSON Schema of blueprints (or search spaces), for editors and other tools."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from composer.blueprint.jsonschema import blueprint_json_schema_text
+from composer.blueprint.jsonschema import blueprint_json_schema_text, space_json_schema_text
 from composer.fileio import write_text
 
 from .common import fail, out
@@ -15,9 +15,10 @@ from .common import fail, out
 
 def schema(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the schema here (atomically) instead of printing it.")] = None,
+    space: Annotated[bool, typer.Option("--space", help="The schema of search spaces (`composer search`) instead.")] = False,
 ) -> None:
-    """Print or write the JSON Schema of the blueprint language."""
-    text = blueprint_json_schema_text()
+    """Print or write the JSON Schema of the blueprint language (or of search spaces)."""
+    text = space_json_schema_text() if space else blueprint_json_schema_text()
     if output is None:
         out(text.rstrip("\n"))
         return

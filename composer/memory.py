@@ -15,6 +15,7 @@ short-lived temporaries of the backward pass.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -124,3 +125,84 @@ def measure_train_peak(plan: Plan, *, batch: int, optimizer: str = "adamw", step
         loss.backward()
         opt.step()
     return status("VmHWM") - base
+
+
+@dataclass(frozen=True)
+class _PartTrace:
+    saved_bytes: int  # storages the part saves for backward, its input's excluded
+    saves_input: bool
+    saves_output: bool
+    out_shape: tuple[int, ...]  # per sample
+
+
+def _config(model) -> tuple[str, str]:
+    """A hashable key of a config model (lists inside make the models themselves unhashable)."""
+    return type(model).__name__, model.model_dump_json()
+
+
+class ActivationCache:
+    """Saved-activation bytes of many networks, each distinct part traced once.
+
+    A search evaluates thousands of networks that share most of their parts (the same stem, the
+    same stage at the same place and width), so each part is traced on meta tensors the first time
+    it is seen and remembered by its configuration. `activations(plan)` equals
+    `train_memory(plan, ...).activations` exactly: a storage saved on both sides of a boundary (a
+    part's output that it saves, and that the next part saves as its input) counts once, as in the
+    whole-network trace. Drop-path rates are remembered only as zero or not: any positive rate
+    saves the same mask.
+    """
+
+    def __init__(self, batch: int, dtype: str = "float32"):
+        self.batch = batch
+        self.dtype = DTYPES[DTYPE_ALIASES.get(dtype, dtype)]
+        self.parts: dict[tuple, _PartTrace] = {}
+
+    def activations(self, plan: Plan) -> int:
+        from dataclasses import replace
+
+        from .blocks.heads import Head
+        from .build import Stage
+
+        item = torch.empty((), dtype=self.dtype, device="meta").element_size()
+        shape: tuple[int, ...] = plan.input_shape
+        total, previous_saves_output = 0, False
+        parts = [(("stem", _config(plan.stem)), lambda: plan.stem.build(plan.input_shape[0]))]
+        for sp in plan.stages:
+            contexts = tuple(replace(c, drop_path=float(c.drop_path > 0)) for c in sp.contexts)
+            key = ("stage", _config(sp.block), _config(sp.transition), sp.in_channels, sp.out_channels, sp.stride,
+                   sp.class_token, sp.pos_embed, sp.prefix_in, sp.prefix_out, sp.out_resolution, contexts)
+            parts.append((key, lambda sp=sp: Stage(sp)))
+        last = plan.stages[-1]
+        parts.append((("head", _config(plan.head), last.out_channels, plan.classes),
+                      lambda: Head(plan.head, last.out_channels, plan.classes)))
+        for key, make in parts:
+            key = (*key, shape)
+            trace = self.parts.get(key)
+            if trace is None:
+                trace = self.parts[key] = self._trace(make, shape, needs_grad=key[0] != "stem")
+            total += trace.saved_bytes
+            if trace.saves_input and not previous_saves_output:
+                total += self.batch * math.prod(shape) * item
+            previous_saves_output, shape = trace.saves_output, trace.out_shape
+        return total
+
+    def _trace(self, make, shape: tuple[int, ...], needs_grad: bool) -> _PartTrace:
+        with torch.device("meta"):
+            module = make().to(self.dtype).train()
+        params = {p.untyped_storage()._cdata for p in module.parameters()}
+        # after the stem, a part's input carries the gradient of everything before it, which changes
+        # what autograd saves (a pooled shortcut keeps its input and indices only then)
+        x = torch.empty(self.batch, *shape, device="meta", dtype=self.dtype, requires_grad=needs_grad)
+        saved: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storage = t.untyped_storage()
+            if storage._cdata not in params:
+                saved[storage._cdata] = storage.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = module(x)
+        source = x.untyped_storage()._cdata
+        return _PartTrace(sum(n for k, n in saved.items() if k != source), source in saved,
+                          y.untyped_storage()._cdata in saved, tuple(y.shape[1:]))

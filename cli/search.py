@@ -1,0 +1,120 @@
+"""`composer search SPACE.yaml --budget ...`: the best networks of a space that fit a budget."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import yaml
+
+from composer.blueprint import BlueprintError, read_file
+from composer.fileio import write_text
+from composer.search import parse_budget, plot, search as run_search
+
+from .common import (SetOption, command_line_error, fail, out, parse_sets, si, table, user_errors)
+from .profile import DType, Optimizer, bytes_text
+
+
+def search(
+    space: Annotated[Path, typer.Argument(help="Search space: a blueprint whose values may be `{one_of: [...]}` or `{range: [low, high, step]}`.")],
+    budget: Annotated[str, typer.Option(help="Limits, e.g. `macs=4.5G,params=30M,train_memory=24GiB@128` (memory of a training step at batch 128).")],
+    top: Annotated[Optional[int], typer.Option(help="Show (and emit) only the first K of the front, largest MACs first.", min=1)] = None,
+    limit: Annotated[int, typer.Option(help="Evaluate every candidate up to this many; sample this many (seeded) from larger spaces.", min=1, max=1_000_000)] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the sample, for spaces larger than --limit.")] = 0,
+    dtype: Annotated[DType, typer.Option(help="With a train_memory budget: dtype of weights, gradients, state and activations.")] = DType.float32,
+    optimizer: Annotated[Optimizer, typer.Option(help="With a train_memory budget: sgd, momentum, adam or adamw.")] = Optimizer.adamw,
+    emit: Annotated[Optional[Path], typer.Option(help="Write each reported candidate as an ordinary blueprint into this directory.")] = None,
+    plot_file: Annotated[Optional[Path], typer.Option("--plot", help="Write MACs against parameters (candidates and front) here: .png or .svg.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,
+    set_: SetOption = None,
+) -> None:
+    """Enumerate (or sample) a space, keep the networks within the budget, report their Pareto front."""
+    if emit is not None and emit.exists() and not emit.is_dir():
+        fail(f"cannot emit into `{emit}`: it is not a directory")
+    if plot_file is not None:
+        if plot_file.suffix.lower() not in (".png", ".svg"):
+            fail(f"cannot plot to `{plot_file}`: the file must end in .png or .svg")
+        if plot_file.is_dir() or not plot_file.parent.exists():
+            fail(f"cannot write `{plot_file}`: " + ("it is a directory" if plot_file.is_dir() else "its directory does not exist"))
+    with user_errors():
+        try:
+            limits = parse_budget(budget)
+        except ValueError as exc:
+            raise command_line_error(f"`--budget {budget}`: {exc}") from None
+        if not limits.limits:
+            raise command_line_error("`--budget` names no limit")
+        from composer.api import apply_overrides
+        source = apply_overrides(read_file(space), parse_sets(set_))
+        show = sys.stderr.isatty() and not as_json
+
+        def progress(done: int, total: int) -> None:
+            if show:
+                sys.stderr.write(f"\r{done:,}/{total:,} candidates")
+                sys.stderr.flush()
+
+        result = run_search(source, limits, limit=limit, seed=seed, dtype=dtype.value, optimizer=optimizer.value,
+                            progress=progress)
+        if show:
+            sys.stderr.write("\n")
+    front = result.front[:top]
+    written = []
+    if emit is not None:
+        try:
+            emit.mkdir(parents=True, exist_ok=True)
+            for rank, c in enumerate(front, 1):
+                path = emit / f"{result.name}-{c.index}.yaml"
+                data = {**c.data, "name": f"{result.name}-{c.index}"}
+                picks = ", ".join(f"{k}={_flow(v)}" for k, v in c.picks.items())
+                header = (f"# Candidate {c.index} of the space {space.name} (rank {rank} of its Pareto front):\n"
+                          f"# {picks}\n# {c.params:,} parameters, {si(c.macs)}MACs\n")
+                write_text(path, header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+                written.append(path)
+        except OSError as exc:
+            fail(f"cannot write into `{emit}`: {exc.strerror or exc}")
+    if plot_file is not None:
+        try:
+            plot(result, plot_file)
+        except ImportError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(f"cannot write `{plot_file}`: {exc.strerror or exc}")
+    if as_json:
+        d = result.to_dict(top)
+        if emit is not None:
+            d["emitted"] = [str(p) for p in written]
+        out(json.dumps(d, indent=2))
+        return
+    how = f"sampled {result.evaluated:,} of {result.size:,}" if result.sampled else f"all {result.size:,}"
+    out(f"{result.name}: {how} candidates; {result.invalid:,} invalid, {len(result.fitting):,} within "
+        f"{_budget_text(limits)}, {len(result.front)} on the Pareto front")
+    for example in result.invalid_examples:
+        out(f"  invalid, e.g. {example}")
+    if front:
+        memory = limits.train_memory is not None
+        rows = [["#", "params", "MACs"] + (["train memory"] if memory else []) + ["choices"]]
+        for c in front:
+            rows.append([str(c.index), f"{c.params:,}", si(c.macs)] + ([bytes_text(c.train_memory)] if memory else [])
+                        + [" ".join(f"{k}={_flow(v)}" for k, v in c.picks.items())])
+        out(table(rows, right={0, 1, 2, 3} if memory else {0, 1, 2}))
+    if written:
+        out(f"wrote {len(written)} blueprint{'s' if len(written) != 1 else ''} to {emit}")
+    if plot_file is not None:
+        out(f"plotted to {plot_file}")
+
+
+def _flow(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def _budget_text(b) -> str:
+    parts = []
+    if b.macs is not None:
+        parts.append(f"{si(b.macs)}MACs")
+    if b.params is not None:
+        parts.append(f"{si(b.params)} params")
+    if b.train_memory is not None:
+        parts.append(f"{bytes_text(int(b.train_memory))} at batch {b.batch}")
+    return ", ".join(parts)
