@@ -156,3 +156,16 @@ def test_search_command_errors(write, tmp_path):
     r = runner.invoke(app, ["search", str(write(SPACE.replace("{range: [1, 2]}", "{range: [2, 1]}"), "b.yaml")),
                             "--budget", "macs=1G"])
     assert r.exit_code == 1 and "b.yaml:10:" in r.output
+
+
+def test_activation_cache_equals_the_whole_network_trace():
+    from composer.memory import ActivationCache
+    from .conftest import BLUEPRINTS
+    cache = ActivationCache(batch=2, dtype="bf16")
+    for path in sorted(BLUEPRINTS.glob("*.yaml")):
+        p = composer.plan(composer.load(path, overrides={"input.size": 64, "drop_path": 0.1}))
+        assert cache.activations(p) == composer.train_memory(p, batch=2, dtype="bf16").activations, path.name
+    traced = len(cache.parts)
+    again = composer.plan(composer.load(BLUEPRINTS / "coatnet0.yaml", overrides={"input.size": 64, "drop_path": 0.1}))
+    cache.activations(again)
+    assert len(cache.parts) == traced  # seen before: nothing traced again
