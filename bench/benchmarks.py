@@ -1,6 +1,6 @@
 """Benchmarks behind docs/benchmarks.md (not tests: they time things). Run from the repository root:
 
-    .venv/bin/python bench/benchmarks.py            # rewrites docs/benchmarks.md
+    .venv/bin/python bench/benchmarks.py            # rewrites its sections of docs/benchmarks.md
 
 1. Profiling cost against network size: CoAtNet-0 widened and deepened with `--set`, from about
    10M to 10B parameters. Each `composer profile --json` runs in its own process; wall time and
@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from report import ROOT, machine, write_section
+
 COATNET = "blueprints/coatnet0.yaml"
 
 SCALES = [
@@ -95,17 +94,10 @@ def memory_rows() -> list[str]:
 def main() -> None:
     # torch is imported only in the measured child processes: a parent holding torch would lend
     # its resident pages to every child's peak
-    torch_version = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"],
-                                   capture_output=True, text=True, check=True).stdout.strip()
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch_version}"
     text = "\n".join([
-        "# Benchmarks",
-        "",
-        "<!-- written by `.venv/bin/python bench/benchmarks.py`; rerun it to refresh -->",
-        "",
-        f"Machine: {machine}.",
-        "",
         "## Profiling cost against network size",
+        "",
+        f"Written by `.venv/bin/python bench/benchmarks.py` on {machine()}.",
         "",
         "`composer profile blueprints/coatnet0.yaml --json` with `--set` widening and deepening stages 3",
         "and 4, each in a fresh process. Wall time includes starting Python and importing torch; peak",
@@ -127,13 +119,8 @@ def main() -> None:
         *memory_rows(),
         "",
         "No GPU was lent to this project when these were taken, so no GPU comparison is recorded yet.",
-        "",
     ])
-    target = ROOT / "docs" / "benchmarks.md"
-    tmp = target.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, target)
-    print(f"wrote {target.relative_to(ROOT)}")
+    write_section("profile", text)
 
 
 if __name__ == "__main__":
