@@ -7,14 +7,12 @@ import os
 from typing import Any, Union
 
 import torch
-import yaml
 
 from .blueprint import Blueprint, BlueprintError, Problem, load_text, read_file, validate
 from .blueprint.loader import Source
 from .build import ComposedNet, build as _build
 from .plan import Plan, plan as _plan
 from .check import CheckReport, check as _check
-from .fileio import atomic_write
 from .memory import TrainMemory, train_memory as _train_memory
 from .profile import Profile, profile as _profile
 
@@ -83,16 +81,27 @@ def check_fits_in_memory(p: Plan) -> None:
             "`composer profile` counts it without allocating weights"))
 
 
-def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | None = 0) -> ComposedNet:
+def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | None = 0,
+          weights: Any = None, weights_from: str = "auto", strict: bool = True) -> ComposedNet:
     """Build the nn.Module of a blueprint (path, Blueprint or Plan).
 
     On the CPU, a network whose weights would not fit in free memory is refused with a
     BlueprintError instead of exhausting the machine; `device="meta"` allocates nothing.
+
+    `weights` (a checkpoint path or a state dict) initialises the network from a checkpoint in
+    composer's layout or timm's (`weights_from`: "auto", "composer" or "timm"); a classifier for
+    another class count is re-initialised and learned position tables are resized to the input size.
+    `strict=False` loads what fits. What was loaded is in `net.weights_report` (composer.weights.LoadReport).
     """
     p = plan(spec)
     if torch.device(device or "cpu").type == "cpu":
         check_fits_in_memory(p)
-    return _build(p, device=device, seed=seed)
+    net = _build(p, device=device, seed=seed)
+    if weights is not None:
+        from .weights import load_weights
+
+        net.weights_report = load_weights(net, p, weights, layout=weights_from, strict=strict)
+    return net
 
 
 def profile(spec: Spec, *, batch: int = 1, elementwise: bool = False) -> Profile:
@@ -115,20 +124,31 @@ def check(spec: Spec, *, traced: Profile | None = None, tolerance: float = 0.01)
 def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> None:
     """Write weights and the blueprint text to `path` atomically (temp file + rename).
 
-    `extra` adds entries to the saved payload (a training run's recipe, class names, optimizer
-    state, ...); `load_model` ignores entries it does not know.
+    A `.safetensors` path writes safetensors (the blueprint in its metadata); anything else a torch
+    pickle. `extra` adds entries to the saved payload (a training run's recipe, class names,
+    optimizer state, ...; in safetensors, strings only); `load_model` ignores entries it does not know.
     """
-    text = yaml.safe_dump(blueprint.source.data, sort_keys=False)  # with any --set overrides applied
-    payload = {**(extra or {}), "format": "composer/1", "blueprint": text,
-               "blueprint_file": blueprint.source.file, "state_dict": net.state_dict()}
-    with atomic_write(path) as fh:
-        torch.save(payload, fh)
+    from .weights.saved import save_model
+
+    save_model(net, blueprint, path, extra=extra)
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device | None = None) -> ComposedNet:
-    """Rebuild a network saved by `save` / `composer build -o` and load its weights."""
-    payload = torch.load(path, map_location=device or "cpu", weights_only=True)
-    blueprint = loads(payload["blueprint"], file=payload.get("blueprint_file"))
-    net = build(blueprint, device=device)
-    net.load_state_dict(payload["state_dict"])
-    return net
+    """Rebuild a network saved by `save` / `composer build -o` (.pt or .safetensors) and load its weights.
+
+    The blueprint is read and the memory checked before any weight is allocated; a file that is
+    not a composer model, or whose tensors do not fit its blueprint, raises WeightsError (a
+    BlueprintError) naming the file and the tensors.
+    """
+    from .weights.saved import read_saved
+
+    saved = read_saved(path)
+    p = plan(saved.blueprint)
+    if torch.device(device or "cpu").type == "cpu":
+        check_fits_in_memory(p)
+    net = _build(p, device="cpu")
+    from .weights.load import load_tensors
+
+    load_tensors(net, saved.tensors(), file=str(path), layout="composer", strict=True,
+                 ignored=saved.unknown_tensors(net))
+    return net.to(device) if device is not None else net
