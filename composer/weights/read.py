@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import struct
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ SAFETENSORS_HEADER_LIMIT = 100_000_000  # the safetensors library's own limit on
 
 class WeightsError(BlueprintError):
     """A checkpoint that cannot be read, or whose tensors do not fit the blueprint."""
+
+    subject = "with the weights"
 
     def __str__(self) -> str:
         n = len(self.problems)
@@ -84,7 +87,9 @@ def load_pickle(path: Path) -> Any:
     """`torch.load` with `weights_only=True` (memory-mapped when the file is a zip archive)."""
     kind = file_kind(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # protocol notes: a file it cannot read is refused below
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()
         reason = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else "")
