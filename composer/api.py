@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 from typing import Any, Union
 
 import torch
@@ -82,7 +83,8 @@ def check_fits_in_memory(p: Plan) -> None:
 
 
 def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | None = 0,
-          weights: Any = None, weights_from: str = "auto", strict: bool = True) -> ComposedNet:
+          weights: Any = None, weights_from: str = "auto", strict: bool = True,
+          parts: list | None = None, weights_blueprint: Spec | None = None) -> ComposedNet:
     """Build the nn.Module of a blueprint (path, Blueprint or Plan).
 
     On the CPU, a network whose weights would not fit in free memory is refused with a
@@ -92,16 +94,53 @@ def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | N
     composer's layout or timm's (`weights_from`: "auto", "composer" or "timm"); a classifier for
     another class count is re-initialised and learned position tables are resized to the input size.
     `strict=False` loads what fits. What was loaded is in `net.weights_report` (composer.weights.LoadReport).
+
+    `parts` (["stem", 0, 1, "head"]) transplants only those parts from a checkpoint of another
+    architecture, whose blueprint `weights_blueprint` names (needed for timm's layout). Without
+    `weights`, the blueprint's own `pretrained:` entries are loaded (not on the meta device).
     """
     p = plan(spec)
     if torch.device(device or "cpu").type == "cpu":
         check_fits_in_memory(p)
     net = _build(p, device=device, seed=seed)
     if weights is not None:
-        from .weights import load_weights
+        from .weights import load_weights, transplant_weights
 
-        net.weights_report = load_weights(net, p, weights, layout=weights_from, strict=strict)
+        if parts is None:
+            net.weights_report = load_weights(net, p, weights, layout=weights_from, strict=strict)
+        else:
+            source = plan(weights_blueprint) if weights_blueprint is not None else None
+            net.weights_report = transplant_weights(net, p, weights, parts, source_plan=source, layout=weights_from,
+                                                    strict=strict)
+    elif p.blueprint.model.pretrained and torch.device(device or "cpu").type != "meta":
+        net.pretrained_reports = _load_pretrained(net, p, strict)
     return net
+
+
+def _load_pretrained(net: ComposedNet, p: Plan, strict: bool) -> list:
+    """The blueprint's `pretrained:` entries, paths relative to the blueprint's folder."""
+    from .weights import transplant_weights
+
+    source = p.blueprint.source
+    here = Path(source.file).parent if source.file else Path(".")
+    reports = []
+    for i, entry in enumerate(p.blueprint.model.pretrained):
+        checkpoint = here / entry.checkpoint
+        if not checkpoint.is_file():
+            raise BlueprintError(source.problem(("pretrained", i, "checkpoint"), f"no such file: {checkpoint}"))
+        arch = None
+        if entry.blueprint is not None:
+            if not (here / entry.blueprint).is_file():
+                raise BlueprintError(source.problem(("pretrained", i, "blueprint"),
+                                                    f"no such file: {here / entry.blueprint}"))
+            arch = plan(here / entry.blueprint)
+        for j, part in enumerate(entry.parts):
+            if isinstance(part, int) and part >= len(p.stages):
+                raise BlueprintError(source.problem(("pretrained", i, "parts", j),
+                                                    f"stage {part} does not exist (stages 0 to {len(p.stages) - 1})"))
+        reports.append(transplant_weights(net, p, checkpoint, entry.parts, source_plan=arch, layout=entry.layout,
+                                          strict=strict))
+    return reports
 
 
 def profile(spec: Spec, *, batch: int = 1, elementwise: bool = False) -> Profile:

@@ -270,3 +270,79 @@ def test_state_dict_with_other_names_layout_forced():
     with pytest.raises(WeightsError, match="not in the checkpoint"):
         load_weights(net, plan, timm, layout="composer")
     assert load_weights(net, plan, timm, layout="timm").layout == "timm"
+
+
+# --- transplant: parts of one architecture into another -------------------------------------------
+
+HYBRID = """\
+name: hybrid
+input: {channels: 3, size: 64}
+classes: 10
+stem: {type: patch, channels: 40, patch: 4, norm: layernorm}
+layout: C-C-T-T
+blocks:
+  C: {type: convnext, kernel: 7, mlp_ratio: 4, layer_scale: 1e-6}
+  T: {type: transformer, attention: relative, head_dim: 32, norm_eps: 1e-6}
+stages:
+  - {depth: 2, channels: 40}
+  - {depth: 2, channels: 80, stride: 2, transition: {type: conv, kernel: 2, norm: before}}
+  - {depth: 1, channels: 160, stride: 2}
+  - {depth: 1, channels: 320, stride: 2}
+head: {type: pool, norm: layernorm, norm_eps: 1e-6}
+"""
+
+
+def _convnext_atto():
+    return composer.load(BLUEPRINTS / "timm" / "convnext_atto.yaml", overrides={"input.size": 64, "classes": 10})
+
+
+def _first_stages(net, x):
+    net.eval()
+    with torch.no_grad():
+        return net.stages[:2](net.stem(x))
+
+
+def test_transplant_convnext_stem_and_stages_into_a_hybrid(write):
+    ckpt = DATA / "convnext_atto.safetensors"
+    hybrid = composer.build(composer.loads(HYBRID), weights=ckpt, parts=["stem", 0, 1],
+                            weights_blueprint=_convnext_atto())
+    report = hybrid.weights_report
+    assert report.parts == {"stem": (4, 4), "0": (18, 18), "1": (22, 22)}
+    donor = composer.build(_convnext_atto(), weights=ckpt)
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(_first_stages(hybrid, x), _first_stages(donor, x))
+    fresh = composer.build(composer.loads(HYBRID))
+    assert torch.equal(hybrid.stages[2].blocks[0].attn.qkv.weight, fresh.stages[2].blocks[0].attn.qkv.weight)
+    assert "stage 1 (22/22 matched)" in report.summary()
+
+
+def test_transplant_spelled_in_the_blueprint_and_on_the_command_line(tmp_path):
+    (tmp_path / "donor.safetensors").write_bytes((DATA / "convnext_atto.safetensors").read_bytes())
+    (tmp_path / "donor.yaml").write_text((BLUEPRINTS / "timm" / "convnext_atto.yaml").read_text())
+    text = HYBRID + "pretrained:\n  - {checkpoint: donor.safetensors, blueprint: donor.yaml, parts: [stem, 0, 1]}\n"
+    (tmp_path / "hybrid.yaml").write_text(text)
+    from_blueprint = composer.build(tmp_path / "hybrid.yaml")
+    assert from_blueprint.pretrained_reports[0].parts["1"] == (22, 22)
+    r = runner.invoke(app, ["build", str(tmp_path / "hybrid.yaml")])
+    assert r.exit_code == 0 and "stage 1 (22/22 matched)" in r.stdout, r.output
+    (tmp_path / "plain.yaml").write_text(HYBRID)
+    r = runner.invoke(app, ["build", str(tmp_path / "plain.yaml"), "--weights", str(tmp_path / "donor.safetensors"),
+                            "--parts", "stem,0,1", "--weights-blueprint", str(tmp_path / "donor.yaml"),
+                            "-o", str(tmp_path / "h.pt")])
+    assert r.exit_code == 0, r.output
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.equal(_first_stages(composer.load_model(tmp_path / "h.pt"), x), _first_stages(from_blueprint, x))
+
+
+def test_transplant_mistakes_are_located(tmp_path):
+    (tmp_path / "bad.yaml").write_text(HYBRID + "pretrained:\n  - {checkpoint: nowhere.safetensors, parts: [stem]}\n")
+    with pytest.raises(composer.BlueprintError, match=r"bad.yaml:\d+:\d+: pretrained\[0\].checkpoint: no such file"):
+        composer.build(tmp_path / "bad.yaml")
+    r = runner.invoke(app, ["build", str(BLUEPRINTS / "timm" / "resnet18.yaml"), "--weights",
+                            str(DATA / "convnext_atto.safetensors"), "--parts", "stem,7"])
+    assert r.exit_code == 1 and "stage 7 does not exist" in r.output
+    r = runner.invoke(app, ["build", str(tmp_path / "bad.yaml").replace("bad", "x"), "--parts", "stem"])
+    assert r.exit_code == 1
+    r = runner.invoke(app, ["build", str(BLUEPRINTS / "timm" / "resnet18.yaml"), "--weights",
+                            str(DATA / "resnet18_small.safetensors"), "--parts", "stem,0"])
+    assert r.exit_code == 1 and "give the blueprint of its architecture" in r.output

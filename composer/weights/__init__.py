@@ -22,7 +22,8 @@ from .timm import from_timm, timm_hits
 Source = Union[str, os.PathLike, Mapping[str, torch.Tensor], Checkpoint]
 Layout = Literal["auto", "composer", "timm"]
 
-__all__ = ["load_weights", "to_our_layout", "LoadReport", "WeightsError", "Checkpoint", "read_checkpoint"]
+__all__ = ["load_weights", "transplant_weights", "to_our_layout", "LoadReport", "WeightsError", "Checkpoint",
+           "read_checkpoint"]
 
 
 def _checkpoint(source: Source) -> Checkpoint:
@@ -70,3 +71,13 @@ def load_weights(net: ComposedNet, plan: Plan, source: Source, *, layout: Layout
     ckpt = _checkpoint(source)
     tensors, layout, ignored = to_our_layout(plan, net, ckpt, layout)
     return load_tensors(net, tensors, file=ckpt.file, layout=layout, strict=strict, ignored=ignored)
+
+
+def transplant_weights(net: ComposedNet, plan: Plan, source: Source, parts: list, *, source_plan: Plan | None = None,
+                       layout: Layout = "auto", strict: bool = True) -> LoadReport:
+    """Initialise `parts` of `net` ("stem", "head", stage indices) from the same parts of a checkpoint of
+    another architecture (`source_plan`: its plan, needed for timm's layout). See weights/transplant.py."""
+    from .transplant import transplant
+
+    return transplant(net, plan, _checkpoint(source), list(parts), source_plan=source_plan, layout=layout,
+                      strict=strict)

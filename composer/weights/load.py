@@ -36,9 +36,13 @@ class LoadReport:
     initialised: list[str] = field(default_factory=list)  # not in the checkpoint, left at initialisation
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # partial loads only
     ignored: list[str] = field(default_factory=list)  # checkpoint tensors nothing used
+    parts: dict[str, tuple[int, int]] = field(default_factory=dict)  # transplants: part -> (matched, tensors)
 
     def summary(self) -> str:
         lines = [f"weights from {self.file} ({self.layout} layout): {len(self.loaded)} tensors loaded"]
+        if self.parts:
+            lines[0] += " into " + ", ".join(f"{'stage ' if p.isdigit() else ''}{p} ({hit}/{n} matched)"
+                                             for p, (hit, n) in self.parts.items())
         for key, theirs, ours in self.resized:
             lines.append(f"  resized {key}: {_shape(theirs)} -> {_shape(ours)}")
         for key, theirs, ours in self.reinitialised:
@@ -57,7 +61,8 @@ class LoadReport:
                 "resized": [[k, list(a), list(b)] for k, a, b in self.resized],
                 "reinitialised": [[k, list(a), list(b)] for k, a, b in self.reinitialised],
                 "mismatched": [[k, list(a), list(b)] for k, a, b in self.mismatched],
-                "initialised": self.initialised, "ignored": self.ignored}
+                "initialised": self.initialised, "ignored": self.ignored,
+                "parts": {p: list(v) for p, v in self.parts.items()}}
 
 
 def _shape(s: Iterable[int]) -> str:
