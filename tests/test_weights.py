@@ -346,3 +346,22 @@ def test_transplant_mistakes_are_located(tmp_path):
     r = runner.invoke(app, ["build", str(BLUEPRINTS / "timm" / "resnet18.yaml"), "--weights",
                             str(DATA / "resnet18_small.safetensors"), "--parts", "stem,0"])
     assert r.exit_code == 1 and "give the blueprint of its architecture" in r.output
+
+
+def test_load_model_refuses_bad_files(tmp_path):
+    for name, (_, message) in _bad_files(tmp_path).items():
+        with pytest.raises(composer.BlueprintError) as info:
+            composer.load_model(tmp_path / name)
+        assert name in str(info.value)
+        if message and "name of this blueprint" not in message:
+            assert message in str(info.value), name
+    with pytest.raises(composer.WeightsError, match="no `format` entry"):
+        composer.load_model(tmp_path / "foreign.safetensors")
+
+
+def test_pickled_training_checkpoints_load(tmp_path):
+    state = load_file(DATA / "resnet18_small.safetensors")
+    torch.save({"state_dict": state, "optimizer": {"lr": 0.1}, "epoch": 3}, tmp_path / "train.pth")
+    net = composer.build(small("resnet18_small"), weights=tmp_path / "train.pth")
+    io = load_file(DATA / "resnet18_small.io.safetensors")
+    assert (logits(net, io["input"]) - io["logits"]).abs().max().item() < 1e-5

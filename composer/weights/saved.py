@@ -105,7 +105,8 @@ def read_saved(path: str | os.PathLike) -> Saved:
 
         return Saved(str(p), blueprint, _once(tensors), metadata)
     if kind == "unknown":
-        raise weights_error(p, "is neither a composer model (.pt, .safetensors) nor any torch checkpoint")
+        raise weights_error(p, "is neither a safetensors file nor a torch checkpoint",
+                            "composer models are .pt or .safetensors files written by `composer build -o`")
     payload = load_pickle(p)  # memory-mapped: no tensor is copied yet
     if not isinstance(payload, dict):
         raise weights_error(p, f"holds a {type(payload).__name__}, not a composer model")
