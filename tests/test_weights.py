@@ -365,3 +365,12 @@ def test_pickled_training_checkpoints_load(tmp_path):
     net = composer.build(small("resnet18_small"), weights=tmp_path / "train.pth")
     io = load_file(DATA / "resnet18_small.io.safetensors")
     assert (logits(net, io["input"]) - io["logits"]).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("name", ["coatnet_nano_rw_224", "coatnet_0_rw_224", "coatnet_1_rw_224", "coatnet_0_224"])
+def test_timm_coatnet_options_have_exact_analytic_costs(name):
+    """The options timm's CoAtNets need (stride by pooling, SE placement and base, biases, attention
+    width, map norm) are counted by the analytic cost as the trace counts them."""
+    plan = composer.plan(composer.load(BLUEPRINTS / "timm" / f"{name}.yaml", overrides={"input.size": 64}))
+    result = composer.check(plan)
+    assert result.ok, [p for p in result.parts if not p.ok]
