@@ -16,6 +16,9 @@ from .plan import Plan, plan as _plan
 from .check import CheckReport, check as _check
 from .memory import TrainMemory, train_memory as _train_memory
 from .profile import Profile, profile as _profile
+from .weights import load_weights, transplant_weights
+from .weights.load import load_tensors
+from .weights.saved import read_saved, save_model
 
 Spec = Union[str, os.PathLike, Blueprint, Plan]
 
@@ -104,8 +107,6 @@ def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | N
         check_fits_in_memory(p)
     net = _build(p, device=device, seed=seed)
     if weights is not None:
-        from .weights import load_weights, transplant_weights
-
         if parts is None:
             net.weights_report = load_weights(net, p, weights, layout=weights_from, strict=strict)
         else:
@@ -119,8 +120,6 @@ def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | N
 
 def _load_pretrained(net: ComposedNet, p: Plan, strict: bool) -> list:
     """The blueprint's `pretrained:` entries, paths relative to the blueprint's folder."""
-    from .weights import transplant_weights
-
     source = p.blueprint.source
     here = Path(source.file).parent if source.file else Path(".")
     reports = []
@@ -167,8 +166,6 @@ def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike, *, ext
     pickle. `extra` adds entries to the saved payload (a training run's recipe, class names,
     optimizer state, ...; in safetensors, strings only); `load_model` ignores entries it does not know.
     """
-    from .weights.saved import save_model
-
     save_model(net, blueprint, path, extra=extra)
 
 
@@ -179,15 +176,11 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     not a composer model, or whose tensors do not fit its blueprint, raises WeightsError (a
     BlueprintError) naming the file and the tensors.
     """
-    from .weights.saved import read_saved
-
     saved = read_saved(path)
     p = plan(saved.blueprint)
     if torch.device(device or "cpu").type == "cpu":
         check_fits_in_memory(p)
-    net = _build(p, device="cpu")
-    from .weights.load import load_tensors
-
+    net = _build(p, device=device)
     load_tensors(net, saved.tensors(), file=str(path), layout="composer", strict=True,
                  ignored=saved.unknown_tensors(net))
-    return net.to(device) if device is not None else net
+    return net

@@ -75,7 +75,8 @@ def test_every_timm_blueprint_is_shipped():
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_timm_checkpoint_reproduces_timm_logits(name):
     """Parameters as timm counts them, every tensor used, and timm's logits: within 1e-5 of the largest
-    logit (mobilenetv2_050's reference is itself 2.3e-5 from the float64 result, at logits up to 17)."""
+    logit. mobilenetv2_050 amplifies rounding: its reference is 2.3e-5 from the float64 result (logits up
+    to 17), and a 1e-7 relative change of its input moves the logits by 3e-5."""
     net = composer.build(small(name), weights=DATA / f"{name}.safetensors")
     report = net.weights_report
     assert report.layout == "timm"

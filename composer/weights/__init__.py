@@ -18,6 +18,7 @@ from ..plan import Plan
 from .load import LoadReport, load_tensors
 from .read import Checkpoint, WeightsError, read_checkpoint, weights_error
 from .timm import from_timm, timm_hits
+from .transplant import transplant
 
 Source = Union[str, os.PathLike, Mapping[str, torch.Tensor], Checkpoint]
 Layout = Literal["auto", "composer", "timm"]
@@ -77,7 +78,5 @@ def transplant_weights(net: ComposedNet, plan: Plan, source: Source, parts: list
                        layout: Layout = "auto", strict: bool = True) -> LoadReport:
     """Initialise `parts` of `net` ("stem", "head", stage indices) from the same parts of a checkpoint of
     another architecture (`source_plan`: its plan, needed for timm's layout). See weights/transplant.py."""
-    from .transplant import transplant
-
     return transplant(net, plan, _checkpoint(source), list(parts), source_plan=source_plan, layout=layout,
                       strict=strict)
