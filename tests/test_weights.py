@@ -375,3 +375,13 @@ def test_timm_coatnet_options_have_exact_analytic_costs(name):
     plan = composer.plan(composer.load(BLUEPRINTS / "timm" / f"{name}.yaml", overrides={"input.size": 64}))
     result = composer.check(plan)
     assert result.ok, [p for p in result.parts if not p.ok]
+
+
+def test_fine_tune_at_a_non_square_size():
+    name = "vit_tiny_small"
+    net = composer.build(small(name, **{"input.size": [64, 96]}), weights=DATA / f"{name}.safetensors")
+    assert net.weights_report.resized == [("stages.0.pos_embed", (1, 17, 192), (1, 1 + 4 * 6, 192))]
+    assert logits(net, torch.randn(1, 3, 64, 96)).shape == (1, 10)
+    name = "coatnet_0_rw_small"
+    net = composer.build(small(name, **{"input.size": [64, 96]}), weights=DATA / f"{name}.safetensors")
+    assert ("stages.3.blocks.0.attn.relative.table", (3, 9), (3, 15)) in net.weights_report.resized

@@ -40,7 +40,7 @@ class RelativePositionBias(nn.Module):
 
     def __init__(self, num_heads: int, grid: tuple[int, int]):
         super().__init__()
-        h, w = grid
+        h, w = self.grid = grid
         self.table = nn.Parameter(torch.zeros(num_heads, (2 * h - 1) * (2 * w - 1)))
         self.register_buffer("index", relative_position_index(h, w), persistent=False)
 

@@ -117,10 +117,11 @@ def _fit(key: str, src: torch.Tensor, target: torch.Tensor, owner: tuple[nn.Modu
     try:
         if isinstance(module, Stage) and name == "pos_embed" and src.ndim == 3 and src.shape[2] == target.shape[2]:
             prefix = 1 if module.cls_token is not None else 0
-            return resize_pos_embed(src, prefix, _grid(target.shape[1] - prefix)), "resized"
+            n = target.shape[1] - prefix
+            grid = module.grid if module.grid[0] * module.grid[1] == n else _grid(n)
+            return resize_pos_embed(src, prefix, grid), "resized"
         if isinstance(module, RelativePositionBias) and src.ndim == 2 and src.shape[0] == target.shape[0]:
-            side = (math.isqrt(target.shape[1]) + 1) // 2
-            return resize_relative_table(src, target.shape, (side, side)), "resized"
+            return resize_relative_table(src, target.shape, module.grid), "resized"
     except ValueError:
         pass
     return None, "mismatch"
