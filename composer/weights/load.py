@@ -86,7 +86,7 @@ def resize_pos_embed(t: torch.Tensor, prefix: int, grid: tuple[int, int]) -> tor
     return torch.cat([cls, pos], dim=1)
 
 
-def resize_relative_table(t: torch.Tensor, shape: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
+def resize_relative_table(t: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """(heads, (2h-1)(2w-1)) -> (heads, (2H-1)(2W-1)), resized bicubically as a (2h-1) x (2w-1) image."""
     heads, n = t.shape
     side = math.isqrt(n)
@@ -106,7 +106,7 @@ def _owners(net: nn.Module) -> dict[str, tuple[nn.Module, str]]:
     return out
 
 
-def _fit(key: str, src: torch.Tensor, target: torch.Tensor, owner: tuple[nn.Module, str] | None
+def _fit(src: torch.Tensor, target: torch.Tensor, owner: tuple[nn.Module, str] | None
          ) -> tuple[torch.Tensor | None, str]:
     """`src` shaped for `target`: ("same" | "reshaped" | "resized"), or (None, "mismatch")."""
     if src.shape == target.shape:
@@ -121,7 +121,7 @@ def _fit(key: str, src: torch.Tensor, target: torch.Tensor, owner: tuple[nn.Modu
             grid = module.grid if module.grid[0] * module.grid[1] == n else _grid(n)
             return resize_pos_embed(src, prefix, grid), "resized"
         if isinstance(module, RelativePositionBias) and src.ndim == 2 and src.shape[0] == target.shape[0]:
-            return resize_relative_table(src, target.shape, module.grid), "resized"
+            return resize_relative_table(src, module.grid), "resized"
     except ValueError:
         pass
     return None, "mismatch"
@@ -154,7 +154,7 @@ def load_tensors(net: ComposedNet, tensors: dict[str, torch.Tensor], *, file: st
         src = tensors[key]
         if not isinstance(src, torch.Tensor):
             raise weights_error(file, f"`{key}` is not a tensor")
-        fitted, how = _fit(key, src, target, owners.get(key))
+        fitted, how = _fit(src, target, owners.get(key))
         if fitted is None:
             entry = (key, tuple(src.shape), tuple(target.shape))
             if key in classifier:
