@@ -385,3 +385,11 @@ def test_fine_tune_at_a_non_square_size():
     name = "coatnet_0_rw_small"
     net = composer.build(small(name, **{"input.size": [64, 96]}), weights=DATA / f"{name}.safetensors")
     assert ("stages.3.blocks.0.attn.relative.table", (3, 9), (3, 15)) in net.weights_report.resized
+
+
+def test_a_feature_extractor_loads_a_classifier_checkpoint():
+    name = "vit_tiny_small"
+    net = composer.build(small(name, classes=0), weights=DATA / f"{name}.safetensors")
+    assert net.weights_report.ignored == ["head.bias", "head.weight"]
+    assert len(net.weights_report.loaded) == INDEX[name]["tensors"] - 2
+    assert logits(net, torch.randn(1, 3, 64, 64)).shape == (1, 192)

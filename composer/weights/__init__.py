@@ -71,7 +71,12 @@ def load_weights(net: ComposedNet, plan: Plan, source: Source, *, layout: Layout
         raise weights_error(None, f"unknown checkpoint layout `{layout}`", "use auto, composer or timm")
     ckpt = _checkpoint(source)
     tensors, layout, ignored = to_our_layout(plan, net, ckpt, layout)
-    return load_tensors(net, tensors, file=ckpt.file, layout=layout, strict=strict, ignored=ignored)
+    droppable: set[str] = set()
+    if plan.classes == 0:  # a feature extractor: the checkpoint's classifier has no place
+        for names in [{"fc": "head.fc"}, *plan.head.timm_names()]:
+            droppable |= {f"{names['fc']}.weight", f"{names['fc']}.bias"} if "fc" in names else set()
+    return load_tensors(net, tensors, file=ckpt.file, layout=layout, strict=strict, ignored=ignored,
+                        droppable=droppable)
 
 
 def transplant_weights(net: ComposedNet, plan: Plan, source: Source, parts: list, *, source_plan: Plan | None = None,

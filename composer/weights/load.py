@@ -135,8 +135,11 @@ def _grid(n: int) -> tuple[int, int]:
 
 
 def load_tensors(net: ComposedNet, tensors: dict[str, torch.Tensor], *, file: str, layout: str,
-                 strict: bool = True, ignored: Iterable[str] = (), only: Iterable[str] | None = None) -> LoadReport:
-    """Copy `tensors` (our keys) into `net`. `only`: restrict to our keys under these prefixes."""
+                 strict: bool = True, ignored: Iterable[str] = (), only: Iterable[str] | None = None,
+                 droppable: Iterable[str] = ()) -> LoadReport:
+    """Copy `tensors` (our keys) into `net`. `only`: restrict to our keys under these prefixes.
+    `droppable`: checkpoint tensors that may go unused without an error (a classifier, when the
+    blueprint has none)."""
     report = LoadReport(str(file), layout, ignored=sorted(ignored))
     own = net.state_dict(keep_vars=True)
     owners = _owners(net)
@@ -167,7 +170,8 @@ def load_tensors(net: ComposedNet, tensors: dict[str, torch.Tensor], *, file: st
         new[key] = fitted
         report.loaded.append(key)
     report.initialised = missing
-    if strict and (missing or report.mismatched or report.ignored):
+    unexpected = [k for k in report.ignored if k not in set(droppable)]
+    if strict and (missing or report.mismatched or unexpected):
         problems = []
         if report.mismatched:
             problems.append("shapes differ: " + "; ".join(f"{k} is {_shape(b)} in the blueprint, {_shape(a)} in the "
@@ -175,9 +179,9 @@ def load_tensors(net: ComposedNet, tensors: dict[str, torch.Tensor], *, file: st
                             + (f"; ... ({len(report.mismatched) - 6} more)" if len(report.mismatched) > 6 else ""))
         if missing:
             problems.append(f"{len(missing)} tensors of the blueprint are not in the checkpoint: {_names(missing, 6)}")
-        if report.ignored:
-            problems.append(f"{len(report.ignored)} tensors of the checkpoint fit nothing in the blueprint: "
-                            f"{_names(report.ignored, 6)}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} tensors of the checkpoint fit nothing in the blueprint: "
+                            f"{_names(unexpected, 6)}")
         raise weights_error(file, "the checkpoint does not fit the blueprint: " + "; ".join(problems),
                             "check that the blueprint is the checkpoint's architecture (same depths, widths and "
                             "options), or load what fits with a partial load (`--partial`, `strict=False`)")
