@@ -177,7 +177,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     BlueprintError) naming the file and the tensors.
     """
     saved = read_saved(path)
-    p = plan(saved.blueprint)
+    p = plan(loads(saved.blueprint_text, file=saved.blueprint_name))
     if torch.device(device or "cpu").type == "cpu":
         check_fits_in_memory(p)
     net = _build(p, device=device)

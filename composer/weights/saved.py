@@ -5,7 +5,7 @@
     .safetensors  the state dict as tensors; metadata {"format": "composer/1", "blueprint": TEXT,
                   "blueprint_file": NAME, **extra (strings)}
 
-Reading checks the format and the blueprint before any tensor is touched (pickles are memory-mapped,
+Reading checks the format and the blueprint's size before any tensor is touched (pickles are memory-mapped,
 safetensors are read header first), so the caller can refuse a network that would not fit.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from ..blueprint import Blueprint, BlueprintError, load_text, validate
+from ..blueprint import Blueprint
 from ..blueprint.loader import MAX_FILE_BYTES
 from ..fileio import atomic_write
 from .read import _check_path, file_kind, load_pickle, weights_error
@@ -55,7 +55,8 @@ def save_model(net: torch.nn.Module, blueprint: Blueprint, path: str | os.PathLi
 @dataclass
 class Saved:
     file: str
-    blueprint: Blueprint
+    blueprint_text: str  # checked for format and size; the caller validates it
+    blueprint_name: str
     tensors: Callable[[], dict[str, torch.Tensor]]  # read on demand, after the memory check
     entries: dict[str, Any]
 
@@ -64,7 +65,8 @@ class Saved:
         return sorted(k for k in self.tensors() if k not in own)
 
 
-def _blueprint(file: Path, header: dict[str, Any]) -> Blueprint:
+def _blueprint_text(file: Path, header: dict[str, Any]) -> tuple[str, str]:
+    """The embedded blueprint text and the name to report its problems under."""
     fmt = header.get("format")
     if fmt is None:
         raise weights_error(file, "is not a composer model: it has no `format` entry",
@@ -77,10 +79,7 @@ def _blueprint(file: Path, header: dict[str, Any]) -> Blueprint:
     if len(text.encode()) > MAX_FILE_BYTES:
         raise weights_error(file, f"its embedded blueprint is larger than {MAX_FILE_BYTES:,} bytes")
     name = header.get("blueprint_file") or None
-    try:
-        return validate(load_text(text, f"{file} (blueprint {name or 'text'})"))
-    except BlueprintError as exc:
-        raise type(exc)(exc.problems) from None
+    return text, f"{file} (blueprint {name or 'text'})"
 
 
 def read_saved(path: str | os.PathLike) -> Saved:
@@ -96,25 +95,25 @@ def read_saved(path: str | os.PathLike) -> Saved:
                 metadata = dict(fh.metadata() or {})
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise weights_error(p, f"not a readable safetensors file (truncated or corrupt?): {exc}") from None
-        blueprint = _blueprint(p, metadata)
+        text, name = _blueprint_text(p, metadata)
 
         def tensors() -> dict[str, torch.Tensor]:
             from .read import read_safetensors
 
             return read_safetensors(p).tensors
 
-        return Saved(str(p), blueprint, _once(tensors), metadata)
+        return Saved(str(p), text, name, _once(tensors), metadata)
     if kind == "unknown":
         raise weights_error(p, "is neither a safetensors file nor a torch checkpoint",
                             "composer models are .pt or .safetensors files written by `composer build -o`")
     payload = load_pickle(p)  # memory-mapped: no tensor is copied yet
     if not isinstance(payload, dict):
         raise weights_error(p, f"holds a {type(payload).__name__}, not a composer model")
-    blueprint = _blueprint(p, payload)
+    text, name = _blueprint_text(p, payload)
     state = payload.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise weights_error(p, "has no `state_dict` of tensors")
-    return Saved(str(p), blueprint, lambda: state, payload)
+    return Saved(str(p), text, name, lambda: state, payload)
 
 
 def _once(fn: Callable[[], Any]) -> Callable[[], Any]:
