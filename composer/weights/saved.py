@@ -5,8 +5,9 @@
     .safetensors  the state dict as tensors; metadata {"format": "composer/1", "blueprint": TEXT,
                   "blueprint_file": NAME, **extra (strings)}
 
-Reading checks the format and the blueprint's size before any tensor is touched (pickles are memory-mapped,
-safetensors are read header first), so the caller can refuse a network that would not fit.
+Reading checks the format and the blueprint's size before any tensor is touched (pickles are
+memory-mapped, safetensors are read header first), so the caller can refuse a network that would
+not fit.
 """
 
 from __future__ import annotations
