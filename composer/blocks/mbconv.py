@@ -54,7 +54,8 @@ class MBConvConfig(BlockConfig):
     act: Activation = Field("gelu", description="Activation after the expand and depthwise convs.")
     norm: Literal["pre", "post"] = Field(
         "pre", description="`pre`: one BatchNorm before the block (CoAtNet); `post`: BatchNorm after each conv (MobileNetV2).")
-    pre_norm_act: bool = Field(False, description="`pre` norm: an activation (`act`) after the pre-norm (timm's `_rw` CoAtNets).")
+    pre_norm_act: bool = Field(
+        False, description="`pre` norm: an activation (`act`) after the pre-norm (timm's `_rw` CoAtNets).")
     stride_on: Literal["expand", "depthwise", "pool"] = Field(
         "expand", description="How a downsampling block strides: on the 1x1 expand (CoAtNet paper), on the depthwise "
                               "conv, or by pooling (`pool`) after the pre-norm (`pre` norm only).")
@@ -62,7 +63,8 @@ class MBConvConfig(BlockConfig):
         "max", description="Pooling of the downsampling shortcut and of `stride_on: pool` (`pre` norm only); "
                            "kernel = stride.")
     project_bias: bool = Field(True, description="`pre` norm: bias on the 1x1 project conv.")
-    shortcut_bias: bool = Field(True, description="`pre` norm: bias on the shortcut's 1x1 projection (used when the width changes).")
+    shortcut_bias: bool = Field(
+        True, description="`pre` norm: bias on the shortcut's 1x1 projection (used when the width changes).")
 
     @property
     def has_expand_conv(self) -> bool:

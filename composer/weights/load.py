@@ -143,7 +143,7 @@ def load_tensors(net: ComposedNet, tensors: dict[str, torch.Tensor], *, file: st
     report = LoadReport(str(file), layout, ignored=sorted(ignored))
     own = net.state_dict(keep_vars=True)
     owners = _owners(net)
-    classifier = {f"head.fc.{n}" for n, _ in net.head.fc.named_parameters()} if isinstance(net.head.fc, nn.Linear) else set()
+    classifier = {f"head.fc.{n}" for n, _ in net.head.fc.named_parameters()}  # another class count: re-initialised
     prefixes = tuple(only) if only is not None else None
     new: dict[str, torch.Tensor] = {}
     missing = []

@@ -49,7 +49,8 @@ def _source_tensors(ckpt, source_plan: Plan | None, layout: str) -> tuple[dict[s
         return ckpt.tensors, layout
     if source_plan is None:
         raise weights_error(ckpt.file, "a checkpoint in timm's layout needs the blueprint of its architecture to be "
-                                       "transplanted", "give it (`--weights-blueprint`, or `blueprint:` in `pretrained`)")
+                                       "transplanted",
+                            "give it (`--weights-blueprint`, or `blueprint:` in `pretrained`)")
     meta = build(source_plan, device="meta")
     tensors, _ = from_timm(source_plan, list(meta.state_dict()), ckpt.tensors)
     return tensors, layout
