@@ -1,4 +1,5 @@
-"""`composer build FILE [-o model.pt]`: build the module and summarise it; optionally save it."""
+"""`composer build FILE [--weights CKPT [--from timm] [--partial]] [-o model.pt]`: build the module,
+optionally initialise it from a checkpoint, summarise it, and optionally save it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ def build(
     file: Annotated[Path, typer.Argument(help="Blueprint YAML file.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Save weights and blueprint here (written atomically).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the initial weights.")] = 0,
+    weights: Annotated[Optional[Path], typer.Option(
+        "--weights", "-w", help="Initialise from this checkpoint (.safetensors, or a .pt/.pth/.bin torch pickle).")] = None,
+    weights_from: Annotated[str, typer.Option(
+        "--from", help="Layout of the checkpoint's names: auto, composer or timm.")] = "auto",
+    partial: Annotated[bool, typer.Option(
+        "--partial", help="Load what fits and leave the rest at initialisation, instead of refusing.")] = False,
+    parts: Annotated[Optional[str], typer.Option(
+        "--parts", help="Transplant only these parts from --weights: stem, head and stage indices, e.g. `stem,0,1`.")] = None,
+    weights_blueprint: Annotated[Optional[Path], typer.Option(
+        "--weights-blueprint", help="Blueprint of the --weights checkpoint's architecture (for --parts from timm's layout).")] = None,
     set_: SetOption = None,
 ) -> None:
     """Build the network and print its stages, output shapes and parameters."""
@@ -25,8 +36,20 @@ def build(
         plan = composer.plan(bp)
     if output is not None and (output.is_dir() or not output.parent.exists()):
         fail(f"cannot write `{output}`: " + ("it is a directory" if output.is_dir() else "its directory does not exist"))
+    if weights_from not in ("auto", "composer", "timm"):
+        fail(f"--from {weights_from}: expected auto, composer or timm")
+    part_list = None
+    if parts is not None:
+        if weights is None:
+            fail("--parts needs --weights")
+        part_list = [int(p) if p.strip().isdigit() else p.strip() for p in parts.split(",") if p.strip()]
+        bad = [p for p in part_list if isinstance(p, str) and p not in ("stem", "head")]
+        if bad or not part_list:
+            fail(f"--parts {parts}: expected stem, head and stage indices separated by commas, e.g. `stem,0,1`")
     with user_errors():
-        net = composer.build(plan, seed=seed)
+        source = composer.load(weights_blueprint) if weights_blueprint is not None else None
+        net = composer.build(plan, seed=seed, weights=weights, weights_from=weights_from, strict=not partial,
+                             parts=part_list, weights_blueprint=source)
     params = profile_module_parts(net)
     rows = [["part", "block", "output", "params"],
             ["stem", plan.stem.type, shape(list(plan.stem_shape)), f"{params['stem']:,}"]]
@@ -38,6 +61,10 @@ def build(
     rows.append(["total", "", "", f"{total:,}"])
     out(f"{plan.name}: input {shape(list(plan.input_shape))}")
     out(table(rows, right={3}))
+    if weights is not None:
+        out(net.weights_report.summary())
+    for report in getattr(net, "pretrained_reports", []):
+        out(report.summary())
     if output is not None:
         try:
             composer.save(net, bp, output)

@@ -11,11 +11,12 @@ from .blueprint import Blueprint, BlueprintError, Problem
 from .build import ComposedNet
 from .plan import Plan
 from .profile import Profile
+from .weights import LoadReport, WeightsError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "load", "loads", "plan", "build", "profile", "check", "train_memory", "save", "load_model", "apply_overrides",
     "Blueprint", "BlueprintError", "Problem", "Plan", "Profile", "ComposedNet",
-    "BLOCKS", "BlockConfig", "BlockContext", "register_block",
+    "BLOCKS", "BlockConfig", "BlockContext", "register_block", "LoadReport", "WeightsError",
 ]

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 from typing import Any, Union
 
 import torch
-import yaml
 
 from .blueprint import Blueprint, BlueprintError, Problem, load_text, read_file, validate
 from .blueprint.loader import Source
 from .build import ComposedNet, build as _build
 from .plan import Plan, plan as _plan
 from .check import CheckReport, check as _check
-from .fileio import atomic_write
 from .memory import TrainMemory, train_memory as _train_memory
 from .profile import Profile, profile as _profile
+from .weights import load_weights, transplant_weights
+from .weights.load import load_tensors
+from .weights.saved import read_saved, save_model
 
 Spec = Union[str, os.PathLike, Blueprint, Plan]
 
@@ -83,16 +85,61 @@ def check_fits_in_memory(p: Plan) -> None:
             "`composer profile` counts it without allocating weights"))
 
 
-def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | None = 0) -> ComposedNet:
+def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | None = 0,
+          weights: Any = None, weights_from: str = "auto", strict: bool = True,
+          parts: list | None = None, weights_blueprint: Spec | None = None) -> ComposedNet:
     """Build the nn.Module of a blueprint (path, Blueprint or Plan).
 
     On the CPU, a network whose weights would not fit in free memory is refused with a
     BlueprintError instead of exhausting the machine; `device="meta"` allocates nothing.
+
+    `weights` (a checkpoint path or a state dict) initialises the network from a checkpoint in
+    composer's layout or timm's (`weights_from`: "auto", "composer" or "timm"); a classifier for
+    another class count is re-initialised and learned position tables are resized to the input size.
+    `strict=False` loads what fits. What was loaded is in `net.weights_report` (composer.weights.LoadReport).
+
+    `parts` (["stem", 0, 1, "head"]) transplants only those parts from a checkpoint of another
+    architecture, whose blueprint `weights_blueprint` names (needed for timm's layout). Without
+    `weights`, the blueprint's own `pretrained:` entries are loaded (not on the meta device).
     """
     p = plan(spec)
     if torch.device(device or "cpu").type == "cpu":
         check_fits_in_memory(p)
-    return _build(p, device=device, seed=seed)
+    net = _build(p, device=device, seed=seed)
+    if weights is not None:
+        if parts is None:
+            net.weights_report = load_weights(net, p, weights, layout=weights_from, strict=strict)
+        else:
+            source = plan(weights_blueprint) if weights_blueprint is not None else None
+            net.weights_report = transplant_weights(net, p, weights, parts, source_plan=source, layout=weights_from,
+                                                    strict=strict)
+    elif p.blueprint.model.pretrained and torch.device(device or "cpu").type != "meta":
+        net.pretrained_reports = _load_pretrained(net, p, strict)
+    return net
+
+
+def _load_pretrained(net: ComposedNet, p: Plan, strict: bool) -> list:
+    """The blueprint's `pretrained:` entries, paths relative to the blueprint's folder."""
+    source = p.blueprint.source
+    here = Path(source.file).parent if source.file else Path(".")
+    reports = []
+    for i, entry in enumerate(p.blueprint.model.pretrained):
+        checkpoint = here / entry.checkpoint
+        if not checkpoint.is_file():
+            raise BlueprintError(source.problem(("pretrained", i, "checkpoint"), f"no such file: {checkpoint}"))
+        arch = None
+        if entry.blueprint is not None:
+            if not (here / entry.blueprint).is_file():
+                raise BlueprintError(source.problem(("pretrained", i, "blueprint"),
+                                                    f"no such file: {here / entry.blueprint}"))
+            arch = plan(here / entry.blueprint)
+        for j, part in enumerate(entry.parts):
+            if isinstance(part, int) and part >= len(p.stages):
+                raise BlueprintError(source.problem(("pretrained", i, "parts", j),
+                                                    f"stage {part} does not exist (stages 0 to {len(p.stages) - 1})"))
+        reports.append(transplant_weights(net, p, checkpoint, entry.parts, source_plan=arch, layout=entry.layout,
+                                          strict=strict))
+    return reports
 
 
 def profile(spec: Spec, *, batch: int = 1, elementwise: bool = False) -> Profile:
@@ -115,20 +162,25 @@ def check(spec: Spec, *, traced: Profile | None = None, tolerance: float = 0.01)
 def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> None:
     """Write weights and the blueprint text to `path` atomically (temp file + rename).
 
-    `extra` adds entries to the saved payload (a training run's recipe, class names, optimizer
-    state, ...); `load_model` ignores entries it does not know.
+    A `.safetensors` path writes safetensors (the blueprint in its metadata); anything else a torch
+    pickle. `extra` adds entries to the saved payload (a training run's recipe, class names,
+    optimizer state, ...; in safetensors, strings only); `load_model` ignores entries it does not know.
     """
-    text = yaml.safe_dump(blueprint.source.data, sort_keys=False)  # with any --set overrides applied
-    payload = {**(extra or {}), "format": "composer/1", "blueprint": text,
-               "blueprint_file": blueprint.source.file, "state_dict": net.state_dict()}
-    with atomic_write(path) as fh:
-        torch.save(payload, fh)
+    save_model(net, blueprint, path, extra=extra)
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device | None = None) -> ComposedNet:
-    """Rebuild a network saved by `save` / `composer build -o` and load its weights."""
-    payload = torch.load(path, map_location=device or "cpu", weights_only=True)
-    blueprint = loads(payload["blueprint"], file=payload.get("blueprint_file"))
-    net = build(blueprint, device=device)
-    net.load_state_dict(payload["state_dict"])
+    """Rebuild a network saved by `save` / `composer build -o` (.pt or .safetensors) and load its weights.
+
+    The blueprint is read and the memory checked before any weight is allocated; a file that is
+    not a composer model, or whose tensors do not fit its blueprint, raises WeightsError (a
+    BlueprintError) naming the file and the tensors.
+    """
+    saved = read_saved(path)
+    p = plan(loads(saved.blueprint_text, file=saved.blueprint_name))
+    if torch.device(device or "cpu").type == "cpu":
+        check_fits_in_memory(p)
+    net = _build(p, device=device)
+    load_tensors(net, saved.tensors(), file=str(path), layout="composer", strict=True,
+                 ignored=saved.unknown_tensors(net))
     return net

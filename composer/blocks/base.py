@@ -8,12 +8,15 @@ are registered by name with `@register_block`; blueprints can name registered bl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal, get_args
+from typing import Callable, ClassVar, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from .cost import Cost
+
+# Checkpoint mapping of a part: our key (or module prefix) -> timm's key, or (timm's key, convert).
+CheckpointNames = dict[str, Union[str, tuple[str, Callable]]]
 
 
 def downsample(size: int, stride: int) -> int:
@@ -80,6 +83,12 @@ class BlockConfig(BaseModel):
     def describe(self, ctx: BlockContext) -> str:
         """A short label for summaries, e.g. `mbconv k3 e4 se0.25`."""
         return self.type_name()
+
+    def timm_names(self, ctx: BlockContext, layout: str) -> "CheckpointNames":
+        """How timm names this block's tensors: our key or module prefix -> timm's, or (timm's, convert)
+        where `convert` turns timm's tensor into ours. `layout` is timm's numbering of the block
+        (`resnet`, `efficientnet`, `stages`, `vit`). Empty: the family has no timm counterpart."""
+        return {}
 
 
 BLOCKS: dict[str, type[BlockConfig]] = {}

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..layers import Activation, DropPath, Gate, SqueezeExcite, make_act
 from . import cost as C
-from .base import BlockConfig, BlockContext, Complaint, odd_kernels, register_block
+from .base import BlockConfig, BlockContext, CheckpointNames, Complaint, odd_kernels, register_block
 
 
 @register_block
@@ -52,6 +52,11 @@ class ConvNeXtConfig(BlockConfig):
 
     def build(self, ctx: BlockContext) -> nn.Module:
         return ConvNeXtBlock(self, ctx)
+
+    def timm_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
+        """timm's ConvNeXtBlock (its `conv_mlp` 1x1 convs load as our Linears)."""
+        return {"dwconv": "conv_dw", "norm": "norm", "fc1": "mlp.fc1", "fc2": "mlp.fc2", "gamma": "gamma",
+                "se.reduce": "se.fc1", "se.expand": "se.fc2"}
 
 
 class ConvNeXtBlock(nn.Module):

@@ -1,7 +1,8 @@
 """Heads: features -> logits.
 
 - `pool`: optional 1x1 feature conv + BN + act (MobileNetV2, EfficientNet) -> global average pool
-  over the grid -> norm -> optional pre-logits Linear + act -> Linear.
+  over the grid -> norm -> optional pre-logits Linear + act -> Linear. With `norm_on: map` the norm
+  (LayerNorm over channels) comes before the pooling, at every position (timm's `_rw` CoAtNets).
 - `token`: the class token -> norm -> optional pre-logits Linear + act -> Linear.
 """
 
@@ -13,7 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from ..layers import Activation, make_act
+from ..layers import Activation, LayerNorm2d, make_act
 from . import cost as C
 
 
@@ -35,7 +36,7 @@ class _Head(BaseModel):
             total += C.conv(channels, conv, 1, hw) + C.batchnorm(conv, hw[0] * hw[1])
             channels = conv
         if self.norm == "layernorm":
-            total += C.layernorm(channels, 1)
+            total += C.layernorm(channels, hw[0] * hw[1] if getattr(self, "norm_on", "pooled") == "map" else 1)
         elif self.norm == "batchnorm":
             total += C.batchnorm(channels, 1)
         if self.hidden:
@@ -43,11 +44,23 @@ class _Head(BaseModel):
             channels = self.hidden
         return total + (C.linear(channels, classes) if classes > 0 else C.Cost())
 
+    def timm_names(self) -> list[dict[str, str]]:
+        """Spellings of the head in timm (keys relative to the network): ResNet's `fc`; EfficientNet's
+        `conv_head/bn2/classifier`; ViT's `norm/head`; ConvNeXt's and MaxxVit's `head.*` (MaxxVit's
+        map norm is `norm`)."""
+        return [{"fc": "fc"},
+                {"conv.0": "conv_head", "conv.1": "bn2", "fc": "classifier"},
+                {"norm": "norm", "fc": "head"},
+                {"norm": "head.norm", "pre_logits.0": "head.pre_logits.fc", "fc": "head.fc", "map_norm": "norm"}]
+
 
 class PoolHeadConfig(_Head):
     type: Literal["pool"] = Field("pool", description="Head kind: global average pooling.")
     conv: int | None = Field(None, ge=1, description="Width of a 1x1 conv + BatchNorm + act before pooling (MobileNetV2: 1280); none when unset.")
     conv_act: Activation = Field("relu", description="Activation after the feature conv.")
+    norm_on: Literal["pooled", "map"] = Field(
+        "pooled", description="Where the norm applies: to the pooled features, or (`layernorm` only) to the map at "
+                              "every position before pooling.")
 
     def features(self, channels: int) -> int:
         """Width reaching the classifier."""
@@ -78,7 +91,10 @@ class Head(nn.Module):
             channels = conv
         else:
             self.conv = nn.Identity()
-        if config.norm == "layernorm":
+        self.map_norm = nn.Identity()
+        if config.norm == "layernorm" and getattr(config, "norm_on", "pooled") == "map":
+            self.map_norm, self.norm = LayerNorm2d(channels, eps=config.norm_eps), nn.Identity()
+        elif config.norm == "layernorm":
             self.norm = nn.LayerNorm(channels, eps=config.norm_eps)
         elif config.norm == "batchnorm":
             self.norm = nn.BatchNorm1d(channels, eps=config.norm_eps)
@@ -94,6 +110,6 @@ class Head(nn.Module):
         self.fc = nn.Linear(channels, classes) if classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x[:, 0] if self.use_token else self.conv(x).mean((2, 3))  # (B, C)
+        x = x[:, 0] if self.use_token else self.map_norm(self.conv(x)).mean((2, 3))  # (B, C)
         x = self.pre_logits(self.norm(x))
         return x if pre_logits else self.fc(self.dropout(x))

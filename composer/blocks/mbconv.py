@@ -5,7 +5,7 @@ Data flow: 1x1 expand -> kxk depthwise -> SE -> 1x1 project, plus a shortcut.
 
 Two norm placements:
 - `pre` (CoAtNet): x + project(SE(dw(expand(BN(x))))); the project conv has a bias; a block that
-  downsamples or changes width adds Proj(Pool(x)) as its shortcut.
+  downsamples pools its shortcut, and one that changes width projects it: Proj(Pool(x)).
 - `post` (MobileNetV2, EfficientNet): BN after every conv, no activation after the project conv
   (linear bottleneck); residual only when stride is 1 and widths match.
 """
@@ -20,12 +20,17 @@ from torch import nn
 
 from ..layers import Activation, DropPath, Gate, SqueezeExcite, make_act
 from . import cost as C
-from .base import BlockConfig, BlockContext, Complaint, odd_kernels, register_block
+from .base import BlockConfig, BlockContext, CheckpointNames, Complaint, odd_kernels, register_block
 
 
 def _hidden(config: "MBConvConfig", ctx: BlockContext) -> int:
     base = ctx.out_channels if config.expand_from == "out" else ctx.in_channels
     return max(1, round(base * config.expand))
+
+
+def _se_width(config: "MBConvConfig", ctx: BlockContext, hidden: int) -> int:
+    base = {"out": ctx.out_channels, "in": ctx.in_channels, "hidden": hidden}[config.se_from]
+    return max(1, int(base * config.se))
 
 
 @register_block
@@ -38,16 +43,28 @@ class MBConvConfig(BlockConfig):
         "out", description="Base of the hidden width: the block's input (MobileNetV2) or output (CoAtNet) channels.")
     kernel: int = Field(3, ge=1, le=31, description="Kernel size of the depthwise conv (odd).")
     se: float = Field(0.25, ge=0, le=1, description="SE ratio; 0 switches squeeze-excitation off.")
-    se_from: Literal["in", "out"] = Field(
-        "out", description="Base of the SE width: the block's input (EfficientNet) or output (CoAtNet) channels.")
+    se_from: Literal["in", "out", "hidden"] = Field(
+        "out", description="Base of the SE width: the block's input (EfficientNet), output (CoAtNet) or hidden "
+                           "(timm's `_rw` CoAtNets) channels.")
+    se_at: Literal["end", "before_norm"] = Field(
+        "end", description="Where SE sits: after the depthwise conv's norm and act (papers), or between the "
+                           "depthwise conv and its norm (timm's `coatnet_0_rw`, `coatnet_1_rw`).")
     se_act: Activation | None = Field(None, description="Activation inside SE; defaults to the block's `act`.")
     se_gate: Gate = Field("sigmoid", description="Gate of SE.")
     act: Activation = Field("gelu", description="Activation after the expand and depthwise convs.")
     norm: Literal["pre", "post"] = Field(
         "pre", description="`pre`: one BatchNorm before the block (CoAtNet); `post`: BatchNorm after each conv (MobileNetV2).")
-    stride_on: Literal["expand", "depthwise"] = Field(
-        "expand", description="Which conv of a downsampling block carries the stride: the 1x1 expand (CoAtNet paper) or the depthwise conv.")
-    pool: Literal["avg", "max"] = Field("max", description="Pooling of the downsampling shortcut (`pre` norm only).")
+    pre_norm_act: bool = Field(
+        False, description="`pre` norm: an activation (`act`) after the pre-norm (timm's `_rw` CoAtNets).")
+    stride_on: Literal["expand", "depthwise", "pool"] = Field(
+        "expand", description="How a downsampling block strides: on the 1x1 expand (CoAtNet paper), on the depthwise "
+                              "conv, or by pooling (`pool`) after the pre-norm (`pre` norm only).")
+    pool: Literal["avg", "max"] = Field(
+        "max", description="Pooling of the downsampling shortcut and of `stride_on: pool` (`pre` norm only); "
+                           "kernel = stride.")
+    project_bias: bool = Field(True, description="`pre` norm: bias on the 1x1 project conv.")
+    shortcut_bias: bool = Field(
+        True, description="`pre` norm: bias on the shortcut's 1x1 projection (used when the width changes).")
 
     @property
     def has_expand_conv(self) -> bool:
@@ -59,6 +76,8 @@ class MBConvConfig(BlockConfig):
         if self.stride_on == "expand" and not self.has_expand_conv and ctx.stride > 1:
             out.append(Complaint("stride_on", "a block with expansion 1 has no expand conv to carry the stride",
                                  "use `stride_on: depthwise`"))
+        if self.stride_on == "pool" and self.norm == "post":
+            out.append(Complaint("stride_on", "`stride_on: pool` needs `norm: pre`", "use `stride_on: depthwise`"))
         return out
 
     def describe(self, ctx: BlockContext) -> str:
@@ -71,24 +90,37 @@ class MBConvConfig(BlockConfig):
         pre = self.norm == "pre"
         hidden = _hidden(self, ctx) if self.has_expand_conv else c_in
         total = C.batchnorm(c_in, h * w) if pre else C.Cost()
-        grid = (h, w)
+        grid = out if self.stride_on == "pool" else (h, w)
         if self.has_expand_conv:
             if self.stride_on == "expand":
                 grid = out
             total += C.conv(c_in, hidden, 1, grid) + C.batchnorm(hidden, grid[0] * grid[1])
         total += C.conv(hidden, hidden, self.kernel, out, groups=hidden) + C.batchnorm(hidden, out[0] * out[1])
         if self.se > 0:
-            se_base = c_out if self.se_from == "out" else c_in
-            total += C.squeeze_excite(hidden, max(1, int(se_base * self.se)))
-        total += C.conv(hidden, c_out, 1, out, bias=pre)
+            total += C.squeeze_excite(hidden, _se_width(self, ctx, hidden))
+        total += C.conv(hidden, c_out, 1, out, bias=pre and self.project_bias)
         if not pre:
             total += C.batchnorm(c_out, out[0] * out[1])
-        if pre and (s > 1 or c_in != c_out):
-            total += C.conv(c_in, c_out, 1, out, bias=True)
+        if pre and c_in != c_out:
+            total += C.conv(c_in, c_out, 1, out, bias=self.shortcut_bias)
         return total
 
     def build(self, ctx: BlockContext) -> nn.Module:
         return MBConv(self, ctx)
+
+    def timm_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
+        """`post`: timm's EfficientNet/MobileNet blocks (DepthwiseSeparableConv when there is no expand
+        conv, else InvertedResidual); `pre`: timm's MaxxVit MbConvBlock."""
+        if self.norm == "post":
+            if self.has_expand_conv:
+                names = {"expand.0": "conv_pw", "expand.1": "bn1", "depthwise.0": "conv_dw", "depthwise.1": "bn2",
+                         "project": "conv_pwl", "project_norm": "bn3"}
+            else:
+                names = {"depthwise.0": "conv_dw", "depthwise.1": "bn1", "project": "conv_pw", "project_norm": "bn2"}
+            return names | {"se.reduce": "se.conv_reduce", "se.expand": "se.conv_expand"}
+        return {"pre_norm": "pre_norm", "expand.0": "conv1_1x1", "expand.1": "norm1", "depthwise.0": "conv2_kxk",
+                "depthwise.1": "norm2", "se.reduce": "se.fc1", "se.expand": "se.fc2", "se_early.reduce": "se_early.fc1",
+                "se_early.expand": "se_early.fc2", "project": "conv3_1x1", "shortcut.1": "shortcut.expand"}
 
 
 class MBConv(nn.Module):
@@ -102,8 +134,11 @@ class MBConv(nn.Module):
         has_expand = config.has_expand_conv
         if not has_expand:
             hidden = c_in
+        pool = nn.MaxPool2d if config.pool == "max" else nn.AvgPool2d
 
         self.pre_norm = nn.BatchNorm2d(c_in) if pre else nn.Identity()
+        self.pre_act = make_act(config.act) if pre and config.pre_norm_act else nn.Identity()
+        self.down = pool(stride, stride, ceil_mode=True) if config.stride_on == "pool" and stride > 1 else nn.Identity()
         if has_expand:
             self.expand = nn.Sequential(
                 nn.Conv2d(c_in, hidden, 1, expand_stride, bias=False),
@@ -118,31 +153,31 @@ class MBConv(nn.Module):
             nn.BatchNorm2d(hidden),
             make_act(config.act),
         )
-        if config.se > 0:
-            se_base = c_out if config.se_from == "out" else c_in
-            self.se = SqueezeExcite(hidden, max(1, int(se_base * config.se)), config.se_act or config.act,
-                                    config.se_gate)
-        else:
-            self.se = nn.Identity()
-        self.project = nn.Conv2d(hidden, c_out, 1, bias=pre)
+        se = (SqueezeExcite(hidden, _se_width(config, ctx, hidden), config.se_act or config.act, config.se_gate)
+              if config.se > 0 else nn.Identity())
+        early = config.se_at == "before_norm"
+        self.se_early = se if early else nn.Identity()  # between the depthwise conv and its norm
+        self.se = nn.Identity() if early else se
+        self.project = nn.Conv2d(hidden, c_out, 1, bias=pre and config.project_bias)
         self.project_norm = nn.Identity() if pre else nn.BatchNorm2d(c_out)
         self.drop_path = DropPath(ctx.drop_path)
 
         self.residual = True
         self.shortcut: nn.Module = nn.Identity()
         if stride > 1 or c_in != c_out:
-            if pre:
-                pool = nn.MaxPool2d if config.pool == "max" else nn.AvgPool2d
+            if pre:  # pool to the new grid, project only to a new width (as the reference builds do)
                 self.shortcut = nn.Sequential(
                     pool(stride, stride, ceil_mode=True) if stride > 1 else nn.Identity(),
-                    nn.Conv2d(c_in, c_out, 1, bias=True),
+                    nn.Conv2d(c_in, c_out, 1, bias=config.shortcut_bias) if c_in != c_out else nn.Identity(),
                 )
             else:
                 self.residual = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.expand(self.pre_norm(x))
-        y = self.project_norm(self.project(self.se(self.depthwise(y))))
+        y = self.expand(self.down(self.pre_act(self.pre_norm(x))))
+        conv, norm, act = self.depthwise
+        y = self.se(act(norm(self.se_early(conv(y)))))
+        y = self.project_norm(self.project(y))
         if not self.residual:
             return y
         return self.shortcut(x) + self.drop_path(y)

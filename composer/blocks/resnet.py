@@ -11,7 +11,7 @@ uses a projection shortcut (1x1 conv with the stride + BatchNorm).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -19,7 +19,7 @@ from torch import nn
 
 from ..layers import Activation, DropPath, Gate, SqueezeExcite, make_act
 from . import cost as C
-from .base import BlockConfig, BlockContext, Complaint, divisors_near, odd_kernels, register_block
+from .base import BlockConfig, BlockContext, CheckpointNames, Complaint, divisors_near, odd_kernels, register_block
 
 
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
@@ -46,6 +46,19 @@ class _ResNetOptions(BlockConfig):
         out = ctx.out_resolution
         return C.conv(ctx.in_channels, ctx.out_channels, 1, out) + C.batchnorm(ctx.out_channels, out[0] * out[1])
 
+    # positions of the convs, norms and SE in the branch (see `build`)
+    _convs: ClassVar[tuple[int, ...]] = ()
+    _se_index: ClassVar[int] = 0
+
+    def timm_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
+        """timm's ResNet blocks: conv1/bn1, conv2/bn2[, conv3/bn3], se.fc1/fc2, downsample.0/1."""
+        names: CheckpointNames = {}
+        for j, i in enumerate(self._convs, 1):
+            names[f"branch.{i}"], names[f"branch.{i + 1}"] = f"conv{j}", f"bn{j}"
+        names |= {f"branch.{self._se_index}.reduce": "se.fc1", f"branch.{self._se_index}.expand": "se.fc2",
+                  "shortcut.0": "downsample.0", "shortcut.1": "downsample.1"}
+        return names
+
     def _se(self, channels: int) -> nn.Module:
         if not self.se:
             return nn.Identity()
@@ -55,6 +68,9 @@ class _ResNetOptions(BlockConfig):
 @register_block
 class BottleneckConfig(_ResNetOptions):
     """ResNet bottleneck: 1x1 reduce, kxk conv, 1x1 expand, projection shortcut, optional SE."""
+
+    _convs = (0, 3, 6)
+    _se_index = 8
 
     type: Literal["bottleneck"] = Field("bottleneck", description="Block family: ResNet bottleneck.")
     reduction: int = Field(4, ge=1, description="Bottleneck width = output channels / reduction (ResNet: 4).")
@@ -99,6 +115,9 @@ class BottleneckConfig(_ResNetOptions):
 @register_block
 class BasicBlockConfig(_ResNetOptions):
     """ResNet basic block: two kxk convs with BatchNorm, projection shortcut, optional SE."""
+
+    _convs = (0, 3)
+    _se_index = 5
 
     type: Literal["basic"] = Field("basic", description="Block family: ResNet basic block.")
 

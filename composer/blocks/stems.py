@@ -79,6 +79,16 @@ class ConvStemConfig(_Stem):
             layers.append(nn.MaxPool2d(3, 2, 1))
         return nn.Sequential(*layers)
 
+    def timm_names(self) -> list[dict[str, str]]:
+        """Spellings of this stem in timm: MaxxVit's `stem.conv1/norm1/conv2`, ResNet's `conv1/bn1`,
+        EfficientNet's `conv_stem/bn1` (keys relative to the network)."""
+        step = 3 if self.norm == "batchnorm" else 1  # conv, norm, act per layer
+        maxxvit = {}
+        for i in range(len(self.channels)):
+            maxxvit[str(step * i)] = f"stem.conv{i + 1}"
+            maxxvit[str(step * i + 1)] = f"stem.norm{i + 1}"
+        return [maxxvit, {"0": "conv1", "1": "bn1"}, {"0": "conv_stem", "1": "bn1"}]
+
 
 class PatchStemConfig(_Stem):
     """Non-overlapping patch embedding: conv with kernel = stride = patch."""
@@ -112,6 +122,10 @@ class PatchStemConfig(_Stem):
             make_norm(self.norm, self.channels, eps=self.norm_eps),
         )
 
+    def timm_names(self) -> list[dict[str, str]]:
+        """ViT's `patch_embed.proj/norm`, ConvNeXt's `stem.0/1`."""
+        return [{"0": "patch_embed.proj", "1": "patch_embed.norm"}, {"0": "stem.0", "1": "stem.1"}]
+
 
 class NoStemConfig(_Stem):
     """No stem: the first stage receives the image."""
@@ -128,6 +142,9 @@ class NoStemConfig(_Stem):
 
     def build(self, in_channels: int) -> nn.Module:
         return nn.Identity()
+
+    def timm_names(self) -> list[dict[str, str]]:
+        return [{}]
 
 
 StemConfig = Annotated[Union[ConvStemConfig, PatchStemConfig, NoStemConfig], Field(discriminator="type")]

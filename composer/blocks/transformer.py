@@ -1,7 +1,8 @@
 """Pre-norm Transformer block, with the attention and feed-forward variants of the lecture's hybrids.
 
 Data flow: x + Attn(Norm(x)), then x + FFN(Norm(x)), on tokens (B, N, C).
-A block that downsamples (the first of a CoAtNet stage) computes Proj(Pool(x)) + Attn(Pool(Norm(x))).
+A block that downsamples (the first of a CoAtNet stage) computes Proj(Pool(x)) + Attn(Pool(Norm(x)));
+the shortcut projects only when the width changes.
 
 Attention (`attention`): `plain` (ViT), `relative` (CoAtNet: a learned bias per relative offset),
 `gpsa` (ConViT: gated positional self-attention), `conv` (CvT: depthwise conv + BN projections,
@@ -11,6 +12,7 @@ keys and values strided). FFN (`ffn`): `mlp` (ViT), or `conv` (LocalViT: 1x1 -> 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import torch
@@ -22,7 +24,7 @@ from ..layers.attention import (Attention, ConvProjectionAttention, GatedPositio
                                 tokens_to_map)
 from ..layers.ffn import ConvFeedForward, Mlp
 from . import cost as C
-from .base import BlockConfig, BlockContext, Complaint, divisors_near, odd_kernels, register_block
+from .base import BlockConfig, BlockContext, CheckpointNames, Complaint, divisors_near, odd_kernels, register_block
 
 
 class TokenPool(nn.Module):
@@ -80,6 +82,11 @@ class TransformerConfig(BlockConfig):
     heads: int | None = Field(None, ge=1, description="Number of attention heads (or give `head_dim`).")
     head_dim: int | None = Field(None, ge=1, description="Width per head; heads = channels / head_dim. Default 64.")
     qkv_bias: bool = Field(True, description="Bias on the query/key/value projections.")
+    attn_width: Literal["out", "in"] = Field(
+        "out", description="Width of queries, keys and values when the block changes width: the output width "
+                           "(the paper: qkv widens) or the input width (timm's `_rw` CoAtNets: the output projection "
+                           "widens). Heads = this width / head_dim.")
+    shortcut_bias: bool = Field(True, description="Bias on the shortcut's projection (used when the width changes).")
     locality_strength: float = Field(
         1.0, gt=0, description="`gpsa`: how sharply each head attends around its offset at initialisation.")
     proj_kernel: int = Field(3, ge=1, le=15, description="`conv`: kernel of the depthwise Q/K/V projection convs (odd).")
@@ -95,8 +102,15 @@ class TransformerConfig(BlockConfig):
     layer_scale: float | None = Field(None, gt=0, description="Initial value of a per-channel layer scale; none when unset.")
     pool: Literal["avg", "max"] = Field("max", description="Pooling used by a downsampling block (CoAtNet).")
 
+    def width(self, ctx: BlockContext) -> int:
+        """Width of queries, keys and values."""
+        return ctx.in_channels if self.attn_width == "in" else ctx.out_channels
+
     def check(self, ctx: BlockContext) -> list[Complaint]:
-        out = check_heads(self.heads, self.head_dim, ctx.out_channels)
+        out = check_heads(self.heads, self.head_dim, self.width(ctx))
+        if self.attn_width == "in" and self.attention not in ("plain", "relative"):
+            out.append(Complaint("attn_width", f"`attn_width: in` is available for `plain` and `relative` attention only",
+                                 "use `attn_width: out`"))
         if self.attention in ("relative", "gpsa") and ctx.prefix_tokens:
             out.append(Complaint("attention", f"`{self.attention}` attention works on the token grid and cannot take "
                                  "a class token", "insert the class token in a later stage, or use `attention: plain`"))
@@ -106,18 +120,18 @@ class TransformerConfig(BlockConfig):
         return out + odd_kernels(self, "proj_kernel", "ffn_kernel")
 
     def describe(self, ctx: BlockContext) -> str:
-        h = num_heads(self.heads, self.head_dim, ctx.out_channels)
+        h = num_heads(self.heads, self.head_dim, self.width(ctx))
         ffn = " conv-ffn" if self.ffn == "conv" else ""
         return f"transformer {self.attention} h{h}{ffn}"
 
     def cost(self, ctx: BlockContext) -> C.Cost:
         c_in, c, p = ctx.in_channels, ctx.out_channels, ctx.prefix_tokens
         (h, w), (ho, wo) = ctx.resolution, ctx.out_resolution
-        heads = num_heads(self.heads, self.head_dim, c)
+        heads = num_heads(self.heads, self.head_dim, self.width(ctx))
         n_in, n = p + h * w, p + ho * wo
-        total = C.layernorm(c_in, n_in) + self._attention_cost(c_in, c, heads, p, (ho, wo))
-        if ctx.stride > 1 or c_in != c:
-            total += C.linear(c_in, c, n)
+        total = C.layernorm(c_in, n_in) + self._attention_cost(c_in, c, heads, p, (ho, wo), self.width(ctx))
+        if c_in != c:
+            total += C.linear(c_in, c, n, self.shortcut_bias)
         hidden = int(c * self.mlp_ratio)
         if self.ffn == "mlp":
             total += C.layernorm(c, n) + C.linear(c, hidden, n) + C.linear(hidden, c, n)
@@ -132,12 +146,13 @@ class TransformerConfig(BlockConfig):
             total += C.Cost(2 * c)
         return total
 
-    def _attention_cost(self, c_in: int, c: int, heads: int, prefix: int, grid: tuple[int, int]) -> C.Cost:
-        """Projections plus the two attention products, QK^T and AV (N_q x N_k x c MACs each)."""
+    def _attention_cost(self, c_in: int, c: int, heads: int, prefix: int, grid: tuple[int, int],
+                        width: int) -> C.Cost:
+        """Projections plus the two attention products, QK^T and AV (N_q x N_k x width MACs each)."""
         n = prefix + grid[0] * grid[1]
         proj = C.linear(c, c, n)
         if self.attention in ("plain", "relative"):
-            total = C.linear(c_in, 3 * c, n, self.qkv_bias) + proj + C.Cost(macs=2 * n * n * c)
+            total = C.linear(c_in, 3 * width, n, self.qkv_bias) + C.linear(width, c, n) + C.Cost(macs=2 * n * n * width)
             if self.attention == "relative":
                 total += C.Cost((2 * grid[0] - 1) * (2 * grid[1] - 1) * heads)
             return total
@@ -157,6 +172,26 @@ class TransformerConfig(BlockConfig):
     def build(self, ctx: BlockContext) -> nn.Module:
         return TransformerBlock(self, ctx)
 
+    def timm_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
+        """timm's ViT / ConViT blocks, or (`stages` layout) MaxxVit's TransformerBlock2d, whose qkv
+        channels are ordered head first and whose relative table is (offsets, heads)."""
+        names: CheckpointNames = {
+            "norm1": "norm1", "norm2": "norm2", "ffn.fc1": "mlp.fc1", "ffn.fc2": "mlp.fc2", "attn.proj": "attn.proj",
+            "attn.qkv": "attn.qkv", "attn.qk": "attn.qk", "attn.v": "attn.v", "attn.pos_proj": "attn.pos_proj",
+            "attn.gate": "attn.gating_param", "ls1.gamma": "ls1.gamma", "ls2.gamma": "ls2.gamma"}
+        if layout == "stages":
+            heads = num_heads(self.heads, self.head_dim, self.width(ctx))
+            qkv = partial(_qkv_from_head_first, heads=heads)
+            names |= {"norm1": "norm1.norm" if ctx.stride > 1 else "norm1", "shortcut.1": "shortcut.expand",
+                      "attn.qkv.weight": ("attn.qkv.weight", qkv), "attn.qkv.bias": ("attn.qkv.bias", qkv),
+                      "attn.relative.table": ("attn.rel_pos.relative_position_bias_table", torch.t)}
+        return names
+
+
+def _qkv_from_head_first(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """qkv output channels ordered (heads, 3, head_dim) -> ours, (3, heads, head_dim)."""
+    return t.reshape(heads, 3, -1, *t.shape[1:]).transpose(0, 1).reshape(t.shape)
+
 
 def _attention(config: TransformerConfig, ctx: BlockContext, heads: int) -> nn.Module:
     c_in, c_out, grid = ctx.in_channels, ctx.out_channels, ctx.out_resolution
@@ -165,20 +200,23 @@ def _attention(config: TransformerConfig, ctx: BlockContext, heads: int) -> nn.M
     if config.attention == "conv":
         return ConvProjectionAttention(c_in, c_out, heads, grid, ctx.prefix_tokens, config.proj_kernel,
                                        config.kv_stride, config.qkv_bias)
-    return Attention(c_in, c_out, heads, config.qkv_bias, grid if config.attention == "relative" else None)
+    return Attention(c_in, config.width(ctx), heads, config.qkv_bias, grid if config.attention == "relative" else None,
+                     out_dim=c_out)
 
 
 class TransformerBlock(nn.Module):
     def __init__(self, config: TransformerConfig, ctx: BlockContext):
         super().__init__()
         c_in, c_out, stride = ctx.in_channels, ctx.out_channels, ctx.stride
-        heads = num_heads(config.heads, config.head_dim, c_out)
+        heads = num_heads(config.heads, config.head_dim, config.width(ctx))
         self.prefix = ctx.prefix_tokens
         self.norm1 = nn.LayerNorm(c_in, eps=config.norm_eps)
         self.pool = TokenPool(stride, ctx.resolution, config.pool) if stride > 1 else nn.Identity()
         self.attn = _attention(config, ctx, heads)
-        if stride > 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(self.pool if stride > 1 else nn.Identity(), nn.Linear(c_in, c_out))
+        if stride > 1 or c_in != c_out:  # pool to the new grid, project only to a new width
+            self.shortcut = nn.Sequential(self.pool if stride > 1 else nn.Identity(),
+                                          nn.Linear(c_in, c_out, bias=config.shortcut_bias) if c_in != c_out
+                                          else nn.Identity())
         else:
             self.shortcut = nn.Identity()
         hidden = int(c_out * config.mlp_ratio)

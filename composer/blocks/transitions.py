@@ -29,6 +29,9 @@ class NoTransitionConfig(_Transition):
     def build(self, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
         return None
 
+    def timm_names(self, stage: int) -> dict[str, str]:
+        return {}
+
 
 class ConvTransitionConfig(_Transition):
     """Strided conv with an optional LayerNorm before or after it."""
@@ -62,6 +65,10 @@ class ConvTransitionConfig(_Transition):
             nn.Conv2d(in_channels, out_channels, self.kernel, stride, padding, bias=self.bias),
             make_norm("layernorm" if self.norm == "after" else "none", out_channels, eps=self.norm_eps),
         )
+
+    def timm_names(self, stage: int) -> dict[str, str]:
+        """ConvNeXt's `stages.N.downsample` (norm, conv); keys relative to the network."""
+        return {"0": f"stages.{stage}.downsample.0", "1": f"stages.{stage}.downsample.1"}
 
 
 TransitionConfig = Annotated[Union[NoTransitionConfig, ConvTransitionConfig], Field(discriminator="type")]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
@@ -55,6 +55,20 @@ class StageSpec(_Model):
         default_factory=dict, description="Overrides of this stage's block options, merged over its `blocks` entry.")
 
 
+class PretrainedSpec(_Model):
+    """Parts of this network initialised from a checkpoint of another (or the same) architecture."""
+
+    checkpoint: str = Field(description="Checkpoint file (.safetensors, or a .pt/.pth/.bin torch pickle), relative to "
+                                        "this blueprint's folder.")
+    blueprint: Optional[str] = Field(
+        None, description="Blueprint of the checkpoint's architecture, relative to this blueprint's folder; needed "
+                          "for a checkpoint in timm's layout (a composer model carries its own).")
+    layout: Literal["auto", "composer", "timm"] = Field("auto", description="Layout of the checkpoint's tensor names.")
+    parts: list[Union[Literal["stem", "head"], Annotated[int, Field(ge=0)]]] = Field(
+        min_length=1, description="What to take: `stem`, `head`, and stage indices (stage N from the checkpoint's "
+                                  "stage N), e.g. [stem, 0, 1].")
+
+
 class BlueprintBase(_Model):
     name: str = Field("", description="Name of the network (defaults to the file name).")
     input: InputSpec = Field(default_factory=InputSpec, description="Input image shape.")
@@ -64,6 +78,9 @@ class BlueprintBase(_Model):
     stages: list[StageSpec] = Field(min_length=1, description="One entry per letter of the layout.")
     head: HeadConfig = Field(default_factory=PoolHeadConfig, description="The classification head.")
     drop_path: float = Field(0.0, ge=0, lt=1, description="Stochastic depth rate, rising linearly to this value over all blocks.")
+    pretrained: list[PretrainedSpec] = Field(
+        default_factory=list, description="Parts initialised from checkpoints when the network is built with weights "
+                                          "(a transplant), e.g. a hybrid's stem and conv stages from ConvNeXt.")
 
     @field_validator("layout")
     @classmethod

@@ -40,7 +40,7 @@ class RelativePositionBias(nn.Module):
 
     def __init__(self, num_heads: int, grid: tuple[int, int]):
         super().__init__()
-        h, w = grid
+        h, w = self.grid = grid
         self.table = nn.Parameter(torch.zeros(num_heads, (2 * h - 1) * (2 * w - 1)))
         self.register_buffer("index", relative_position_index(h, w), persistent=False)
 
@@ -61,15 +61,15 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention; qkv may map the input width to a different output width."""
+    """Multi-head self-attention; the qkv projection or the output projection may change the width."""
 
     def __init__(self, in_dim: int, dim: int, num_heads: int, qkv_bias: bool = True,
-                 relative_grid: tuple[int, int] | None = None):
+                 relative_grid: tuple[int, int] | None = None, out_dim: int | None = None):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(in_dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, out_dim or dim)
         self.relative = RelativePositionBias(num_heads, relative_grid) if relative_grid else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,141 @@
+"""Reading checkpoint files safely: safetensors, or torch pickles restricted to tensors.
+
+A pickle is only ever opened with `torch.load(..., weights_only=True)`; one that would construct
+other objects (run code) is refused. Large files are memory-mapped, so nothing is copied into memory
+before the caller has checked that the network fits.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..blueprint import BlueprintError, Problem
+
+SAFETENSORS_HEADER_LIMIT = 100_000_000  # the safetensors library's own limit on the JSON header
+
+
+class WeightsError(BlueprintError):
+    """A checkpoint that cannot be read, or whose tensors do not fit the blueprint."""
+
+    subject = "with the weights"
+
+    def __str__(self) -> str:
+        n = len(self.problems)
+        return f"{n} problem{'s' if n != 1 else ''} with weights:\n" + "\n".join(f"  {p}" for p in self.problems)
+
+
+def weights_error(file: str | os.PathLike | None, message: str, hint: str | None = None) -> WeightsError:
+    return WeightsError(Problem(message, (), str(file) if file is not None else "<weights>", hint=hint))
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds: tensors by name, text metadata, and (pickles) other entries."""
+
+    file: str
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str] = field(default_factory=dict)
+    entries: dict[str, Any] = field(default_factory=dict)  # a pickle's top-level entries besides the tensors
+
+
+def file_kind(path: Path) -> str:
+    """`safetensors`, `zip` (torch.save), `pickle` (legacy torch.save) or `unknown`, from the first bytes."""
+    with path.open("rb") as fh:
+        head = fh.read(9)
+    if head[:2] == b"PK":
+        return "zip"
+    if head[:1] == b"\x80":
+        return "pickle"
+    if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < SAFETENSORS_HEADER_LIMIT:
+        return "safetensors"
+    return "unknown"
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise weights_error(path, "no such file")
+    if path.is_dir():
+        raise weights_error(path, "is a directory, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise weights_error(path, "the file is empty")
+
+
+def read_safetensors(path: Path) -> Checkpoint:
+    """Open lazily: tensors are memory-mapped views until used."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = dict(fh.metadata() or {})
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise weights_error(path, f"not a readable safetensors file (truncated or corrupt?): {exc}") from None
+    return Checkpoint(str(path), tensors, metadata)
+
+
+def load_pickle(path: Path) -> Any:
+    """`torch.load` with `weights_only=True` (memory-mapped when the file is a zip archive)."""
+    kind = file_kind(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # protocol notes: a file it cannot read is refused below
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()
+        reason = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else "")
+        raise weights_error(path, f"refused: the pickle would construct objects other than tensors ({reason.strip()})",
+                            "only plain tensors, numbers, strings and containers are loaded; convert the file "
+                            "to safetensors with the tool that wrote it") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, AttributeError,
+            IndexError, TypeError, struct.error) as exc:
+        raise weights_error(path, f"not a readable torch checkpoint (truncated or corrupt?): "
+                                  f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+def _state_dict_of(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors of a loaded pickle: the dict itself, or its `state_dict` / `model` / `state_dict_ema` entry."""
+    if not isinstance(obj, dict):
+        raise weights_error(path, f"holds a {type(obj).__name__}, not a dict of tensors")
+    for key in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
+        inner = obj.get(key)
+        if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            return dict(inner), {k: v for k, v in obj.items() if k != key}
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise weights_error(path, "holds no tensors", "expected a state dict (names -> tensors)")
+    others = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if others:
+        raise weights_error(path, f"mixes tensors with other entries ({', '.join(map(str, others[:5]))})",
+                            "expected a state dict, or a dict with a `state_dict` entry")
+    return tensors, {}
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a `.safetensors` file or a torch pickle (`.pt`, `.pth`, `.bin`) into named tensors.
+
+    Raises WeightsError naming the file for anything unreadable, empty, foreign or unsafe.
+    """
+    p = Path(path)
+    _check_path(p)
+    kind = file_kind(p)
+    if kind == "safetensors":
+        return read_safetensors(p)
+    if kind == "unknown":
+        raise weights_error(p, "is neither a safetensors file nor a torch checkpoint",
+                            "composer reads .safetensors files and torch.save pickles (.pt, .pth, .bin)")
+    tensors, entries = _state_dict_of(load_pickle(p), p)
+    for prefix in ("module.", "_orig_mod."):  # DataParallel / torch.compile wrappers
+        if all(k.startswith(prefix) for k in tensors):
+            tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+    metadata = {k: v for k, v in entries.items() if isinstance(v, str)}
+    return Checkpoint(str(p), tensors, metadata, entries)
