@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from . import blocks, build, profile, schema, validate
+from . import eval as eval_cmd, predict as predict_cmd, train as train_cmd
 from .common import STATE
 
 app = typer.Typer(
@@ -30,6 +31,9 @@ app.command("build")(build.build)
 app.command("profile")(profile.profile)
 app.command("blocks")(blocks.blocks)
 app.command("schema")(schema.schema)
+app.command("train")(train_cmd.train)
+app.command("eval")(eval_cmd.eval_)
+app.command("predict")(predict_cmd.predict)
 
 
 def main() -> None:

@@ -51,7 +51,8 @@ def user_errors() -> Iterator[None]:
         yield
     except BlueprintError as exc:
         n = len(exc.problems)
-        typer.echo(f"error: {n} problem{'s' if n != 1 else ''} in the blueprint", err=True)
+        subject = getattr(exc, "subject", "the blueprint")
+        typer.echo(f"error: {n} problem{'s' if n != 1 else ''} in {subject}", err=True)
         for p in exc.problems:
             typer.echo(f"  {p}", err=True)
         raise typer.Exit(1) from None
