@@ -15,9 +15,12 @@ from .common import fail, out
 
 def schema(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the schema here (atomically) instead of printing it.")] = None,
+    recipe: Annotated[bool, typer.Option("--recipe", help="The schema of training recipes instead (recipes/recipe.schema.json).")] = False,
 ) -> None:
-    """Print or write the JSON Schema of the blueprint language."""
-    text = blueprint_json_schema_text()
+    """Print or write the JSON Schema of the blueprint language (or of training recipes)."""
+    if recipe:
+        from composer.train.recipe import recipe_json_schema_text
+    text = recipe_json_schema_text() if recipe else blueprint_json_schema_text()
     if output is None:
         out(text.rstrip("\n"))
         return

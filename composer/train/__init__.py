@@ -8,7 +8,7 @@ from .data import DataError
 from .evaluate import evaluate, predict, write_predictions
 from .extras import MissingExtra
 from .loop import TrainResult, train
-from .recipe import Recipe, load_recipe, recipe_json_schema_text
+from .recipe import Recipe, RecipeError, load_recipe, recipe_json_schema_text
 
 __all__ = ["train", "evaluate", "predict", "write_predictions", "Recipe", "load_recipe", "recipe_json_schema_text",
-           "TrainResult", "DataError", "MissingExtra"]
+           "TrainResult", "DataError", "RecipeError", "MissingExtra"]

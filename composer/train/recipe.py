@@ -8,14 +8,15 @@ over `accumulate` micro-batches, so a recipe means the same thing on one device 
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from ..api import apply_overrides
-from ..blueprint import BlueprintError
+from ..blueprint import BlueprintError, Problem
 from ..blueprint.loader import Source, load_text, read_file
 from ..blueprint.validate import located_problems
 
@@ -43,7 +44,16 @@ class SGDConfig(_Model):
     nesterov: bool = Field(True, description="Nesterov momentum.")
 
 
-OptimizerConfig = Annotated[Union[AdamWConfig, SGDConfig], Field(discriminator="type")]
+def _type_or(default: str):
+    """Discriminate a union by `type`, taking `default` when a mapping leaves it out."""
+    def tag(value: Any) -> Any:
+        if isinstance(value, dict):
+            return value.get("type", default)
+        return getattr(value, "type", None)
+    return Discriminator(tag)
+
+
+OptimizerConfig = Annotated[Union[Annotated[AdamWConfig, Tag("adamw")], Annotated[SGDConfig, Tag("sgd")]], _type_or("adamw")]
 
 
 class ScheduleConfig(_Model):
@@ -62,7 +72,8 @@ class TrivialAugmentConfig(_Model):
     type: Literal["trivialaugment"] = "trivialaugment"
 
 
-AutoAugmentConfig = Annotated[Union[RandAugmentConfig, TrivialAugmentConfig], Field(discriminator="type")]
+AutoAugmentConfig = Annotated[Union[Annotated[RandAugmentConfig, Tag("randaugment")],
+                                     Annotated[TrivialAugmentConfig, Tag("trivialaugment")]], _type_or("randaugment")]
 
 
 class CropConfig(_Model):
@@ -129,18 +140,43 @@ class Recipe(_Model):
         return self
 
 
+class RecipeError(BlueprintError):
+    """Mistakes in a recipe, located like blueprint mistakes."""
+
+    subject = "the recipe"
+
+
 def validate_recipe(source: Source) -> Recipe:
-    """Check a loaded recipe; raise BlueprintError listing every problem with its line and column."""
+    """Check a loaded recipe; raise RecipeError listing every problem with its line and column."""
     try:
         return Recipe.model_validate(source.data)
     except ValidationError as exc:
-        raise BlueprintError(located_problems(exc, Recipe, source)) from None
+        raise RecipeError(located_problems(exc, Recipe, source)) from None
+
+
+def _with_sections(source: Source, keys: list[str]) -> Source:
+    """A recipe may leave a section out and still take `--set optimizer.lr=...`: create the missing
+    mappings on the way to each overridden key (the schema then checks the names)."""
+    data = copy.deepcopy(source.data)
+    for dotted in keys:
+        node = data
+        for part in dotted.split(".")[:-1]:
+            if isinstance(node, dict) and part not in node:
+                node[part] = {}
+            node = node.get(part) if isinstance(node, dict) else None
+    return Source(data, source.file, source.text, source.keys, source.values)
 
 
 def load_recipe(path: str | Path | None = None, *, overrides: dict[str, Any] | None = None) -> Recipe:
     """Read and validate a recipe file (None: every default)."""
     source = read_file(path) if path is not None else load_text("{}", "<default recipe>")
-    return validate_recipe(apply_overrides(source, overrides or {}))
+    overrides = overrides or {}
+    try:
+        source = apply_overrides(_with_sections(source, list(overrides)), overrides)
+    except BlueprintError as exc:
+        raise RecipeError([Problem(p.message.replace("in the blueprint", "in the recipe"), p.path, p.file, p.line,
+                                   p.column, p.hint) for p in exc.problems]) from None
+    return validate_recipe(source)
 
 
 def recipe_json_schema_text() -> str:
