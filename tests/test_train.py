@@ -1,0 +1,293 @@
+"""composer train / eval / predict end to end, on a synthetic folder of 32x32 PNG shapes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import composer
+from cli.app import app
+from composer.train import MissingExtra, load_recipe, train
+from composer.train.autobatch import auto_batch, step_bytes
+from composer.train.extras import require
+from composer.train.loop import param_groups, warmup_cosine
+
+from .conftest import ROOT
+from .synthetic import CLASSES, make_folder
+
+runner = CliRunner()
+
+# batch norm, SE, relative attention: the kind of hybrid a student writes
+HYBRID = """\
+name: tiny-shapes
+input: {channels: 3, size: 32}
+classes: 3
+stem: {type: conv, channels: [16], stride: 2, act: gelu}
+layout: C-T
+blocks:
+  C: {type: mbconv, expand: 2, kernel: 3, se: 0.25}
+  T: {type: transformer, attention: relative, head_dim: 16}
+stages:
+  - {depth: 1, channels: 24, stride: 2}
+  - {depth: 1, channels: 32, stride: 2}
+head: {type: pool}
+"""
+
+# layer norms only: batch statistics would differ between 2 processes and 1 (no SyncBatchNorm on gloo)
+LAYERNORM = """\
+name: tiny-layernorm
+input: {channels: 3, size: 32}
+classes: 3
+stem: {type: patch, channels: 16, patch: 4, norm: layernorm}
+layout: X-T
+blocks:
+  X: {type: convnext, kernel: 3}
+  T: {type: transformer, attention: plain, head_dim: 16}
+stages:
+  - {depth: 1, channels: 16}
+  - {depth: 1, channels: 32, stride: 2, transition: {type: conv, kernel: 2, norm: before}}
+head: {type: pool}
+"""
+
+RECIPE = """\
+epochs: 4
+batch: 32
+optimizer: {type: adamw, lr: 3.0e-3, weight_decay: 0.01}
+schedule: {warmup_epochs: 1, warmup_lr: 1.0e-4, min_lr: 1.0e-4}
+label_smoothing: 0.0
+augment: {crop: {scale: [0.6, 1.0]}, hflip: 0.5}
+data: {workers: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("train")
+    paths = {"data": make_folder(root / "shapes", {"train": 48, "val": 16})}
+    for name, text in (("hybrid", HYBRID), ("layernorm", LAYERNORM), ("recipe", RECIPE)):
+        paths[name] = root / f"{name}.yaml"
+        paths[name].write_text(text)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def run(files, tmp_path_factory) -> Path:
+    """One real training run through the command line (4 epochs, 2 decoding workers)."""
+    out = tmp_path_factory.mktemp("run") / "shapes"
+    r = runner.invoke(app, ["train", str(files["hybrid"]), "--data", str(files["data"]), "--recipe", str(files["recipe"]),
+                            "--out", str(out), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_reaches_high_validation_accuracy(run):
+    rows = _metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert max(r["val_top1"] for r in rows) >= 0.9  # chance is 1/3
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    for name in ("best.pt", "last.pt"):
+        net = composer.load_model(run / name).eval()
+        assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
+        payload = torch.load(run / name, weights_only=True)
+        assert payload["classes"] == list(CLASSES)
+        assert {"recipe", "optimizer", "scheduler", "scaler", "ema", "rng", "epoch"} <= set(payload)
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_eval_matches_the_accuracy_logged_in_training(run, files, tmp_path):
+    best = max(_metrics(run), key=lambda r: r["val_top1"])
+    picture = tmp_path / "confusion.png"
+    r = runner.invoke(app, ["eval", str(run / "best.pt"), "--data", str(files["data"]), "--json", "--batch", "32",
+                            "--confusion", str(picture)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["top1"] == pytest.approx(best["val_top1"], abs=1e-9) and d["images"] == 3 * 16
+    assert d["loss"] == pytest.approx(best["val_loss"], rel=1e-4)
+    assert 0 <= d["top1"] <= d["top5"] == 1.0  # 3 classes: top-5 holds every class
+    assert set(d["per_class"]) == set(CLASSES)
+    assert picture.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_predict_writes_one_row_per_image(run, files, tmp_path):
+    csv = tmp_path / "submission.csv"
+    r = runner.invoke(app, ["predict", str(run / "best.pt"), str(files["data"] / "val"), "--csv", str(csv), "--tta"])
+    assert r.exit_code == 0, r.output
+    lines = csv.read_text().splitlines()
+    assert lines[0] == "path,label" and len(lines) == 1 + 3 * 16
+    rows = [line.split(",") for line in lines[1:]]
+    assert {label for _, label in rows} <= set(CLASSES)
+    right = sum(path.split("/")[0] == label for path, label in rows)
+    assert right >= 0.8 * len(rows)
+    r = runner.invoke(app, ["predict", str(run / "best.pt"), str(files["data"] / "val" / "circle" / "0.png"),
+                            "--csv", str(csv), "--indices"])
+    assert r.exit_code == 0, r.output
+    assert csv.read_text().splitlines()[1] in ("0.png,0", "0.png,1", "0.png,2")
+
+
+def _recipe(**overrides):
+    base = {"epochs": 3, "batch": 16, "data.workers": 0, "schedule.warmup_epochs": 1, "label_smoothing": 0.1}
+    return load_recipe(overrides={**base, **overrides})
+
+
+def test_two_gloo_processes_match_one_with_the_same_global_batch(files, tmp_path):
+    recipe = tmp_path / "plain.yaml"
+    recipe.write_text("epochs: 2\nbatch: 16\noptimizer: {type: sgd, lr: 0.05}\nschedule: {warmup_epochs: 0}\n"
+                      "augment: {crop: null, hflip: 0}\ndata: {workers: 0}\n")
+    one = train(composer.load(files["layernorm"]), files["data"], load_recipe(recipe), tmp_path / "one", device="cpu",
+                progress=False)
+    r = subprocess.run([sys.executable, "-m", "cli", "train", str(files["layernorm"]), "--data", str(files["data"]),
+                        "--recipe", str(recipe), "--out", str(tmp_path / "two"), "--devices", "2", "--device", "cpu"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 process(es)" in r.stderr
+    a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["state_dict"]
+    initial = composer.build(composer.load(files["layernorm"])).state_dict()
+    moved = [k for k in a if not torch.equal(a[k], initial[k])]
+    assert moved  # training changed the weights
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    rows_one, rows_two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    assert rows_two[-1]["val_top1"] == rows_one[-1]["val_top1"] and one.epochs == 2
+
+
+def test_resume_equals_an_uninterrupted_run_bit_for_bit(files, tmp_path):
+    bp = composer.load(files["hybrid"])
+    recipe = _recipe(**{"ema": 0.9, "augment.mixup": {"p": 0.5}, "augment.cutmix": {"p": 0.5}, "augment.erasing": 0.25})
+    train(bp, files["data"], recipe, tmp_path / "whole", device="cpu", progress=False)
+    train(bp, files["data"], recipe, tmp_path / "parts", device="cpu", progress=False, stop_after=1)
+    assert torch.load(tmp_path / "parts" / "last.pt", weights_only=True)["epoch"] == 1
+    (tmp_path / "parts" / ".last.pt.x1.tmp").write_bytes(b"left by a kill -9")
+    train(bp, files["data"], recipe, tmp_path / "parts", device="cpu", progress=False, resume=True)
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "parts" / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    for key in ("state_dict", "ema"):
+        assert a[key].keys() == b[key].keys()
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("images_per_s", "epoch_time_s")} for r in rows]
+    assert strip(_metrics(tmp_path / "whole")) == strip(_metrics(tmp_path / "parts"))
+    assert not (tmp_path / "parts" / ".last.pt.x1.tmp").exists()  # stale temporary files are cleared
+
+
+KILL_WHILE_SAVING = textwrap.dedent("""
+    import os, signal, sys, torch, composer
+    src, dst = sys.argv[1], sys.argv[2]
+    payload = torch.load(src, weights_only=True)
+    net, bp = composer.load_model(src), composer.loads(payload["blueprint"])
+    def dying_save(obj, fh, *args, **kwargs):  # half a checkpoint reaches the disk, then kill -9
+        fh.write(b"PK\\x03\\x04 half a checkpoint"); fh.flush(); os.fsync(fh.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+    torch.save = dying_save
+    composer.save(net, bp, dst, extra={"epoch": 99})
+""")
+
+
+def test_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(run, tmp_path):
+    previous = tmp_path / "last.pt"
+    shutil.copy(run / "last.pt", previous)
+    before = previous.read_bytes()
+    r = subprocess.run([sys.executable, "-c", KILL_WHILE_SAVING, str(run / "best.pt"), str(previous)], cwd=ROOT,
+                       capture_output=True, timeout=120)
+    assert r.returncode == -9, r.stderr.decode()[-2000:]
+    assert list(tmp_path.glob(".last.pt.*.tmp"))  # the write was under way
+    assert previous.read_bytes() == before
+    composer.load_model(previous)
+
+
+def test_batch_auto_is_the_largest_batch_the_estimate_fits(files, monkeypatch):
+    from composer.train import autobatch
+    plan = composer.plan(composer.load(files["hybrid"]))
+    recipe = _recipe(precision="bf16", ema=0.999)
+    budget_bytes = step_bytes(plan, recipe, 40) + 1000
+    monkeypatch.setattr(autobatch, "free_memory", lambda device: int(budget_bytes / autobatch.HEADROOM) + 1)
+    batch, info = auto_batch(plan, recipe, torch.device("cpu"), limit=10_000)
+    assert info["fits"] == 40 and batch == 40
+    assert step_bytes(plan, recipe, batch) <= info["free_bytes"] < step_bytes(plan, recipe, batch + 1)
+    # mixed precision and EMA cost more than plain float32 training
+    assert step_bytes(plan, recipe, 8) > step_bytes(plan, _recipe(), 8)
+    assert auto_batch(plan, recipe, torch.device("cpu"), limit=7)[0] == 7
+
+
+def test_batch_auto_trains(files, tmp_path):
+    result = train(composer.load(files["hybrid"]), files["data"], _recipe(epochs=1), tmp_path / "auto", device="cpu",
+                   progress=False, auto=True)
+    assert result.batch == 3 * 48  # this machine fits the whole (tiny) training set
+    assert (tmp_path / "auto" / "last.pt").exists()
+
+
+def test_csv_data_with_a_held_out_split(files, tmp_path):
+    rows = ["path,label"] + [f"{p.relative_to(files['data']).as_posix()},{p.parent.name}"
+                             for p in sorted((files["data"] / "train").rglob("*.png"))]
+    (files["data"] / "labels.csv").write_text("\n".join(rows) + "\n")
+    try:
+        r = runner.invoke(app, ["train", str(files["hybrid"]), "--data", str(files["data"] / "labels.csv"), "--epochs", "1",
+                                "--batch", "16", "--out", str(tmp_path / "csv"), "--set", "recipe.data.workers=0",
+                                "--set", "recipe.schedule.warmup_epochs=0", "--set", "recipe.data.val_split=0.25"])
+    finally:
+        (files["data"] / "labels.csv").unlink()
+    assert r.exit_code == 0, r.output
+    assert "on 108 images of 3 classes, validating on 36 (held out of train)" in r.output
+
+
+def test_weight_decay_spares_norms_biases_and_tokens():
+    net = composer.build(composer.loads(HYBRID.replace("head: {type: pool}", "head: {type: pool}").replace(
+        "- {depth: 1, channels: 32, stride: 2}", "- {depth: 1, channels: 32, stride: 2, pos_embed: true}")))
+    decay, no_decay = param_groups(net, 0.05)
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"])
+    assert any(names[id(p)].endswith("pos_embed") for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(net.parameters()))
+
+
+def test_warmup_then_cosine():
+    recipe = _recipe(epochs=10, **{"schedule.warmup_epochs": 2, "schedule.warmup_lr": 1e-5, "schedule.min_lr": 1e-6,
+                                   "optimizer.lr": 1e-3})
+    f = warmup_cosine(recipe, steps_per_epoch=5)
+    lr = [1e-3 * f(s) for s in range(51)]
+    assert lr[0] == pytest.approx(1e-5) and lr[10] == pytest.approx(1e-3) and lr[50] == pytest.approx(1e-6)
+    assert all(a < b for a, b in zip(lr[:10], lr[1:11])) and all(a >= b for a, b in zip(lr[10:], lr[11:]))
+
+
+def test_recipes_validate_and_their_schema_is_current():
+    import jsonschema
+    from composer.train.recipe import recipe_json_schema_text
+    schema_file = ROOT / "recipes" / "recipe.schema.json"
+    assert schema_file.read_text() == recipe_json_schema_text(), "run `composer schema --recipe -o recipes/recipe.schema.json`"
+    schema = json.loads(schema_file.read_text())
+    import yaml
+    names = set()
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        assert path.read_text().startswith("# yaml-language-server: $schema=recipe.schema.json")
+        names.add(load_recipe(path).name)
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    assert {"default", "resnet", "deit", "convnext", "coatnet", "mobilenet"} <= names
+
+
+def test_importing_composer_leaves_the_training_extra_alone():
+    code = ("import sys, composer, composer.train, cli.app; "
+            "print(sorted(m for m in ('PIL', 'kornia', 'matplotlib', 'rich.progress') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_a_missing_extra_says_how_to_install_it():
+    with pytest.raises(MissingExtra, match=r"pip install 'composer-vision\[train\]'"):
+        require("composer_no_such_module.augmentation")
