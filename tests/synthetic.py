@@ -19,12 +19,12 @@ def shape_image(kind: str, rng: random.Random, size: int = 32) -> Image.Image:
     draw = ImageDraw.Draw(im)
     r = rng.randint(size // 5, size // 3)
     cx, cy = rng.randint(r, size - r), rng.randint(r, size - r)
-    colour = tuple(min(255, max(0, v + rng.randint(-30, 30))) for v in COLOURS[CLASSES.index(kind) % len(COLOURS)])
+    colour = tuple(min(255, max(0, v + rng.randint(-30, 30))) for v in COLOURS[CLASSES.index(kind) if kind in CLASSES else 0])
     if kind == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
     elif kind == "square":
         draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=colour)
-    else:
+    else:  # a triangle, and the shape of any other class name
         draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
     return im
 

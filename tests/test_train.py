@@ -291,3 +291,112 @@ def test_importing_composer_leaves_the_training_extra_alone():
 def test_a_missing_extra_says_how_to_install_it():
     with pytest.raises(MissingExtra, match=r"pip install 'composer-vision\[train\]'"):
         require("composer_no_such_module.augmentation")
+
+
+# --- bad input: a clear message and exit 1, before any training ------------------------------------
+
+def _train(files, data, *extra: str, out: Path | None = None):
+    args = ["train", str(files["hybrid"]), "--data", str(data), "--out", str(out or data.parent / "out"), "--device", "cpu",
+            "--set", "recipe.data.workers=0", *extra]
+    return runner.invoke(app, args)
+
+
+def _refused(r, *needles: str) -> None:
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output and "internal error" not in r.output
+    for needle in needles:
+        assert needle in r.stderr, r.stderr
+
+
+def _tree(root: Path, per_class: int = 2, classes=CLASSES) -> Path:
+    return make_folder(root, {"train": per_class}, classes=classes)
+
+
+def test_missing_data_folder(files, tmp_path):
+    _refused(_train(files, tmp_path / "nowhere"), "1 problem in the data", "nowhere: no such folder or CSV file")
+
+
+def test_no_class_folders(files, tmp_path):
+    (tmp_path / "d" / "train").mkdir(parents=True)
+    _refused(_train(files, tmp_path / "d"), "train: has no class folders")
+
+
+def test_empty_class_folder(files, tmp_path):
+    data = _tree(tmp_path / "d")
+    (data / "train" / "hexagon").mkdir()
+    _refused(_train(files, data, "--set", "classes=4"), "train/hexagon: class folder holds no images")
+
+
+def test_classes_differing_from_the_blueprint_offer_set_classes(files, tmp_path):
+    data = _tree(tmp_path / "d", classes=("circle", "square"))
+    _refused(_train(files, data), f"{files['hybrid']}:3:1: classes: the data has 2 classes (circle, square) but the "
+                                  "blueprint's `classes` is 3 (train with `--set classes=2`)")
+
+
+def test_truncated_images_are_refused_or_skipped_as_the_recipe_says(files, tmp_path):
+    data = _tree(tmp_path / "d", per_class=8)
+    broken = data / "train" / "square" / "3.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # truncated
+    (data / "train" / "circle" / "notes.jpg").write_text("not an image")
+    _refused(_train(files, data), "square/3.png: unreadable image", "notes.jpg: unreadable image",
+             "2 broken images in all", "recipe.data.bad_images=skip")
+    r = _train(files, data, "--set", "recipe.data.bad_images=skip", "--epochs", "1", "--batch", "8",
+               "--set", "recipe.schedule.warmup_epochs=0")
+    assert r.exit_code == 0, r.output
+    assert "skipped 2 unreadable images" in r.output
+
+
+def test_csv_with_unknown_paths_or_labels(files, tmp_path):
+    data = _tree(tmp_path / "d")
+    csv = data / "labels.csv"
+    csv.write_text("path,label\ntrain/circle/0.png,circle\ntrain/circle/9.png,circle\ntrain/square/0.png,hexagon\n")
+    r = runner.invoke(app, ["eval", str(files["layernorm"]), "--data", str(csv)])
+    _refused(r, "not a readable checkpoint")  # a blueprint is not a checkpoint
+    r = _train(files, csv, "--set", "classes=2")
+    _refused(r, f"{csv}:3:1: no such image `train/circle/9.png`")
+    csv.write_text("train/circle/0.png,circle\ntrain/square/0.png\n")
+    _refused(_train(files, csv), f"{csv}:2:1: expected `path,label`")
+
+
+def test_eval_refuses_labels_the_model_does_not_know(run, tmp_path):
+    data = _tree(tmp_path / "d", classes=("circle", "hexagon"))
+    _refused(runner.invoke(app, ["eval", str(run / "best.pt"), "--data", str(data / "train")]),
+             "class folder `hexagon` not among the model's 3 classes")
+    csv = tmp_path / "d" / "labels.csv"
+    csv.write_text("path,label\ntrain/circle/0.png,hexagon\n")
+    _refused(runner.invoke(app, ["eval", str(run / "best.pt"), "--data", str(csv)]), f"{csv}:2:20: unknown label `hexagon`")
+
+
+def test_resume_refuses_a_checkpoint_of_another_blueprint(run, files, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    _refused(_train(files, files["data"], "--resume", "--set", "stages.1.depth=2", out=out),
+             "last.pt: the checkpoint was trained from another blueprint")
+    _refused(_train(files, files["data"], "--resume", out=tmp_path / "empty"), "last.pt: no checkpoint to resume from")
+
+
+def test_recipe_mistakes_are_located(files, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("epochs: 3\noptimizer: {type: adamw, lr: -1}\naugment:\n  hflp: 0.5\n")
+    _refused(_train(files, files["data"], "--recipe", str(recipe)), "2 problems in the recipe",
+             f"{recipe}:2:26: optimizer.lr: input should be greater than 0, found -1",
+             f"{recipe}:4:3: augment.hflp: unknown option `hflp` (did you mean `hflip`?)")
+    _refused(_train(files, files["data"], "--set", "recipe.optimizer.type=lamb"),
+             "optimizer.type: unknown type `lamb`; expected one of `adamw`, `sgd`")
+
+
+def test_bad_batches(files, tmp_path):
+    _refused(_train(files, files["data"], "--batch", "many"), "`--batch many`: expected a number or `auto`")
+    _refused(_train(files, files["data"], "--batch", "1000"), "batch 1000 is larger than the 144 training images")
+    _refused(_train(files, files["data"], "--batch", "10", "--set", "recipe.accumulate=4"),
+             "batch 10 does not split into 1 device(s) x 4 micro-batch(es)")
+
+
+def test_predict_and_eval_refuse_missing_inputs(run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    _refused(runner.invoke(app, ["predict", str(run / "best.pt"), str(tmp_path / "empty"), "--csv", str(tmp_path / "s.csv")]),
+             "empty: holds no images")
+    _refused(runner.invoke(app, ["predict", str(tmp_path / "none.pt"), str(tmp_path), "--csv", str(tmp_path / "s.csv")]),
+             "none.pt: no such checkpoint")
+    _refused(runner.invoke(app, ["predict", str(run / "best.pt"), str(tmp_path), "--csv", str(tmp_path / "no" / "s.csv")]),
+             "its directory does not exist")

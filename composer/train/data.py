@@ -104,16 +104,17 @@ def scan_csv(path: Path, classes: Optional[list[str]] = None) -> Samples:
         if not image.is_file():
             problems.append(Problem(f"no such image `{row[0].strip()}`", (), str(path), n, 1))
             continue
-        pairs.append((image, row[1].strip()))
-    names = classes if classes is not None else sorted({label for _, label in pairs})
+        pairs.append((image, row[1].strip(), n, len(row[0]) + 2))
+    names = classes if classes is not None else sorted({label for _, label, _, _ in pairs})
     index = {c: i for i, c in enumerate(names)}
-    for n, (image, label) in enumerate(pairs, start=first):
+    for image, label, line, column in pairs:
         if label not in index:
-            problems.append(Problem(f"unknown label `{label}`", (), str(path), n, len(image.name) + 2,
+            problems.append(Problem(f"unknown label `{label}`", (), str(path), line, column,
                                     f"the model's classes: {', '.join(names[:20])}"))
     if problems:
+        problems.sort(key=lambda p: p.line or 0)
         raise DataError(problems[:20] + ([_problem(path, f"... and {len(problems) - 20} more")] if len(problems) > 20 else []))
-    return Samples([p for p, _ in pairs], [index[c] for _, c in pairs], list(names), path.parent)
+    return Samples([p for p, *_ in pairs], [index[c] for _, c, *_ in pairs], list(names), path.parent)
 
 
 @dataclass

@@ -130,8 +130,14 @@ def _train(bp, data, recipe, out, d, show, resume, weights, auto, stop_after) ->
             raise DataError(Problem("the checkpoint was trained from another blueprint", (), str(last_path),
                                     hint="resume with the blueprint (and `--set` values) it was trained with, "
                                          "or start a new run with another `--out`"))
-    splits.train = _checked(splits.train, recipe, d, show, "train")
-    splits.val = _checked(splits.val, recipe, d, show, "val")
+    skipped = _broken_images(Samples(splits.train.paths + splits.val.paths, splits.train.labels + splits.val.labels,
+                                     splits.train.classes, splits.train.root), recipe, d, show)
+    if skipped:
+        show.line(f"skipped {len(skipped)} unreadable image{'s' if len(skipped) > 1 else ''} (recipe data.bad_images: skip)")
+        splits.train, splits.val = (s.subset([i for i, p in enumerate(s.paths) if str(p) not in skipped])
+                                    for s in (splits.train, splits.val))
+        if not len(splits.val):
+            raise DataError(Problem("no readable validation images are left", (), str(data)))
 
     per_device = recipe.batch // (d.world * recipe.accumulate)
     if auto:
@@ -281,11 +287,12 @@ def _train(bp, data, recipe, out, d, show, resume, weights, auto, stop_after) ->
     return TrainResult(out, rows[-1]["epoch"] if rows else start, best, rows[-1] if rows else {}, recipe.batch)
 
 
-def _checked(samples: Samples, recipe: Recipe, d: distributed.Dist, show: Progress, label: str) -> Samples:
-    """Decode every image once on the first process (others wait and take its verdict)."""
+def _broken_images(samples: Samples, recipe: Recipe, d: distributed.Dist, show: Progress) -> set[str]:
+    """Decode every image once on the first process (the others wait and take its verdict): broken
+    ones are refused (DataError) or returned to be skipped, as the recipe says."""
     result: list[Any] = [None]
     if d.main:
-        show.start(f"checking {label} images", len(samples))
+        show.start("checking images", len(samples))
         last = [0]
 
         def tick(done: int, total: int) -> None:
@@ -293,8 +300,7 @@ def _checked(samples: Samples, recipe: Recipe, d: distributed.Dist, show: Progre
             last[0] = done
 
         try:
-            checked = check_images(samples, recipe.data.bad_images, tick)
-            result[0] = [str(p) for p in checked.skipped]
+            result[0] = [str(p) for p in check_images(samples, recipe.data.bad_images, tick).skipped]
         except DataError as exc:
             result[0] = exc
         finally:
@@ -303,15 +309,7 @@ def _checked(samples: Samples, recipe: Recipe, d: distributed.Dist, show: Progre
         dist.broadcast_object_list(result, src=0)
     if isinstance(result[0], DataError):
         raise result[0]
-    skipped = set(result[0])
-    if skipped:
-        show.line(f"skipped {len(skipped)} unreadable {label} image{'s' if len(skipped) > 1 else ''} "
-                  f"(recipe data.bad_images: skip)")
-        keep = [i for i, p in enumerate(samples.paths) if str(p) not in skipped]
-        kept = samples.subset(keep)
-        kept.skipped = [Path(p) for p in sorted(skipped)]
-        return kept
-    return samples
+    return set(result[0])
 
 
 @torch.no_grad()
