@@ -210,6 +210,19 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(run, tm
     composer.load_model(previous)
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_with_accumulation_clipping_and_ema(files, tmp_path, precision):
+    recipe = _recipe(epochs=1, precision=precision, accumulate=2, clip_grad=1.0, channels_last=True, ema=0.99,
+                     optimizer={"type": "sgd", "lr": 0.05}, **{"schedule.warmup_epochs": 0})
+    result = train(composer.load(files["hybrid"]), files["data"], recipe, tmp_path / precision, device="cpu", progress=False)
+    assert 0 < result.last["train_loss"] < 2 and result.last["val_top1"] > 0.4
+    payload = torch.load(tmp_path / precision / "last.pt", weights_only=True)
+    assert ("scale" in payload["scaler"]) == (precision == "fp16")  # loss scaling for fp16 only
+    assert payload["ema"]["n_averaged"].item() == 144 // 16
+    net = composer.load_model(tmp_path / precision / "last.pt")
+    assert all(p.dtype == torch.float32 for p in net.parameters())  # master weights stay float32
+
+
 def test_batch_auto_is_the_largest_batch_the_estimate_fits(files, monkeypatch):
     from composer.train import autobatch
     plan = composer.plan(composer.load(files["hybrid"]))

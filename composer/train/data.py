@@ -207,6 +207,7 @@ class ImageDataset(torch.utils.data.Dataset):
 def load_image(path: Path, resize: int, crop: int) -> torch.Tensor:
     Image = require("PIL.Image")
     with Image.open(path) as im:
+        im.draft("RGB", (resize, resize))  # JPEG: decode at the smallest DCT scale that still covers `resize`
         im = im.convert("RGB")
         w, h = im.size
         scale = resize / min(w, h)
