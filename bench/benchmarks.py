@@ -128,6 +128,9 @@ def main() -> None:
         "",
         "No GPU was lent to this project when these were taken, so no GPU comparison is recorded yet.",
         "",
+        "Training (trainer overhead, decode + augment throughput, DDP scaling):",
+        "[benchmarks-train.md](benchmarks-train.md), written by `bench/train_bench.py`.",
+        "",
     ])
     target = ROOT / "docs" / "benchmarks.md"
     tmp = target.with_suffix(".md.tmp")

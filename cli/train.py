@@ -55,6 +55,9 @@ def train(
         else:
             rc = load_recipe(recipe, overrides=recipe_sets)
     if devices > 1 and "WORLD_SIZE" not in os.environ:
+        import torch
+        if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda") and devices > torch.cuda.device_count():
+            fail(f"`--devices {devices}`: this machine has {torch.cuda.device_count()} GPU(s); use `--device cpu` for CPU processes")
         from composer.train.distributed import torchrun_command
         args = ["train", str(blueprint), "--data", str(data), "--out", str(out)]
         args += ["--epochs", str(epochs)] if epochs is not None else []

@@ -156,6 +156,10 @@ def _train(bp, data, recipe, out, d, show, resume, weights, auto, stop_after) ->
         raise DataError(Problem(f"batch {recipe.batch} is larger than the {len(splits.train)} training images", (),
                                 str(data), hint="use a smaller `--batch`"))
 
+    if recipe.sync_bn and d.enabled and d.device.type != "cuda":
+        raise DataError(Problem("sync_bn runs on GPUs only (torch's SyncBatchNorm)", (), "<recipe>",
+                                hint="`--set recipe.sync_bn=false` for CPU processes"))
+
     # --- the model and what trains it ------------------------------------------------------------
     model = build_model(bp, seed=recipe.seed) if weights is None else build_model(bp, seed=recipe.seed, weights=weights)
     model = model.to(d.device)
@@ -163,6 +167,9 @@ def _train(bp, data, recipe, out, d, show, resume, weights, auto, stop_after) ->
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
+    if auto and d.device.type == "cuda":
+        per_device = confirm_batch(model, per_device, size, memory_format, recipe, d)
+        recipe = recipe.model_copy(update={"batch": per_device * d.world * recipe.accumulate})
     optimizer = make_optimizer(model, recipe)
     micro = per_device
     # RandomResizedCrop works on the batch, so workers deliver the centre square at the evaluation
@@ -172,9 +179,13 @@ def _train(bp, data, recipe, out, d, show, resume, weights, auto, stop_after) ->
     val_ds = ImageDataset(splits.val, round(size / recipe.augment.crop_pct), size)
     sampler = DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=recipe.seed, drop_last=True)
     workers = recipe.data.workers
-    loader_args = dict(num_workers=workers, pin_memory=d.device.type == "cuda", persistent_workers=False)
-    train_loader = DataLoader(train_ds, batch_size=micro * recipe.accumulate, sampler=sampler, drop_last=True, **loader_args)
-    val_loader = DataLoader(Subset(val_ds, _rank_slice(splits.val, d)), batch_size=micro * recipe.accumulate, **loader_args)
+    # Workers live for the whole run; their seeds come from the loaders' own generators, so the
+    # global RNG (augmentation) draws the same numbers with or without workers, resumed or not.
+    loader_args = dict(num_workers=workers, pin_memory=d.device.type == "cuda", persistent_workers=workers > 0)
+    train_loader = DataLoader(train_ds, batch_size=micro * recipe.accumulate, sampler=sampler, drop_last=True,
+                              generator=torch.Generator().manual_seed(recipe.seed), **loader_args)
+    val_loader = DataLoader(Subset(val_ds, _rank_slice(splits.val, d)), batch_size=micro * recipe.accumulate,
+                            generator=torch.Generator().manual_seed(recipe.seed), **loader_args)
     steps = len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(recipe, steps))
     scaler = torch.amp.GradScaler(d.device.type, enabled=recipe.precision == "fp16")
@@ -310,6 +321,31 @@ def _broken_images(samples: Samples, recipe: Recipe, d: distributed.Dist, show: 
     if isinstance(result[0], DataError):
         raise result[0]
     return set(result[0])
+
+
+def confirm_batch(model: nn.Module, batch: int, size: int, memory_format, recipe: Recipe, d: distributed.Dist) -> int:
+    """Run forward and backward at `batch` on the GPU, halving on out-of-memory; every process
+    takes the smallest batch any of them could run."""
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[recipe.precision]
+    while batch >= 1:
+        try:
+            x = torch.randn(batch, 3, size, size, device=d.device).contiguous(memory_format=memory_format)
+            with torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext():
+                model(x).float().logsumexp(1).mean().backward()
+            break
+        except torch.cuda.OutOfMemoryError:
+            batch //= 2
+        finally:
+            model.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+    if d.enabled:
+        t = torch.tensor([batch], device=d.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        batch = int(t.item())
+    if batch < 1:
+        raise DataError(Problem("not even one image per step fits on the GPU", (), "<recipe>",
+                                hint="a smaller blueprint or `--set recipe.precision=bf16`"))
+    return batch
 
 
 @torch.no_grad()
