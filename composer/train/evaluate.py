@@ -11,13 +11,12 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader
 
-from ..api import load_model
-from ..blueprint import Problem
+from ..api import load_model, loads
 from ..fileio import write_text
 from . import distributed
 from .augment import Normalize
 from .checkpoints import load_checkpoint
-from .data import DataError, ImageDataset, Samples, check_images, list_images, scan_csv, scan_folder
+from .data import ImageDataset, Samples, check_images, list_images, scan_csv, scan_folder
 from .loop import evaluate_loader
 from .recipe import AugmentConfig
 from .report import Progress
@@ -36,14 +35,8 @@ def load_for_inference(path: str | Path, device: torch.device) -> Loaded:
     net = load_model(path, device=device).eval()
     classes = payload.get("classes") or [str(i) for i in range(net.num_classes)]
     augment = AugmentConfig.model_validate((payload.get("recipe") or {}).get("augment", {}))
-    size = _input_size(net, payload)
+    size = loads(payload["blueprint"], file=payload.get("blueprint_file")).model.input.hw[0]
     return Loaded(net, list(classes), augment, size)
-
-
-def _input_size(net, payload) -> int:
-    from ..api import loads
-    bp = loads(payload["blueprint"], file=payload.get("blueprint_file"))
-    return bp.model.input.hw[0]
 
 
 def evaluate(checkpoint: str | Path, data: str | Path, *, batch: int = 64, workers: int = 2,
@@ -107,6 +100,3 @@ def write_predictions(path: str | Path, root: Path, paths: list[Path], probs: to
         name = p.relative_to(root).as_posix() if root.is_dir() else p.name
         w.writerow([name, k if indices else classes[k]])
     write_text(path, buf.getvalue())
-
-
-__all__ = ["evaluate", "predict", "write_predictions", "DataError", "Problem"]
