@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -415,3 +416,27 @@ def test_predict_and_eval_refuse_missing_inputs(run, tmp_path):
              "none.pt: no such checkpoint")
     _refused(runner.invoke(app, ["predict", str(run / "best.pt"), str(tmp_path), "--csv", str(tmp_path / "no" / "s.csv")]),
              "its directory does not exist")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_rich_bar_on_a_terminal_and_plain_lines_elsewhere():
+    from composer.train.report import Progress
+    for stream in (io.StringIO(), _Terminal()):
+        show = Progress(stream=stream, every=0.0)
+        show.start("epoch 1/1", 3)
+        for step in range(3):
+            show.update(1, images=8, loss=1.0 / (step + 1), lr=0.1)
+        show.finish()
+        text = stream.getvalue()
+        assert "epoch 1/1" in text and "loss 0.333" in text and "img/s" in text
+        assert (show.rich, "\x1b[" in text or "━" in text) == (isinstance(stream, _Terminal),) * 2
+    plain = io.StringIO()
+    show = Progress(stream=plain, every=0.0)
+    show.start("epoch 1/1", 2)
+    show.update(1, loss=2.0)
+    show.update(1, loss=1.0)
+    assert plain.getvalue().splitlines()[-1].startswith("epoch 1/1: 2/2 loss 1")
