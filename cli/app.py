@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from . import blocks, build, compare, draw, profile, schema, search, validate
+from . import eval as eval_cmd, predict as predict_cmd, train as train_cmd
 from .common import STATE
 
 app = typer.Typer(
@@ -33,6 +34,9 @@ app.command("schema")(schema.schema)
 app.command("draw")(draw.draw)
 app.command("compare")(compare.compare)
 app.command("search")(search.search)
+app.command("train")(train_cmd.train)
+app.command("eval")(eval_cmd.eval_)
+app.command("predict")(predict_cmd.predict)
 
 
 def main() -> None:

@@ -16,9 +16,16 @@ from .common import fail, out
 def schema(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the schema here (atomically) instead of printing it.")] = None,
     space: Annotated[bool, typer.Option("--space", help="The schema of search spaces (`composer search`) instead.")] = False,
+    recipe: Annotated[bool, typer.Option("--recipe", help="The schema of training recipes instead (recipes/recipe.schema.json).")] = False,
 ) -> None:
-    """Print or write the JSON Schema of the blueprint language (or of search spaces)."""
-    text = space_json_schema_text() if space else blueprint_json_schema_text()
+    """Print or write the JSON Schema of the blueprint language (or of search spaces, or of training recipes)."""
+    if space and recipe:
+        fail("give either `--space` or `--recipe`, not both")
+    if recipe:
+        from composer.train.recipe import recipe_json_schema_text
+        text = recipe_json_schema_text()
+    else:
+        text = space_json_schema_text() if space else blueprint_json_schema_text()
     if output is None:
         out(text.rstrip("\n"))
         return

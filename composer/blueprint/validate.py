@@ -135,6 +135,12 @@ def _problems_from(exc: ValidationError, root: Any, source: Source, remap=None) 
     return list(out.values())
 
 
+def located_problems(exc: ValidationError, model: Any, source: Source) -> list[Problem]:
+    """Pydantic errors of validating `source.data` against `model`, each located in the source file
+    (shared by blueprints and training recipes)."""
+    return sorted(_problems_from(exc, model, source), key=_order)
+
+
 # --- the public function -------------------------------------------------------------------------
 
 def validate(source: Source) -> Blueprint:
