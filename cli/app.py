@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from . import blocks, build, profile, schema, validate
+from . import blocks, build, export, profile, schema, validate
 from .common import STATE
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app.command("build")(build.build)
 app.command("profile")(profile.profile)
 app.command("blocks")(blocks.blocks)
 app.command("schema")(schema.schema)
+app.command("export")(export.export)
 
 
 def main() -> None:

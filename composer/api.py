@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
 import torch
 import yaml
@@ -14,6 +14,7 @@ from .blueprint.loader import Source
 from .build import ComposedNet, build as _build
 from .plan import Plan, plan as _plan
 from .check import CheckReport, check as _check
+from .features import FeatureNet
 from .fileio import atomic_write
 from .memory import TrainMemory, train_memory as _train_memory
 from .profile import Profile, profile as _profile
@@ -83,16 +84,21 @@ def check_fits_in_memory(p: Plan) -> None:
             "`composer profile` counts it without allocating weights"))
 
 
-def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | None = 0) -> ComposedNet:
+def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | None = 0,
+          features_only: bool = False, out_indices: int | Sequence[int] | None = None) -> ComposedNet:
     """Build the nn.Module of a blueprint (path, Blueprint or Plan).
 
     On the CPU, a network whose weights would not fit in free memory is refused with a
     BlueprintError instead of exhausting the machine; `device="meta"` allocates nothing.
+    `features_only=True` returns a backbone (composer.features.FeatureNet) whose forward gives the
+    (B, C, H, W) maps of the stages in `out_indices` (default all; negative count from the end),
+    described by its `feature_info`.
     """
     p = plan(spec)
     if torch.device(device or "cpu").type == "cpu":
         check_fits_in_memory(p)
-    return _build(p, device=device, seed=seed)
+    net = _build(p, device=device, seed=seed)
+    return FeatureNet(net, out_indices) if features_only else net
 
 
 def profile(spec: Spec, *, batch: int = 1, elementwise: bool = False) -> Profile:
