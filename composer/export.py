@@ -87,7 +87,7 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, *, size: int | tuple[in
         check = _check_input(x, dynamic_batch)
         session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
-        got = torch.from_numpy(session.run(None, {name: check.numpy()})[0])
+        got = [torch.from_numpy(y) for y in session.run(None, {name: check.numpy()})]
         diff = _max_abs_diff(net, check, got)
         _refuse_mismatch(diff, tolerance, "onnxruntime")
         with atomic_write(path) as fh:
