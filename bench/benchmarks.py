@@ -128,6 +128,8 @@ def main() -> None:
         "",
         "No GPU was lent to this project when these were taken, so no GPU comparison is recorded yet.",
         "",
+        "Eager against compiled throughput: [benchmarks-export.md](benchmarks-export.md) (`bench/export_bench.py`).",
+        "",
     ])
     target = ROOT / "docs" / "benchmarks.md"
     tmp = target.with_suffix(".md.tmp")
