@@ -29,7 +29,7 @@ runner = CliRunner()
 ort = pytest.importorskip("onnxruntime", reason="needs the `export` extra: pip install 'composer-vision[export]'")
 
 
-def small(name: str) -> composer.Blueprint:
+def small(name: str, sets: dict | None = None) -> composer.Blueprint:
     """The blueprint at 64x64 without a classifier (pooled or class-token features), each stage at
     most 2 blocks deep and a quarter as wide (heads and head widths still divide every width)."""
     data = yaml.safe_load((BLUEPRINTS / f"{name}.yaml").read_text())
@@ -40,7 +40,7 @@ def small(name: str) -> composer.Blueprint:
     for i, s in enumerate(data["stages"]):
         overrides[f"stages.{i}.depth"] = min(2, s["depth"])
         overrides[f"stages.{i}.channels"] = s["channels"] // 4
-    return composer.load(BLUEPRINTS / f"{name}.yaml", overrides=overrides)
+    return composer.load(BLUEPRINTS / f"{name}.yaml", overrides={**overrides, **(sets or {})})
 
 
 @torch.no_grad()
@@ -72,6 +72,14 @@ def test_every_blueprint_exports_to_onnx_and_matches_onnxruntime(name, tmp_path)
         want = net(x)
     assert want.abs().max() > 0.1  # a real signal, not zeros
     assert (got - want).abs().max() <= 1e-4
+
+
+def test_the_basic_block_exports_too(tmp_path):
+    """The one block family no shipped blueprint uses (ResNet-18/34's)."""
+    net = perturbed(composer.build(small("resnet50", {"blocks.B": {"type": "basic"}, "stages.0.channels": 16,
+                                                      "stages.1.channels": 32, "stages.2.channels": 64,
+                                                      "stages.3.channels": 128})))
+    assert export_onnx(net, tmp_path / "net.onnx").max_abs_diff <= 1e-4
 
 
 @pytest.mark.parametrize("name", ["coatnet0", "cvt13"])
