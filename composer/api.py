@@ -85,7 +85,7 @@ def check_fits_in_memory(p: Plan) -> None:
 
 
 def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | None = 0,
-          features_only: bool = False, out_indices: int | Sequence[int] | None = None) -> ComposedNet:
+          features_only: bool = False, out_indices: int | Sequence[int] | None = None) -> ComposedNet | FeatureNet:
     """Build the nn.Module of a blueprint (path, Blueprint or Plan).
 
     On the CPU, a network whose weights would not fit in free memory is refused with a

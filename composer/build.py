@@ -19,7 +19,6 @@ class Stage(nn.Module):
         super().__init__()
         self.transition = sp.transition.build(sp.in_channels, sp.out_channels, sp.stride) or nn.Identity()
         tokens = sp.data_format == "tokens"
-        self.tokens = tokens
         self.flatten = tokens and sp.prefix_in == 0  # map in, token blocks
         self.unflatten = tokens and sp.prefix_out == 0  # token blocks, map out
         self.grid = sp.out_resolution
