@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 $(BIN)/composer: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[test,draw,train]"
+	$(BIN)/pip install -q -e ".[test,draw,train,export]"
 	touch $@
 
 install: $(BIN)/composer

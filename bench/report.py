@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "docs" / "benchmarks.md"
 HEADER = ("# Benchmarks\n\nEach section is written by the script it names; rerun that script to refresh it.\n"
           "Training (trainer overhead, decode + augment throughput, DDP scaling) is in\n"
-          "[benchmarks-train.md](benchmarks-train.md), written by `bench/train_bench.py`.\n")
+          "[benchmarks-train.md](benchmarks-train.md), written by `bench/train_bench.py`; eager against compiled\n"
+          "throughput in [benchmarks-export.md](benchmarks-export.md), written by `bench/export_bench.py`.\n")
 
 
 def machine() -> str:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from . import blocks, build, compare, draw, profile, schema, search, validate
+from . import blocks, build, compare, draw, export, profile, schema, search, validate
 from . import eval as eval_cmd, predict as predict_cmd, train as train_cmd
 from .common import STATE
 
@@ -37,6 +37,7 @@ app.command("search")(search.search)
 app.command("train")(train_cmd.train)
 app.command("eval")(eval_cmd.eval_)
 app.command("predict")(predict_cmd.predict)
+app.command("export")(export.export)
 
 
 def main() -> None:

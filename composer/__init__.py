@@ -9,6 +9,7 @@ from .api import apply_overrides, build, check, load, load_model, loads, plan, p
 from .blocks import BLOCKS, BlockConfig, BlockContext, register_block
 from .blueprint import Blueprint, BlueprintError, Problem
 from .build import ComposedNet
+from .features import FeatureNet, InputSizeError
 from .plan import Plan
 from .profile import Profile
 from .weights import LoadReport, WeightsError
@@ -19,4 +20,5 @@ __all__ = [
     "load", "loads", "plan", "build", "profile", "check", "train_memory", "save", "load_model", "apply_overrides",
     "Blueprint", "BlueprintError", "Problem", "Plan", "Profile", "ComposedNet",
     "BLOCKS", "BlockConfig", "BlockContext", "register_block", "LoadReport", "WeightsError",
+    "FeatureNet", "InputSizeError",
 ]

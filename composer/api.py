@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
 import torch
 
@@ -14,6 +14,7 @@ from .blueprint.loader import Source
 from .build import ComposedNet, build as _build
 from .plan import Plan, plan as _plan
 from .check import CheckReport, check as _check
+from .features import FeatureNet
 from .memory import TrainMemory, train_memory as _train_memory
 from .profile import Profile, profile as _profile
 from .weights import load_weights, transplant_weights
@@ -87,7 +88,8 @@ def check_fits_in_memory(p: Plan) -> None:
 
 def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | None = 0,
           weights: Any = None, weights_from: str = "auto", strict: bool = True,
-          parts: list | None = None, weights_blueprint: Spec | None = None) -> ComposedNet:
+          parts: list | None = None, weights_blueprint: Spec | None = None,
+          features_only: bool = False, out_indices: int | Sequence[int] | None = None) -> ComposedNet | FeatureNet:
     """Build the nn.Module of a blueprint (path, Blueprint or Plan).
 
     On the CPU, a network whose weights would not fit in free memory is refused with a
@@ -101,6 +103,10 @@ def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | N
     `parts` (["stem", 0, 1, "head"]) transplants only those parts from a checkpoint of another
     architecture, whose blueprint `weights_blueprint` names (needed for timm's layout). Without
     `weights`, the blueprint's own `pretrained:` entries are loaded (not on the meta device).
+
+    `features_only=True` returns a backbone (composer.features.FeatureNet) whose forward gives the
+    (B, C, H, W) maps of the stages in `out_indices` (default all; negative count from the end),
+    described by its `feature_info`.
     """
     p = plan(spec)
     if torch.device(device or "cpu").type == "cpu":
@@ -115,7 +121,7 @@ def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | N
                                                     strict=strict)
     elif p.blueprint.model.pretrained and torch.device(device or "cpu").type != "meta":
         net.pretrained_reports = _load_pretrained(net, p, strict)
-    return net
+    return FeatureNet(net, out_indices) if features_only else net
 
 
 def _load_pretrained(net: ComposedNet, p: Plan, strict: bool) -> list:

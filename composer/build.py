@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
 from .blocks.heads import Head
+from .features import FeatureInfo, check_input, fixed_size_reason, forward_intermediates
 from .plan import Plan, StagePlan
 
 
@@ -19,6 +22,8 @@ class Stage(nn.Module):
         self.flatten = tokens and sp.prefix_in == 0  # map in, token blocks
         self.unflatten = tokens and sp.prefix_out == 0  # token blocks, map out
         self.grid = sp.out_resolution
+        self.prefix = sp.prefix_out  # class tokens carried out of this stage (0: a plain map or grid tokens)
+        self.block_grids = tuple(ctx.out_resolution for ctx in sp.contexts)  # for forward_intermediates
         grid_in = sp.block_in_resolution
         c = sp.block_in_channels
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c)) if sp.class_token else None
@@ -27,6 +32,10 @@ class Stage(nn.Module):
         self.blocks = nn.Sequential(*(sp.block.build(ctx) for ctx in sp.contexts))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.leave(self.blocks(self.enter(x)))
+
+    def enter(self, x: torch.Tensor) -> torch.Tensor:
+        """What comes before the blocks: transition, map -> tokens, class token, position embedding."""
         x = self.transition(x)
         if self.flatten:
             x = x.flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, H*W, C)
@@ -34,7 +43,10 @@ class Stage(nn.Module):
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         if self.pos_embed is not None:
             x = x + self.pos_embed
-        x = self.blocks(x)
+        return x
+
+    def leave(self, x: torch.Tensor) -> torch.Tensor:
+        """What comes after the blocks: tokens -> map where the next stage (or the head) wants a map."""
         if self.unflatten:
             x = x.transpose(1, 2).reshape(x.shape[0], -1, *self.grid)  # (B, N, C) -> (B, C, H, W)
         return x
@@ -51,9 +63,21 @@ class ComposedNet(nn.Module):
         self.head = Head(plan.head, plan.stages[-1].out_channels, plan.classes)
         self.num_features = self.head.num_features
         self.num_classes = plan.classes
+        self.input_shape = plan.input_shape
+        self.fixed_size = fixed_size_reason(plan)
+        self.feature_info = FeatureInfo.from_plan(plan)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.input_shape, self.fixed_size)
         return self.stages(self.stem(x))
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None, *,
+                              blocks: bool = False, intermediates_only: bool = False, stop_early: bool = False):
+        """Feature maps of chosen stages (or, with `blocks=True`, chosen blocks numbered across the
+        network) as (B, C, H, W), class tokens dropped; returns (final features, maps), or only the
+        maps with `intermediates_only` (see composer.features)."""
+        return forward_intermediates(self, x, indices, blocks=blocks, intermediates_only=intermediates_only,
+                                     stop_early=stop_early)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)

@@ -1,0 +1,82 @@
+"""`composer export BLUEPRINT|MODEL.pt --format onnx|export [-o FILE]`: ONNX or a torch.export program."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+import composer
+from composer.export import FORMATS, ExportError, example_input, export_onnx, export_program
+
+from .common import SetOption, fail, out, parse_sets, shape, user_errors
+
+MODEL_SUFFIXES = (".pt", ".pth")
+
+
+class Format(str, Enum):
+    onnx = "onnx"
+    export = "export"
+
+
+def export(
+    source: Annotated[Path, typer.Argument(help="Blueprint YAML file, or a model saved by `composer build -o`.")],
+    format: Annotated[Format, typer.Option("--format", "-f", help="`onnx` (checked with onnxruntime) or `export` "
+                                           "(a torch.export program, .pt2).")] = Format.onnx,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write (default: the source's "
+                                                   "name with .onnx / .pt2, in the current directory).")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Input size to export for (default: the blueprint's).", min=1)] = None,
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Leave the batch dimension free.")] = False,
+    tolerance: Annotated[float, typer.Option(help="Largest difference from PyTorch's outputs accepted.")] = 1e-4,
+    seed: Annotated[int, typer.Option(help="Seed of the initial weights (blueprints only).")] = 0,
+    set_: SetOption = None,
+) -> None:
+    """Export the network of a blueprint (the one `composer build` builds) or a saved model, check the
+    exported file against PyTorch, and write it atomically; exit 1 when they differ beyond tolerance."""
+    output = output or Path(source.stem + FORMATS[format.value])
+    if output.is_dir() or not output.parent.exists():
+        fail(f"cannot write `{output}`: " + ("it is a directory" if output.is_dir() else "its directory does not exist"))
+    with user_errors():
+        if source.suffix in MODEL_SUFFIXES:
+            if set_:
+                fail("`--set` changes a blueprint; a saved model is exported as it was saved")
+            net = _load_model(source)
+        else:
+            overrides = parse_sets(set_)
+            if size is not None:
+                overrides["input.size"] = size  # built for that size: position tables and grids follow
+            net = composer.build(composer.load(source, overrides=overrides), seed=seed)
+    try:
+        example_input(net, size)  # refuse a size the network cannot take before any work
+    except composer.InputSizeError as exc:
+        fail(str(exc))
+    out(f"{net.name}: exporting {shape(['B' if dynamic_batch else 1, *_hw(net, size)])} "
+        f"with {'torch.onnx' if format is Format.onnx else 'torch.export'} ...")
+    try:
+        run = export_onnx if format is Format.onnx else export_program
+        report = run(net, output, size=size, dynamic_batch=dynamic_batch, tolerance=tolerance)
+    except ExportError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write `{output}`: {exc.strerror or exc}")
+    out(f"checked with {report.checked_with}: max abs difference {report.max_abs_diff:.3g} "
+        f"(tolerance {report.tolerance:g})")
+    out(f"wrote {report.path} ({report.bytes / 2**20:.1f} MiB)")
+
+
+def _hw(net, size: int | None) -> list[int]:
+    c, h, w = net.input_shape
+    return [c, size, size] if size else [c, h, w]
+
+
+def _load_model(path: Path):
+    if not path.is_file():
+        fail(f"cannot read `{path}`: no such file")
+    try:
+        return composer.load_model(path)
+    except composer.BlueprintError:
+        raise
+    except Exception as exc:  # not a torch file, or not one `composer build -o` wrote
+        fail(f"cannot read `{path}` as a saved composer model: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")

@@ -1,0 +1,244 @@
+"""export: a built network -> an ONNX file (checked with onnxruntime) or a torch.export program (.pt2).
+
+    export_onnx(net, "net.onnx")      torch.onnx (dynamo exporter), then onnxruntime vs PyTorch
+    export_program(net, "net.pt2")    torch.export.save, then torch.export.load vs PyTorch
+
+Both take a built network (composer.build / composer.load_model) and export it in eval mode for the
+input size it was built for (or `size`), batch 1 unless told otherwise; `dynamic_batch` leaves the
+batch dimension free. The file is written atomically and only after the check passed: a file whose
+outputs differ from PyTorch's by more than `tolerance` is never written. When the exporter fails,
+the parts of the network are exported one by one to name the block that cannot be exported.
+
+ONNX needs the optional `export` extra (onnx, onnxscript, onnxruntime); `import composer` does not
+import them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from .features import check_input
+from .fileio import atomic_write
+
+TOLERANCE = 1e-4
+ONNX_LIMIT = 2**31 - 1  # protobuf's limit on one serialised ONNX model
+FORMATS = {"onnx": ".onnx", "export": ".pt2"}
+
+
+class ExportError(Exception):
+    """The network could not be exported, or the exported file does not match PyTorch."""
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: Path
+    format: str  # "onnx" or "export"
+    input_shape: tuple[int, int, int, int]  # (B, C, H, W) of the example the network was traced with
+    dynamic_batch: bool
+    max_abs_diff: float  # exported outputs vs PyTorch's, on the check input
+    tolerance: float
+    bytes: int
+    checked_with: str  # "onnxruntime 1.x" or "torch.export.load"
+
+
+def example_input(net: nn.Module, size: int | tuple[int, int] | None = None, batch: int = 1,
+                  dynamic_batch: bool = False) -> torch.Tensor:
+    """A fixed (seeded) input of the network's input shape, at `size` if given."""
+    c, h, w = net.input_shape
+    if dynamic_batch:
+        batch = max(batch, 2)  # torch.export specialises a dimension of size 1 to a constant
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else size
+    x = torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(0))
+    check_input(x, net.input_shape, getattr(net, "fixed_size", None))
+    return x
+
+
+def export_onnx(net: nn.Module, path: str | os.PathLike, *, size: int | tuple[int, int] | None = None,
+                batch: int = 1, dynamic_batch: bool = False, tolerance: float = TOLERANCE,
+                opset: int | None = None) -> ExportReport:
+    """Export `net` to ONNX with torch.onnx, run the result in onnxruntime on a seeded input and
+    compare with PyTorch; write `path` (atomically) only when the outputs agree within `tolerance`."""
+    ort = require_export_extra()
+    x = example_input(net, size, batch, dynamic_batch)
+
+    def convert(module: nn.Module, args: tuple) -> bytes:
+        dims = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch and module is net else None
+        with _quiet():
+            program = torch.onnx.export(module, args, dynamo=True, dynamic_shapes=dims, opset_version=opset,
+                                        verbose=False)
+        return program.model_proto.SerializeToString()
+
+    with _eval(net):
+        data = _export_or_locate(net, x, convert, "ONNX")
+        if len(data) > ONNX_LIMIT:
+            raise ExportError(f"the ONNX model is {len(data) / 2**30:.1f} GiB, over ONNX's 2 GiB limit on one file; "
+                              "export with `--format export` (a .pt2 program) instead")
+        check = _check_input(x, dynamic_batch)
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        got = [torch.from_numpy(y) for y in session.run(None, {name: check.numpy()})]
+        diff = _max_abs_diff(net, check, got)
+        _refuse_mismatch(diff, tolerance, "onnxruntime")
+        with atomic_write(path) as fh:
+            fh.write(data)
+    return ExportReport(Path(path), "onnx", tuple(x.shape), dynamic_batch, diff, tolerance, len(data),
+                        f"onnxruntime {ort.__version__}")
+
+
+def export_program(net: nn.Module, path: str | os.PathLike, *, size: int | tuple[int, int] | None = None,
+                   batch: int = 1, dynamic_batch: bool = False, tolerance: float = TOLERANCE) -> ExportReport:
+    """Export `net` with torch.export and save the program (`.pt2`); the saved bytes are loaded back
+    with torch.export.load and compared with PyTorch before `path` is written (atomically)."""
+    x = example_input(net, size, batch, dynamic_batch)
+
+    def convert(module: nn.Module, args: tuple) -> bytes:
+        dims = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch and module is net else None
+        with _quiet():
+            program = torch.export.export(module, args, dynamic_shapes=dims)
+        buf = io.BytesIO()
+        torch.export.save(program, buf)
+        return buf.getvalue()
+
+    with _eval(net):
+        data = _export_or_locate(net, x, convert, "torch.export")
+        check = _check_input(x, dynamic_batch)
+        reloaded = torch.export.load(io.BytesIO(data)).module()
+        with torch.no_grad():
+            got = reloaded(check)
+        diff = _max_abs_diff(net, check, got)
+        _refuse_mismatch(diff, tolerance, "the reloaded program")
+        with atomic_write(path) as fh:
+            fh.write(data)
+    return ExportReport(Path(path), "export", tuple(x.shape), dynamic_batch, diff, tolerance, len(data),
+                        "torch.export.load")
+
+
+def require_export_extra():
+    """Import the ONNX tool chain, or say how to install it."""
+    missing = []
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ExportError(f"ONNX export needs {', '.join(missing)}: pip install 'composer-vision[export]'")
+    import onnxruntime
+
+    return onnxruntime
+
+
+def _check_input(x: torch.Tensor, dynamic_batch: bool) -> torch.Tensor:
+    """The input the exported file is checked on: a different batch size when the batch is dynamic."""
+    if not dynamic_batch:
+        return x
+    return torch.randn(x.shape[0] + 2, *x.shape[1:], generator=torch.Generator().manual_seed(1))
+
+
+def _max_abs_diff(net: nn.Module, x: torch.Tensor, got) -> float:
+    with torch.no_grad():
+        want = net(x)
+    want = want if isinstance(want, (list, tuple)) else [want]
+    got = got if isinstance(got, (list, tuple)) else [got]
+    if len(got) != len(want) or any(tuple(g.shape) != tuple(w.shape) for g, w in zip(got, want)):
+        raise ExportError(f"the exported network returns shapes {[tuple(g.shape) for g in got]}, PyTorch "
+                          f"{[tuple(w.shape) for w in want]}")
+    return max(float((torch.as_tensor(g).float() - w.float()).abs().max()) for g, w in zip(got, want))
+
+
+def _refuse_mismatch(diff: float, tolerance: float, checker: str) -> None:
+    if not diff <= tolerance:  # also refuses NaN
+        raise ExportError(f"outputs of {checker} differ from PyTorch's by up to {diff:.3g}, more than the "
+                          f"tolerance {tolerance:g}; nothing was written")
+
+
+def _export_or_locate(net: nn.Module, x: torch.Tensor, convert: Callable[[nn.Module, tuple], bytes],
+                      exporter: str) -> bytes:
+    """Export the whole network; if that fails, export its parts one by one to name the first one
+    that cannot be exported, and why."""
+    try:
+        return convert(net, (x,))
+    except Exception as whole:
+        culprit = _locate(net, x, convert)
+        why = _first_line(culprit[1] if culprit else whole)
+        where = f"`{culprit[0]}` ({type(net.get_submodule(culprit[0])).__name__})" if culprit else "the network"
+        raise ExportError(f"{exporter} cannot export {where}: {why}") from whole
+
+
+def _parts(net: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """The network's parts in order: stem, each stage's transition and blocks, head."""
+    for name in ("stem",):
+        if hasattr(net, name):
+            yield name, getattr(net, name)
+    for i, stage in enumerate(getattr(net, "stages", [])):
+        if not isinstance(stage.transition, nn.Identity):
+            yield f"stages.{i}.transition", stage.transition
+        for j, block in enumerate(stage.blocks):
+            yield f"stages.{i}.blocks.{j}", block
+    if hasattr(net, "head"):
+        yield "head", net.head
+
+
+def _locate(net: nn.Module, x: torch.Tensor, convert) -> tuple[str, Exception] | None:
+    inputs: dict[str, tuple] = {}
+    parts = list(_parts(net))
+    hooks = [m.register_forward_pre_hook(lambda _m, args, name=name: inputs.setdefault(name, args))
+             for name, m in parts]
+    try:
+        with torch.no_grad():
+            net(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    for name, module in parts:
+        if name not in inputs:
+            continue
+        try:
+            convert(module, inputs[name])
+        except Exception as exc:
+            return name, exc
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    line = next((t.strip() for t in text if t.strip()), type(exc).__name__)
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+@contextlib.contextmanager
+def _eval(net: nn.Module) -> Iterator[None]:
+    was = net.training
+    net.eval()
+    try:
+        yield
+    finally:
+        net.train(was)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """torch.onnx logs progress and a warning per torchvision operator it cannot register, and the
+    exporters warn about their own deprecations; keep the command's own output readable."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.onnx._internal.exporter._registration")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
