@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
 KeyPath = tuple  # e.g. ("stages", 2, "block", "kernel")
+
+
+# control characters (C0, DEL, C1), lone surrogates, bidi and other format characters: never printed raw
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
+
+
+def printable(text: str, keep_newlines: bool = True) -> str:
+    """`text` safe to show on a terminal: escape sequences, control characters and lone surrogates
+    are written as `\\x1b`, `\\ud800` escapes (this is the one place user text is rendered)."""
+    def escape(m: re.Match) -> str:
+        code = ord(m.group())
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    text = _UNPRINTABLE.sub(escape, str(text))
+    return text if keep_newlines else text.replace("\n", "\\n")
 
 
 def format_path(path: KeyPath) -> str:
@@ -51,7 +66,7 @@ class Problem:
         text += self.message
         if self.hint:
             text += f" ({self.hint})"
-        return text
+        return printable(text, keep_newlines=False)
 
     def to_dict(self) -> dict:
         return {
