@@ -7,9 +7,9 @@ import sys
 from typing import Annotated, Any, Iterator, Optional
 
 import typer
-import yaml
 
 from composer.blueprint import BlueprintError, Problem
+from composer.blueprint.errors import printable
 from composer.blueprint.loader import load_value
 
 STATE = {"debug": False}
@@ -30,8 +30,9 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
             raise command_line_error(f"`--set {item}`: expected KEY=VALUE, e.g. `stages.0.depth=3`")
         try:
             out[key.strip()] = load_value(value)
-        except (yaml.YAMLError, BlueprintError):
-            raise command_line_error(f"`--set {item}`: the value is not valid YAML") from None
+        except BlueprintError as exc:
+            reason = exc.problems[0].message if exc.problems else "not valid YAML"
+            raise command_line_error(f"`--set {item}`: the value is not valid: {reason}") from None
     return out
 
 
@@ -40,7 +41,7 @@ def command_line_error(message: str) -> BlueprintError:
 
 
 def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {printable(message, keep_newlines=False)}", err=True)
     raise typer.Exit(1)
 
 
@@ -55,12 +56,20 @@ def user_errors() -> Iterator[None]:
         for p in exc.problems:
             typer.echo(f"  {p}", err=True)
         raise typer.Exit(1) from None
-    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+    except (typer.Exit, typer.Abort):
         raise
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:  # a file that cannot be read or written: the system's reason, on one line
+        where = f" `{exc.filename}`" if exc.filename else ""
+        fail(f"cannot access{where}: {exc.strerror or exc}")
+    except MemoryError:
+        fail("out of memory; `composer profile` counts a network without allocating its weights")
     except Exception as exc:
         if STATE["debug"]:
             raise
-        typer.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
+        typer.echo(printable(f"error: internal error: {type(exc).__name__}: {exc}", keep_newlines=False), err=True)
         typer.echo("  this is a bug in composer; rerun with `composer --debug ...` for the traceback", err=True)
         raise typer.Exit(1) from None
 
@@ -87,4 +96,4 @@ def table(rows: list[list[str]], right: set[int]) -> str:
 
 
 def out(text: str = "", end: str = "\n") -> None:
-    sys.stdout.write(text + end)
+    sys.stdout.write(printable(text) + end)

@@ -4,6 +4,7 @@ analytic second opinion (`--check`), training memory (`--train`) and several inp
 from __future__ import annotations
 
 import json
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -29,7 +30,7 @@ def parse_sizes(text: str) -> list[int]:
     sizes = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) < 1:
+        if not re.fullmatch(r"[0-9]{1,9}", part) or int(part) < 1:
             raise command_line_error(f"`--sizes {text}`: `{part}` is not a positive whole number; "
                                      "expected sizes joined by commas, e.g. `128,224,384`")
         sizes.append(int(part))

@@ -21,27 +21,55 @@ from .profile import Profile, profile as _profile
 Spec = Union[str, os.PathLike, Blueprint, Plan]
 
 
-def apply_overrides(source: Source, overrides: dict[str, Any]) -> Source:
-    """Set dotted keys (`stages.2.depth`, `input.size`) in a loaded blueprint before validation."""
+def _override_error(dotted: Any, message: str, hint: str | None = None) -> BlueprintError:
+    return BlueprintError(Problem(f"cannot set `{dotted}`: {message}", (), "<command line>", hint=hint))
+
+
+def apply_overrides(source: Source, overrides: dict[str, Any] | None) -> Source:
+    """Set dotted keys (`stages.2.depth`, `input.size`) in a loaded blueprint before validation.
+
+    A list is indexed by plain ASCII digits (`stages.0`); a problem with a value set here is later
+    located on the command line rather than at the file's line."""
     if not overrides:
         return source
+    if not isinstance(overrides, dict):
+        raise BlueprintError(Problem(f"overrides must be a dict of dotted keys to values, not {type(overrides).__name__}",
+                                     (), "<command line>"))
     data = copy.deepcopy(source.data)
+    marks = dict(source.overrides)
     for dotted, value in overrides.items():
-        parts = [int(p) if p.isdigit() else p for p in dotted.split(".")]
-        node = data
-        for depth, part in enumerate(parts[:-1]):
-            try:
-                node = node[part]
-            except (KeyError, IndexError, TypeError):
-                where = ".".join(str(p) for p in parts[: depth + 1])
-                raise BlueprintError(Problem(f"cannot set `{dotted}`: `{where}` does not exist in the blueprint",
-                                             (), source.file)) from None
-        if isinstance(node, list) and isinstance(parts[-1], int) and parts[-1] >= len(node):
-            raise BlueprintError(Problem(f"cannot set `{dotted}`: index {parts[-1]} is out of range", (), source.file))
-        if not isinstance(node, (dict, list)):
-            raise BlueprintError(Problem(f"cannot set `{dotted}`: its parent is not a mapping or list", (), source.file))
-        node[parts[-1]] = value
-    return Source(data, source.file, source.text, source.keys, source.values)
+        if not isinstance(dotted, str) or not dotted:
+            raise _override_error(dotted, "keys are dotted names such as `stages.0.depth`")
+        node, path = data, []
+        parts = dotted.split(".")
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[:depth]) or "the top level"
+            if isinstance(node, list):
+                if not (part.isascii() and part.isdecimal()):
+                    raise _override_error(dotted, f"`{where}` is a list; `{part}` is not an index",
+                                          f"use 0 to {len(node) - 1}" if node else None)
+                key: Any = int(part)
+                if key >= len(node):
+                    raise _override_error(dotted, f"index {key} is out of range; `{where}` has {len(node)} entries")
+            elif isinstance(node, dict):
+                if not part:
+                    raise _override_error(dotted, "a key part is empty", "keys are joined by single dots")
+                key = int(part) if part.isascii() and part.isdecimal() and int(part) in node else part
+                if depth < len(parts) - 1 and key not in node:
+                    raise _override_error(dotted, f"`{'.'.join(parts[:depth + 1])}` does not exist in the blueprint")
+            else:
+                raise _override_error(dotted, f"`{where}` is a single value, not a mapping or list")
+            path.append(key)
+            if depth < len(parts) - 1:
+                node = node[key]
+        node[path[-1]] = value
+        marks[tuple(path)] = f"{dotted}={_short(value)}"
+    return Source(data, source.file, source.text, source.keys, source.values, marks)
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 30 else text[:27] + "..."
 
 
 def load(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None) -> Blueprint:
