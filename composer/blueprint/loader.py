@@ -25,7 +25,7 @@ import yaml
 from .errors import BlueprintError, KeyPath, Problem
 
 MAX_FILE_BYTES = 1_000_000
-MAX_NODES = 100_000  # a blueprint has a few hundred; alias bombs have billions
+MAX_NODES = 20_000  # a blueprint has a few hundred; alias bombs have billions
 MAX_DEPTH = 64  # a blueprint nests four or five levels deep
 MAX_INT_DIGITS = 30  # far past every limit of the schema, far below Python's int/str conversion limit
 
@@ -51,14 +51,21 @@ class _Loader(yaml.SafeLoader):
         super().__init__(stream)
         self.file = file
         self.depth = 0
+        self.nodes = 0
 
     def compose_node(self, parent, index):  # noqa: ANN001 (PyYAML's signature)
         self.depth += 1
+        self.nodes += 1
         try:
-            if self.depth > MAX_DEPTH:
+            if self.depth > MAX_DEPTH or self.nodes > MAX_NODES:
                 mark = self.peek_event().start_mark
-                raise BlueprintError(Problem(f"the document nests deeper than {MAX_DEPTH} levels", (), self.file,
-                                             mark.line + 1, mark.column + 1, "blueprints nest a few levels deep"))
+                message, hint = ((f"the document nests deeper than {MAX_DEPTH} levels", "blueprints nest a few levels deep")
+                                 if self.depth > MAX_DEPTH else
+                                 (f"the document has more than {MAX_NODES:,} values", "blueprints hold a few hundred"))
+                raise BlueprintError(Problem(message, (), self.file, mark.line + 1, mark.column + 1, hint))
+            event = self.peek_event()
+            if not isinstance(event, yaml.AliasEvent) and event.anchor in self.anchors:
+                del self.anchors[event.anchor]  # YAML 1.2: an alias refers to the latest node with its anchor
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
