@@ -111,8 +111,8 @@ class Source:
         path = tuple(path)
         for i in range(len(path), 0, -1):
             if path[:i] in self.overrides:
-                return Problem(message, path, "<command line>", None, None,
-                               hint or f"set by `{self.overrides[path[:i]]}`")
+                how = f"set by `{self.overrides[path[:i]]}`"
+                return Problem(message, path, "<command line>", None, None, f"{hint}; {how}" if hint else how)
         pos = self.position(path)
         line, column = pos if pos else (None, None)
         return Problem(message, path, self.file, line, column, hint)
