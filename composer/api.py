@@ -15,6 +15,7 @@ from .build import ComposedNet, build as _build
 from .plan import Plan, plan as _plan
 from .check import CheckReport, check as _check
 from .fileio import atomic_write
+from .limits import memory_room
 from .memory import TrainMemory, train_memory as _train_memory
 from .profile import Profile, profile as _profile
 
@@ -92,23 +93,32 @@ def plan(spec: Spec) -> Plan:
 
 
 def available_memory() -> int:
-    """Bytes of physical memory not in use on this machine."""
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    """Bytes this process may still allocate: the least of free memory, the room under its cgroup
+    limit and under its rlimits (composer/limits.py)."""
+    return memory_room()[0]
+
+
+def _tensor_bytes(module: torch.nn.Module) -> int:
+    tensors = {id(t): t for t in [*module.parameters(), *module.buffers()]}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def check_fits_in_memory(p: Plan) -> None:
-    """Refuse, with a location, to allocate weights that would not fit in this machine's memory."""
+    """Refuse, with a location, to build a network whose tensors would not fit in the memory this
+    process may use. Everything a build allocates is counted, parameters and buffers (relative-
+    position tables grow with the square of the token count), from a build on the meta device."""
     meta = _build(p, device="meta")
-    sizes = [sum(t.numel() for t in s.parameters()) for s in meta.stages]
-    total = sum(t.numel() for t in meta.parameters())
-    need, have = 4 * total, available_memory()
+    sizes = [_tensor_bytes(s) for s in meta.stages]
+    params = sum(t.numel() for t in meta.parameters())
+    need = _tensor_bytes(meta)
+    have, why = memory_room()
     if need > 0.8 * have:
         worst = max(range(len(sizes)), key=sizes.__getitem__)
         raise BlueprintError(p.blueprint.source.problem(
             ("stages", worst, "channels"),
-            f"the network has {total:,} parameters ({need / 2**30:.1f} GiB of float32 weights), more than the "
-            f"{have / 2**30:.1f} GiB of memory available; stage {worst} holds {sizes[worst]:,}",
-            "`composer profile` counts it without allocating weights"))
+            f"building the network needs {need / 2**30:.1f} GiB ({params:,} parameters and their buffers), more "
+            f"than the {have / 2**30:.1f} GiB this process may use ({why}); stage {worst} holds "
+            f"{sizes[worst] / 2**30:.1f} GiB", "`composer profile` counts it without allocating weights"))
 
 
 def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | None = 0) -> ComposedNet:
