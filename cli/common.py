@@ -31,8 +31,8 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
         try:
             out[key.strip()] = load_value(value)
         except BlueprintError as exc:
-            reason = exc.problems[0].message if exc.problems else "not valid YAML"
-            raise command_line_error(f"`--set {item}`: the value is not valid: {reason}") from None
+            reason = exc.problems[0].message if exc.problems else ""
+            raise command_line_error(f"`--set {item}`: the value is not valid YAML: {reason}") from None
     return out
 
 
@@ -69,7 +69,8 @@ def user_errors() -> Iterator[None]:
     except Exception as exc:
         if STATE["debug"]:
             raise
-        typer.echo(printable(f"error: internal error: {type(exc).__name__}: {exc}", keep_newlines=False), err=True)
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        typer.echo(printable(f"error: internal error: {type(exc).__name__}: {first}", keep_newlines=False), err=True)
         typer.echo("  this is a bug in composer; rerun with `composer --debug ...` for the traceback", err=True)
         raise typer.Exit(1) from None
 

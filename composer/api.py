@@ -16,7 +16,8 @@ from .plan import Plan, plan as _plan
 from .check import CheckReport, check as _check
 from .fileio import atomic_write
 from .limits import memory_room
-from .memory import TrainMemory, train_memory as _train_memory
+from . import arguments as args
+from .memory import DTYPE_ALIASES, DTYPES, OPTIMIZER_STATES, TrainMemory, train_memory as _train_memory
 from .profile import Profile, profile as _profile
 
 Spec = Union[str, os.PathLike, Blueprint, Plan]
@@ -51,7 +52,8 @@ def apply_overrides(source: Source, overrides: dict[str, Any] | None) -> Source:
                                           f"use 0 to {len(node) - 1}" if node else None)
                 key: Any = int(part)
                 if key >= len(node):
-                    raise _override_error(dotted, f"index {key} is out of range; `{where}` has {len(node)} entries")
+                    raise _override_error(dotted, f"`{'.'.join(parts[:depth + 1])}` does not exist; `{where}` has "
+                                                  f"{len(node)} entries", f"use 0 to {len(node) - 1}" if node else None)
             elif isinstance(node, dict):
                 if not part:
                     raise _override_error(dotted, "a key part is empty", "keys are joined by single dots")
@@ -75,11 +77,14 @@ def _short(value: Any) -> str:
 
 def load(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None) -> Blueprint:
     """Read and validate a blueprint file. Raises BlueprintError with every problem located."""
+    args.check_path(path, "blueprint path")
     return validate(apply_overrides(read_file(path), overrides or {}))
 
 
 def loads(text: str, *, file: str | None = None) -> Blueprint:
     """Validate blueprint text."""
+    if file is not None:
+        args.check_path(file, "file name")
     return validate(load_text(text, file))
 
 
@@ -87,6 +92,8 @@ def plan(spec: Spec) -> Plan:
     """The static shape plan of a blueprint (path, Blueprint or Plan)."""
     if isinstance(spec, Plan):
         return spec
+    if not isinstance(spec, (Blueprint, str, os.PathLike)):
+        raise args.argument_error(f"expected a blueprint path, Blueprint or Plan, not {type(spec).__name__}")
     if not isinstance(spec, Blueprint):
         spec = load(spec)
     return _plan(spec)
@@ -128,26 +135,38 @@ def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | N
     BlueprintError instead of exhausting the machine; `device="meta"` allocates nothing.
     """
     p = plan(spec)
-    if torch.device(device or "cpu").type == "cpu":
+    args.check_seed(seed)
+    if args.check_device(device).type == "cpu":
         check_fits_in_memory(p)
     return _build(p, device=device, seed=seed)
 
 
 def profile(spec: Spec, *, batch: int = 1, elementwise: bool = False) -> Profile:
     """Parameters and MACs per part, counted on meta tensors (no weights allocated)."""
-    return _profile(plan(spec), batch=batch, elementwise=elementwise)
+    p = plan(spec)
+    args.check_batch(p, batch)
+    args.check_flag("elementwise", elementwise)
+    return _profile(p, batch=batch, elementwise=elementwise)
 
 
 def train_memory(spec: Spec, *, batch: int, dtype: str = "float32", optimizer: str = "adamw") -> TrainMemory:
     """Bytes a training step needs (weights, gradients, optimizer state, saved activations), from a
     forward pass on meta tensors."""
-    return _train_memory(plan(spec), batch=batch, dtype=dtype, optimizer=optimizer)
+    p = plan(spec)
+    args.check_batch(p, batch)
+    args.check_choice("dtype", dtype, [*DTYPES, *DTYPE_ALIASES])
+    args.check_choice("optimizer", optimizer, OPTIMIZER_STATES)
+    return _train_memory(p, batch=batch, dtype=dtype, optimizer=optimizer)
 
 
 def check(spec: Spec, *, traced: Profile | None = None, tolerance: float = 0.01) -> CheckReport:
     """Compare each part's analytic cost (from the block configs) with the traced count; `traced`
     reuses a profile already taken (batch 1, elementwise off), else one is taken."""
-    return _check(plan(spec), traced, tolerance=tolerance)
+    p = plan(spec)
+    if traced is not None and not isinstance(traced, Profile):
+        raise args.argument_error(f"`traced` must be a Profile from composer.profile, not {type(traced).__name__}")
+    args.check_tolerance(tolerance)
+    return _check(p, traced, tolerance=tolerance)
 
 
 def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> None:
@@ -156,6 +175,7 @@ def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike, *, ext
     `extra` adds entries to the saved payload (a training run's recipe, class names, optimizer
     state, ...); `load_model` ignores entries it does not know.
     """
+    args.check_save(net, blueprint, path, extra)
     text = yaml.safe_dump(blueprint.source.data, sort_keys=False)  # with any --set overrides applied
     payload = {**(extra or {}), "format": "composer/1", "blueprint": text,
                "blueprint_file": blueprint.source.file, "state_dict": net.state_dict()}
