@@ -10,7 +10,7 @@ import typer
 import composer
 from composer.profile import profile_module_parts
 
-from .common import SetOption, fail, out, parse_sets, shape, table, user_errors
+from .common import SetOption, check_output, out, parse_sets, shape, table, user_errors, write_error
 
 
 def build(
@@ -23,8 +23,8 @@ def build(
     with user_errors():
         bp = composer.load(file, overrides=parse_sets(set_))
         plan = composer.plan(bp)
-    if output is not None and (output.is_dir() or not output.parent.exists()):
-        fail(f"cannot write `{output}`: " + ("it is a directory" if output.is_dir() else "its directory does not exist"))
+    if output is not None:
+        check_output(output)
     with user_errors():
         net = composer.build(plan, seed=seed)
     params = profile_module_parts(net)
@@ -40,7 +40,8 @@ def build(
     out(table(rows, right={3}))
     if output is not None:
         try:
-            composer.save(net, bp, output)
+            with user_errors():
+                composer.save(net, bp, output)
         except OSError as exc:
-            fail(f"cannot write `{output}`: {exc.strerror or exc}")
+            write_error(output, exc)
         out(f"saved weights and blueprint to {output}")

@@ -11,6 +11,7 @@ import typer
 from composer.blueprint import BlueprintError, Problem
 from composer.blueprint.errors import printable
 from composer.blueprint.loader import load_value
+from composer.fileio import Interrupted, check_target
 
 STATE = {"debug": False}
 
@@ -40,6 +41,20 @@ def command_line_error(message: str) -> BlueprintError:
     return BlueprintError(Problem(message, (), "<command line>"))
 
 
+def write_error(path: Any, exc: OSError) -> None:
+    """One line for any reason a file cannot be written (and exit 1)."""
+    fail(f"cannot write `{path}`: {exc.strerror or exc}")
+
+
+def check_output(path: Any) -> None:
+    """Refuse an output path before the work that fills it: a missing directory, a directory or
+    device at the path, a name too long, ..."""
+    try:
+        check_target(path)
+    except OSError as exc:
+        write_error(path, exc)
+
+
 def fail(message: str) -> None:
     typer.echo(f"error: {printable(message, keep_newlines=False)}", err=True)
     raise typer.Exit(1)
@@ -58,8 +73,8 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
     except (typer.Exit, typer.Abort):
         raise
-    except KeyboardInterrupt:
-        typer.echo("error: interrupted", err=True)
+    except KeyboardInterrupt as exc:
+        typer.echo(f"error: {exc if isinstance(exc, Interrupted) else 'interrupted'}; no file was changed", err=True)
         raise typer.Exit(1) from None
     except OSError as exc:  # a file that cannot be read or written: the system's reason, on one line
         where = f" `{exc.filename}`" if exc.filename else ""
