@@ -115,16 +115,21 @@ def check_fits_in_memory(p: Plan) -> None:
     process may use. Everything a build allocates is counted, parameters and buffers (relative-
     position tables grow with the square of the token count), from a build on the meta device."""
     meta = _build(p, device="meta")
-    sizes = [_tensor_bytes(s) for s in meta.stages]
+    # each part, where it is blamed, and its bytes: the largest part takes the blame
+    parts = [("the stem", ("stem",), meta.stem)]
+    parts += [(f"stage {i}", ("stages", i, "channels"), s) for i, s in enumerate(meta.stages)]
+    parts += [("the head", ("classes",) if p.classes else ("head",), meta.head)]
+    sizes = [_tensor_bytes(module) for _, _, module in parts]
     params = sum(t.numel() for t in meta.parameters())
     need = _tensor_bytes(meta)
     have, why = memory_room()
     if need > 0.8 * have:
         worst = max(range(len(sizes)), key=sizes.__getitem__)
+        name, path, _ = parts[worst]
         raise BlueprintError(p.blueprint.source.problem(
-            ("stages", worst, "channels"),
+            path,
             f"building the network needs {need / 2**30:.1f} GiB ({params:,} parameters and their buffers), more "
-            f"than the {have / 2**30:.1f} GiB this process may use ({why}); stage {worst} holds "
+            f"than the {have / 2**30:.1f} GiB this process may use ({why}); {name} holds "
             f"{sizes[worst] / 2**30:.1f} GiB", "`composer profile` counts it without allocating weights"))
 
 
