@@ -46,6 +46,8 @@ def apply_overrides(source: Source, overrides: dict[str, Any] | None) -> Source:
         parts = dotted.split(".")
         for depth, part in enumerate(parts):
             where = ".".join(parts[:depth]) or "the top level"
+            if not part:
+                raise _override_error(dotted, "a key part is empty", "keys are joined by single dots")
             if isinstance(node, list):
                 if not (part.isascii() and part.isdecimal()):
                     raise _override_error(dotted, f"`{where}` is a list; `{part}` is not an index",
@@ -55,8 +57,6 @@ def apply_overrides(source: Source, overrides: dict[str, Any] | None) -> Source:
                     raise _override_error(dotted, f"`{'.'.join(parts[:depth + 1])}` does not exist; `{where}` has "
                                                   f"{len(node)} entries", f"use 0 to {len(node) - 1}" if node else None)
             elif isinstance(node, dict):
-                if not part:
-                    raise _override_error(dotted, "a key part is empty", "keys are joined by single dots")
                 key = int(part) if part.isascii() and part.isdecimal() and int(part) in node else part
                 if depth < len(parts) - 1 and key not in node:
                     raise _override_error(dotted, f"`{'.'.join(parts[:depth + 1])}` does not exist in the blueprint")
