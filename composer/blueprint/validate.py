@@ -92,6 +92,10 @@ def _fields(t: Any) -> list[str]:
     return []
 
 
+def _short_text(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -200,6 +204,9 @@ def _cross_checks(source: Source, data: Any, skip_blocks: bool = False) -> list[
     if not LAYOUT_RE.match(layout):  # the schema reports a malformed layout
         return []
     letters = parse_layout(layout)
+    if len(letters) > MAX_STAGES:
+        return [source.problem(("layout",), f"the layout has {len(letters):,} stages, over the budget of {MAX_STAGES} "
+                               "stages per blueprint", "published networks have 1 to 5 stages")]
     problems = []
     for letter in dict.fromkeys(letters):
         if letter not in blocks:
@@ -207,6 +214,6 @@ def _cross_checks(source: Source, data: Any, skip_blocks: bool = False) -> list[
             problems.append(source.problem(("layout",), f"layout letter `{letter}` has no entry in `blocks`", hint))
     if isinstance(stages, list) and len(stages) != len(letters):
         problems.append(source.problem(
-            ("stages",), f"the layout `{layout}` has {len(letters)} stages but `stages` lists {len(stages)}",
+            ("stages",), f"the layout `{_short_text(layout)}` has {len(letters)} stages but `stages` lists {len(stages)}",
             "give one entry under `stages` per letter of the layout"))
     return problems
