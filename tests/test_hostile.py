@@ -82,6 +82,8 @@ CASES = [
     ("huge-ratio", variant(("head_dim: 8}", "head_dim: 8, mlp_ratio: 1e300}")), [], "less than or equal to 64", True),
     ("float-width", variant(("channels: 16,", "channels: 1e23,")), [], "valid integer", True),
     ("zero-ffn", variant(("head_dim: 8}", "head_dim: 8, ffn: conv, mlp_ratio: 0.01}")), [], "rounds down to 0", True),
+    ("tiny-eps", variant(("head_dim: 8}", "head_dim: 8, norm_eps: 1e-300}")), [], "greater than or equal to 0.000000000001", True),
+    ("huge-layer-scale", variant(("head_dim: 8}", "head_dim: 8, layer_scale: 1000}")), [], "less than or equal to 1", True),
     ("huge-eps", variant(("head_dim: 8}", "head_dim: 8, norm_eps: 1e300}")), [], "less than or equal to 1", True),
     ("surrogate-name", variant(("name: tiny", 'name: "ti\\ud800ny"')), ["--set", "classes=x"], "valid integer", False),
     # 4. wrong acceptance before: YAML 1.1 and lax types

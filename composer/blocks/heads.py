@@ -23,7 +23,7 @@ class _Head(StrictModel):
 
     norm: Literal["layernorm", "batchnorm", "none"] = Field(
         "layernorm", description="Norm on the pooled features.")
-    norm_eps: float = Field(1e-5, gt=0, le=1, description="Epsilon of the norm.")
+    norm_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the norm.")
     hidden: int | None = Field(None, ge=1, le=65536, description="Width of a pre-logits Linear + act (CoAtNet); none when unset.")
     act: Activation = Field("tanh", description="Activation after the pre-logits Linear.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the classifier.")

@@ -87,7 +87,7 @@ class PatchStemConfig(_Stem):
     channels: int = Field(ge=1, le=65536, description="Embedding width.")
     patch: int = Field(16, ge=1, le=64, description="Patch size (kernel and stride of the conv).")
     norm: Literal["layernorm", "none"] = Field("none", description="Norm after the conv (ConvNeXt: layernorm).")
-    norm_eps: float = Field(1e-6, gt=0, le=1, description="Epsilon of the norm.")
+    norm_eps: float = Field(1e-6, ge=1e-12, le=1, description="Epsilon of the norm.")
 
     @property
     def out_channels(self) -> int:

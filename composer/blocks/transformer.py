@@ -91,8 +91,8 @@ class TransformerConfig(BlockConfig):
     ffn_kernel: int = Field(3, ge=1, le=15, description="`ffn: conv`: kernel of the depthwise conv (odd).")
     ffn_se_reduction: int | None = Field(
         None, ge=1, description="`ffn: conv`: SE hidden width = FFN width / this (LocalViT: 192); none when unset.")
-    norm_eps: float = Field(1e-5, gt=0, le=1, description="Epsilon of the LayerNorms.")
-    layer_scale: float | None = Field(None, gt=0, le=1000, description="Initial value of a per-channel layer scale; none when unset.")
+    norm_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the LayerNorms.")
+    layer_scale: float | None = Field(None, gt=0, le=1, description="Initial value of a per-channel layer scale; none when unset.")
     pool: Literal["avg", "max"] = Field("max", description="Pooling used by a downsampling block (CoAtNet).")
 
     def check(self, ctx: BlockContext) -> list[Complaint]:

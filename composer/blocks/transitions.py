@@ -38,7 +38,7 @@ class ConvTransitionConfig(_Transition):
     kernel: int = Field(2, ge=1, le=31, description="Kernel size of the conv.")
     norm: Literal["before", "after", "none"] = Field(
         "before", description="Where the LayerNorm sits: before the conv (ConvNeXt) or after it (CvT).")
-    norm_eps: float = Field(1e-6, gt=0, le=1, description="Epsilon of the LayerNorm.")
+    norm_eps: float = Field(1e-6, ge=1e-12, le=1, description="Epsilon of the LayerNorm.")
     bias: bool = Field(True, description="Bias on the conv.")
 
     def padding(self, stride: int) -> int:
