@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 KeyPath = tuple  # e.g. ("stages", 2, "block", "kernel")
+MAX_MESSAGE = 500  # characters of a problem's message when printed
 
 
 # control characters (C0, DEL, C1), lone surrogates, bidi and other format characters: never printed raw
@@ -37,6 +38,8 @@ def format_path(path: KeyPath) -> str:
 
 def suggest(word: str, choices: Iterable[str]) -> str | None:
     """The closest spelling among `choices`, phrased as a hint, or None."""
+    if len(str(word)) > 100:  # no option name is that long; and matching would be slow
+        return None
     match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f"did you mean `{match[0]}`?" if match else None
 
@@ -63,7 +66,8 @@ class Problem:
         text = f"{self.location}: "
         if self.path:
             text += f"{format_path(self.path)}: "
-        text += self.message
+        # a message quotes the input; a long quote (a 900 KB name) is cut to keep the report readable
+        text += self.message if len(self.message) <= MAX_MESSAGE else self.message[: MAX_MESSAGE - 3] + "..."
         if self.hint:
             text += f" ({self.hint})"
         return printable(text, keep_newlines=False)
