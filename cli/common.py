@@ -22,18 +22,23 @@ SetOption = Annotated[
 ]
 
 
+def quote(text: str, limit: int = 60) -> str:
+    """A command-line word as messages quote it: cut when long."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
     """`["stages.2.depth=6"]` -> {"stages.2.depth": 6}; values are read as YAML scalars or lists."""
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise command_line_error(f"`--set {item}`: expected KEY=VALUE, e.g. `stages.0.depth=3`")
+            raise command_line_error(f"`--set {quote(item)}`: expected KEY=VALUE, e.g. `stages.0.depth=3`")
         try:
             out[key.strip()] = load_value(value)
         except BlueprintError as exc:
             reason = exc.problems[0].message if exc.problems else ""
-            raise command_line_error(f"`--set {item}`: the value is not valid YAML: {reason}") from None
+            raise command_line_error(f"`--set {quote(item)}`: the value is not valid YAML: {reason}") from None
     return out
 
 

@@ -17,7 +17,7 @@ from composer.check import CheckReport
 from composer.memory import DTYPE_ALIASES, DTYPES, OPTIMIZER_STATES, TrainMemory
 from composer.profile import Profile
 
-from .common import SetOption, command_line_error, out, parse_sets, shape, si, table, user_errors
+from .common import SetOption, command_line_error, out, quote, parse_sets, shape, si, table, user_errors
 
 
 # choices come from composer.memory, the one place that knows them
@@ -31,7 +31,7 @@ def parse_sizes(text: str) -> list[int]:
     for part in text.split(","):
         part = part.strip()
         if not re.fullmatch(r"[0-9]{1,9}", part) or int(part) < 1:
-            raise command_line_error(f"`--sizes {text}`: `{part}` is not a positive whole number; "
+            raise command_line_error(f"`--sizes {quote(text)}`: `{quote(part, 20)}` is not a positive whole number; "
                                      "expected sizes joined by commas, e.g. `128,224,384`")
         sizes.append(int(part))
     return sizes

@@ -22,7 +22,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import composer
@@ -264,6 +263,8 @@ def test_outputs_replace_regular_files_only(tmp_path, kind):
     before = os.lstat(target)
     r = runner.invoke(app, ["schema", "-o", str(target)])
     _check_refusal(r, "not a regular file", False)
+    with pytest.raises(NotRegularFileError):  # the library refuses too, before writing anything
+        write_text(target, "x")
     after = os.lstat(target)
     assert (before.st_mode, before.st_ino) == (after.st_mode, after.st_ino)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
