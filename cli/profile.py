@@ -20,15 +20,20 @@ from composer.profile import Profile
 from .common import SetOption, command_line_error, out, quote, parse_sets, shape, si, table, user_errors
 
 
+MAX_SIZES = 16  # reports per `--sizes` run
+
 # choices come from composer.memory, the one place that knows them
 DType = Enum("DType", {name: name for name in [*DTYPES, *DTYPE_ALIASES]}, type=str)
 Optimizer = Enum("Optimizer", {name: name for name in OPTIMIZER_STATES}, type=str)
 
 
 def parse_sizes(text: str) -> list[int]:
-    """`128,224,384` -> [128, 224, 384]."""
+    """`128,224,384` -> [128, 224, 384]; at most MAX_SIZES of them (each is a full profile)."""
     sizes = []
-    for part in text.split(","):
+    parts = text.split(",")
+    if len(parts) > MAX_SIZES:
+        raise command_line_error(f"`--sizes {quote(text)}`: {len(parts):,} sizes, over the budget of {MAX_SIZES} per run")
+    for part in parts:
         part = part.strip()
         if not re.fullmatch(r"[0-9]{1,9}", part) or int(part) < 1:
             raise command_line_error(f"`--sizes {quote(text)}`: `{quote(part, 20)}` is not a positive whole number; "

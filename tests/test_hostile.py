@@ -109,6 +109,7 @@ CASES = [
 
 PROFILE_CASES = [
     ("sizes-superscript", TINY, ["--sizes", "\u00b2"], "not a positive whole number", False),
+    ("sizes-many", TINY, ["--sizes", ",".join(["32"] * 10000)], "over the budget of 16", False),
     ("sizes-huge", TINY, ["--sizes", "9" * 5000], "not a positive whole number", False),
     ("size-too-big", TINY, ["--size", "100000"], "<command line>: input.size", False),
     ("batch-overflow", TINY, ["--train", "--batch", str(10**20)], "--batch", False),
