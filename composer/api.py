@@ -161,7 +161,14 @@ def train_memory(spec: Spec, *, batch: int, dtype: str = "float32", optimizer: s
     args.check_batch(p, batch)
     args.check_choice("dtype", dtype, [*DTYPES, *DTYPE_ALIASES])
     args.check_choice("optimizer", optimizer, OPTIMIZER_STATES)
-    return _train_memory(p, batch=batch, dtype=dtype, optimizer=optimizer)
+    try:
+        return _train_memory(p, batch=batch, dtype=dtype, optimizer=optimizer)
+    except ValueError as exc:  # torch's check that BatchNorm in training sees more than one value
+        if "more than 1 value per channel" not in str(exc):
+            raise
+        raise args.argument_error(
+            f"`--batch {batch}`: in training, BatchNorm needs more than one value per channel, but a part of this "
+            f"network reduces each sample to 1x1", "train with a batch of 2 or more, or a larger input size") from None
 
 
 def check(spec: Spec, *, traced: Profile | None = None, tolerance: float = 0.01) -> CheckReport:

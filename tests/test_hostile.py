@@ -113,6 +113,7 @@ PROFILE_CASES = [
     ("sizes-huge", TINY, ["--sizes", "9" * 5000], "not a positive whole number", False),
     ("size-too-big", TINY, ["--size", "100000"], "<command line>: input.size", False),
     ("batch-overflow", TINY, ["--train", "--batch", str(10**20)], "--batch", False),
+    ("batchnorm-one-value", TINY.replace("size: 32", "size: 4"), ["--train"], "more than one value per channel", False),
     ("batch-too-big", TINY, ["--size", "16384", "--batch", str(1 << 24)], "budget", False),
 ]
 
