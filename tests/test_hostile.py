@@ -182,6 +182,11 @@ def test_merge_keys_with_overrides_are_accepted():
     assert bp.stage_blocks[0].kernel == 5 and bp.stage_blocks[0].expand == 2
 
 
+def test_letters_that_yaml_11_reads_as_booleans_are_letters():
+    text = TINY.replace("layout: C-T", "layout: N-Y").replace("  C: {", "  N: {").replace("  T: {", "  Y: {")
+    assert composer.loads(text).letters == ["N", "Y"]
+
+
 def test_anchors_may_be_redefined():
     assert composer.blueprint.load_text("a: &x 1\nb: *x\nc: &x 2\nd: *x\n").data == {"a": 1, "b": 1, "c": 2, "d": 2}
 
