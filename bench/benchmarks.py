@@ -135,7 +135,7 @@ def main() -> None:
         "`composer profile blueprints/coatnet0.yaml --json --train` with stages 2 and 3 deepened, each in a",
         "fresh process. Within a stage every block after the first does the same work as the one before,",
         "so its counts are traced once and replayed (composer/repeats.py); what remains grows with depth",
-        "is building the network on the meta device, about 2 ms a block.",
+        "is building the network on the meta device, about 1 ms a block for each of the two builds.",
         "",
         *depth_rows(),
         "",
