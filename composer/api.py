@@ -7,10 +7,9 @@ import os
 from typing import Any, Union
 
 import torch
-import yaml
 
 from .blueprint import Blueprint, BlueprintError, Problem, load_text, read_file, validate
-from .blueprint.loader import Source
+from .blueprint.loader import Source, dump_text
 from .build import ComposedNet, build as _build
 from .plan import Plan, plan as _plan
 from .check import CheckReport, check as _check
@@ -188,7 +187,7 @@ def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike, *, ext
     state, ...); `load_model` ignores entries it does not know.
     """
     args.check_save(net, blueprint, path, extra)
-    text = yaml.safe_dump(blueprint.source.data, sort_keys=False)  # with any --set overrides applied
+    text = dump_text(blueprint.source.data)  # with any --set overrides applied; read back exactly
     payload = {**(extra or {}), "format": "composer/1", "blueprint": text,
                "blueprint_file": blueprint.source.file, "state_dict": net.state_dict()}
     with atomic_write(path) as fh:

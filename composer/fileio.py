@@ -93,8 +93,8 @@ def _signals_interrupt() -> Iterator[None]:
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file for writing (`mode` "wb" or "w"); on a clean exit it replaces `path`."""
-    if mode not in ("wb", "w"):
-        raise ValueError(f"atomic_write writes new files only (mode 'wb' or 'w'), not {mode!r}")
+    if not mode.startswith("w"):
+        raise ValueError(f"atomic_write writes whole new files (a mode such as 'wb' or 'w'), not {mode!r}")
     target = Path(path)
     keep_mode = check_target(target)
     permissions = keep_mode if keep_mode is not None else 0o666 & ~_umask()

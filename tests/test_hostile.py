@@ -187,6 +187,15 @@ def test_letters_that_yaml_11_reads_as_booleans_are_letters():
     assert composer.loads(text).letters == ["N", "Y"]
 
 
+def test_blueprints_saved_in_models_read_back_as_written():
+    """Saved models hold the blueprint as YAML text; strings that YAML 1.2 reads as numbers are quoted."""
+    from composer.blueprint.loader import dump_text
+
+    data = {"name": "0o17", "b": "1e5", "c": "yes", "d": 1e-6, "e": True, "f": None, "g": "012", "h": [1, "1:30"],
+            "i": "ti\x1bny", "j": ".5", "k": "null"}
+    assert composer.blueprint.load_text(dump_text(data)).data == data
+
+
 def test_anchors_may_be_redefined():
     assert composer.blueprint.load_text("a: &x 1\nb: *x\nc: &x 2\nd: *x\n").data == {"a": 1, "b": 1, "c": 2, "d": 2}
 

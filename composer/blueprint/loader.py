@@ -80,6 +80,18 @@ for _tag, _regexp, _first in (
     _Loader.add_implicit_resolver(_TAG + _tag, _regexp, _first)
 
 
+class _Dumper(yaml.SafeDumper):
+    """Writes YAML that _Loader reads back as written: a string that YAML 1.2 would read as a number
+    or a bool (`0o17`, `1e5`) is quoted, whatever YAML 1.1 would make of it."""
+
+    yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+
+def dump_text(data: Any) -> str:
+    """Plain data -> YAML text that load_text reads back to the same data (as saved models hold)."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=False)
+
+
 @dataclass
 class Source:
     """A loaded blueprint: its plain data and where each key and value sits in the text.
