@@ -11,7 +11,7 @@ import typer
 import composer
 from composer.profile import profile_module_parts
 
-from .common import SetOption, fail, out, parse_sets, shape, table, user_errors
+from .common import SetOption, check_output, out, parse_sets, shape, table, user_errors, write_error
 
 
 def build(
@@ -34,8 +34,8 @@ def build(
     with user_errors():
         bp = composer.load(file, overrides=parse_sets(set_))
         plan = composer.plan(bp)
-    if output is not None and (output.is_dir() or not output.parent.exists()):
-        fail(f"cannot write `{output}`: " + ("it is a directory" if output.is_dir() else "its directory does not exist"))
+    if output is not None:
+        check_output(output)
     if weights_from not in ("auto", "composer", "timm"):
         fail(f"--from {weights_from}: expected auto, composer or timm")
     part_list = None
@@ -67,7 +67,8 @@ def build(
         out(report.summary())
     if output is not None:
         try:
-            composer.save(net, bp, output)
+            with user_errors():
+                composer.save(net, bp, output)
         except OSError as exc:
-            fail(f"cannot write `{output}`: {exc.strerror or exc}")
+            write_error(output, exc)
         out(f"saved weights and blueprint to {output}")

@@ -7,10 +7,11 @@ import sys
 from typing import Annotated, Any, Iterator, Optional
 
 import typer
-import yaml
 
 from composer.blueprint import BlueprintError, Problem
+from composer.blueprint.errors import printable
 from composer.blueprint.loader import load_value
+from composer.fileio import Interrupted, check_target
 
 STATE = {"debug": False}
 
@@ -21,17 +22,23 @@ SetOption = Annotated[
 ]
 
 
+def quote(text: str, limit: int = 60) -> str:
+    """A command-line word as messages quote it: cut when long."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
     """`["stages.2.depth=6"]` -> {"stages.2.depth": 6}; values are read as YAML scalars or lists."""
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise command_line_error(f"`--set {item}`: expected KEY=VALUE, e.g. `stages.0.depth=3`")
+            raise command_line_error(f"`--set {quote(item)}`: expected KEY=VALUE, e.g. `stages.0.depth=3`")
         try:
             out[key.strip()] = load_value(value)
-        except (yaml.YAMLError, BlueprintError):
-            raise command_line_error(f"`--set {item}`: the value is not valid YAML") from None
+        except BlueprintError as exc:
+            reason = exc.problems[0].message if exc.problems else ""
+            raise command_line_error(f"`--set {quote(item)}`: the value is not valid YAML: {reason}") from None
     return out
 
 
@@ -39,8 +46,22 @@ def command_line_error(message: str) -> BlueprintError:
     return BlueprintError(Problem(message, (), "<command line>"))
 
 
+def write_error(path: Any, exc: OSError) -> None:
+    """One line for any reason a file cannot be written (and exit 1)."""
+    fail(f"cannot write `{path}`: {exc.strerror or exc}")
+
+
+def check_output(path: Any) -> None:
+    """Refuse an output path before the work that fills it: a missing directory, a directory or
+    device at the path, a name too long, ..."""
+    try:
+        check_target(path)
+    except OSError as exc:
+        write_error(path, exc)
+
+
 def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {printable(message, keep_newlines=False)}", err=True)
     raise typer.Exit(1)
 
 
@@ -56,12 +77,21 @@ def user_errors() -> Iterator[None]:
         for p in exc.problems:
             typer.echo(f"  {p}", err=True)
         raise typer.Exit(1) from None
-    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+    except (typer.Exit, typer.Abort):
         raise
+    except KeyboardInterrupt as exc:
+        typer.echo(f"error: {exc if isinstance(exc, Interrupted) else 'interrupted'}; no file was changed", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:  # a file that cannot be read or written: the system's reason, on one line
+        where = f" `{exc.filename}`" if exc.filename else ""
+        fail(f"cannot access{where}: {exc.strerror or exc}")
+    except MemoryError:
+        fail("out of memory; `composer profile` counts a network without allocating its weights")
     except Exception as exc:
         if STATE["debug"]:
             raise
-        typer.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        typer.echo(printable(f"error: internal error: {type(exc).__name__}: {first}", keep_newlines=False), err=True)
         typer.echo("  this is a bug in composer; rerun with `composer --debug ...` for the traceback", err=True)
         raise typer.Exit(1) from None
 
@@ -88,4 +118,4 @@ def table(rows: list[list[str]], right: set[int]) -> str:
 
 
 def out(text: str = "", end: str = "\n") -> None:
-    sys.stdout.write(text + end)
+    sys.stdout.write(printable(text) + end)

@@ -4,6 +4,7 @@ analytic second opinion (`--check`), training memory (`--train`) and several inp
 from __future__ import annotations
 
 import json
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,8 +17,10 @@ from composer.check import CheckReport
 from composer.memory import DTYPE_ALIASES, DTYPES, OPTIMIZER_STATES, TrainMemory
 from composer.profile import Profile
 
-from .common import SetOption, command_line_error, out, parse_sets, shape, si, table, user_errors
+from .common import SetOption, command_line_error, out, quote, parse_sets, shape, si, table, user_errors
 
+
+MAX_SIZES = 16  # reports per `--sizes` run
 
 # choices come from composer.memory, the one place that knows them
 DType = Enum("DType", {name: name for name in [*DTYPES, *DTYPE_ALIASES]}, type=str)
@@ -25,12 +28,15 @@ Optimizer = Enum("Optimizer", {name: name for name in OPTIMIZER_STATES}, type=st
 
 
 def parse_sizes(text: str) -> list[int]:
-    """`128,224,384` -> [128, 224, 384]."""
+    """`128,224,384` -> [128, 224, 384]; at most MAX_SIZES of them (each is a full profile)."""
     sizes = []
-    for part in text.split(","):
+    parts = text.split(",")
+    if len(parts) > MAX_SIZES:
+        raise command_line_error(f"`--sizes {quote(text)}`: {len(parts):,} sizes, over the budget of {MAX_SIZES} per run")
+    for part in parts:
         part = part.strip()
-        if not part.isdigit() or int(part) < 1:
-            raise command_line_error(f"`--sizes {text}`: `{part}` is not a positive whole number; "
+        if not re.fullmatch(r"[0-9]{1,9}", part) or int(part) < 1:
+            raise command_line_error(f"`--sizes {quote(text)}`: `{quote(part, 20)}` is not a positive whole number; "
                                      "expected sizes joined by commas, e.g. `128,224,384`")
         sizes.append(int(part))
     return sizes

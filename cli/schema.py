@@ -10,7 +10,7 @@ import typer
 from composer.blueprint.jsonschema import blueprint_json_schema_text, space_json_schema_text
 from composer.fileio import write_text
 
-from .common import fail, out
+from .common import check_output, out, user_errors, write_error
 
 
 def schema(
@@ -29,10 +29,10 @@ def schema(
     if output is None:
         out(text.rstrip("\n"))
         return
-    if output.is_dir() or not output.parent.exists():
-        fail(f"cannot write `{output}`: " + ("it is a directory" if output.is_dir() else "its directory does not exist"))
+    check_output(output)
     try:
-        write_text(output, text)
+        with user_errors():
+            write_text(output, text)
     except OSError as exc:
-        fail(f"cannot write `{output}`: {exc.strerror or exc}")
+        write_error(output, exc)
     out(f"wrote {output}")

@@ -15,7 +15,9 @@ from .build import ComposedNet, build as _build
 from .plan import Plan, plan as _plan
 from .check import CheckReport, check as _check
 from .features import FeatureNet
-from .memory import TrainMemory, train_memory as _train_memory
+from .limits import memory_room
+from . import arguments as args
+from .memory import DTYPE_ALIASES, DTYPES, OPTIMIZER_STATES, TrainMemory, train_memory as _train_memory
 from .profile import Profile, profile as _profile
 from .weights import load_weights, transplant_weights
 from .weights.load import load_tensors
@@ -24,36 +26,68 @@ from .weights.saved import read_saved, save_model
 Spec = Union[str, os.PathLike, Blueprint, Plan]
 
 
-def apply_overrides(source: Source, overrides: dict[str, Any]) -> Source:
-    """Set dotted keys (`stages.2.depth`, `input.size`) in a loaded blueprint before validation."""
+def _override_error(dotted: Any, message: str, hint: str | None = None) -> BlueprintError:
+    return BlueprintError(Problem(f"cannot set `{dotted}`: {message}", (), "<command line>", hint=hint))
+
+
+def apply_overrides(source: Source, overrides: dict[str, Any] | None) -> Source:
+    """Set dotted keys (`stages.2.depth`, `input.size`) in a loaded blueprint before validation.
+
+    A list is indexed by plain ASCII digits (`stages.0`); a problem with a value set here is later
+    located on the command line rather than at the file's line."""
     if not overrides:
         return source
+    if not isinstance(overrides, dict):
+        raise BlueprintError(Problem(f"overrides must be a dict of dotted keys to values, not {type(overrides).__name__}",
+                                     (), "<command line>"))
     data = copy.deepcopy(source.data)
+    marks = dict(source.overrides)
     for dotted, value in overrides.items():
-        parts = [int(p) if p.isdigit() else p for p in dotted.split(".")]
-        node = data
-        for depth, part in enumerate(parts[:-1]):
-            try:
-                node = node[part]
-            except (KeyError, IndexError, TypeError):
-                where = ".".join(str(p) for p in parts[: depth + 1])
-                raise BlueprintError(Problem(f"cannot set `{dotted}`: `{where}` does not exist in the blueprint",
-                                             (), source.file)) from None
-        if isinstance(node, list) and isinstance(parts[-1], int) and parts[-1] >= len(node):
-            raise BlueprintError(Problem(f"cannot set `{dotted}`: index {parts[-1]} is out of range", (), source.file))
-        if not isinstance(node, (dict, list)):
-            raise BlueprintError(Problem(f"cannot set `{dotted}`: its parent is not a mapping or list", (), source.file))
-        node[parts[-1]] = value
-    return Source(data, source.file, source.text, source.keys, source.values)
+        if not isinstance(dotted, str) or not dotted:
+            raise _override_error(dotted, "keys are dotted names such as `stages.0.depth`")
+        node, path = data, []
+        parts = dotted.split(".")
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[:depth]) or "the top level"
+            if not part:
+                raise _override_error(dotted, "a key part is empty", "keys are joined by single dots")
+            if isinstance(node, list):
+                if not (part.isascii() and part.isdecimal()):
+                    raise _override_error(dotted, f"`{where}` is a list; `{part}` is not an index",
+                                          f"use 0 to {len(node) - 1}" if node else None)
+                key: Any = int(part)
+                if key >= len(node):
+                    raise _override_error(dotted, f"`{'.'.join(parts[:depth + 1])}` does not exist; `{where}` has "
+                                                  f"{len(node)} entries", f"use 0 to {len(node) - 1}" if node else None)
+            elif isinstance(node, dict):
+                key = int(part) if part.isascii() and part.isdecimal() and int(part) in node else part
+                if depth < len(parts) - 1 and key not in node:
+                    raise _override_error(dotted, f"`{'.'.join(parts[:depth + 1])}` does not exist in the blueprint")
+            else:
+                raise _override_error(dotted, f"`{where}` is a single value, not a mapping or list")
+            path.append(key)
+            if depth < len(parts) - 1:
+                node = node[key]
+        node[path[-1]] = value
+        marks[tuple(path)] = f"{dotted}={_short(value)}"
+    return Source(data, source.file, source.text, source.keys, source.values, marks)
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 30 else text[:27] + "..."
 
 
 def load(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None) -> Blueprint:
     """Read and validate a blueprint file. Raises BlueprintError with every problem located."""
+    args.check_path(path, "blueprint path")
     return validate(apply_overrides(read_file(path), overrides or {}))
 
 
 def loads(text: str, *, file: str | None = None) -> Blueprint:
     """Validate blueprint text."""
+    if file is not None:
+        args.check_path(file, "file name")
     return validate(load_text(text, file))
 
 
@@ -61,29 +95,45 @@ def plan(spec: Spec) -> Plan:
     """The static shape plan of a blueprint (path, Blueprint or Plan)."""
     if isinstance(spec, Plan):
         return spec
+    if not isinstance(spec, (Blueprint, str, os.PathLike)):
+        raise args.argument_error(f"expected a blueprint path, Blueprint or Plan, not {type(spec).__name__}")
     if not isinstance(spec, Blueprint):
         spec = load(spec)
     return _plan(spec)
 
 
 def available_memory() -> int:
-    """Bytes of physical memory not in use on this machine."""
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    """Bytes this process may still allocate: the least of free memory, the room under its cgroup
+    limit and under its rlimits (composer/limits.py)."""
+    return memory_room()[0]
+
+
+def _tensor_bytes(module: torch.nn.Module) -> int:
+    tensors = {id(t): t for t in [*module.parameters(), *module.buffers()]}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def check_fits_in_memory(p: Plan) -> None:
-    """Refuse, with a location, to allocate weights that would not fit in this machine's memory."""
+    """Refuse, with a location, to build a network whose tensors would not fit in the memory this
+    process may use. Everything a build allocates is counted, parameters and buffers (relative-
+    position tables grow with the square of the token count), from a build on the meta device."""
     meta = _build(p, device="meta")
-    sizes = [sum(t.numel() for t in s.parameters()) for s in meta.stages]
-    total = sum(t.numel() for t in meta.parameters())
-    need, have = 4 * total, available_memory()
+    # each part, where it is blamed, and its bytes: the largest part takes the blame
+    parts = [("the stem", ("stem",), meta.stem)]
+    parts += [(f"stage {i}", ("stages", i, "channels"), s) for i, s in enumerate(meta.stages)]
+    parts += [("the head", ("classes",) if p.classes else ("head",), meta.head)]
+    sizes = [_tensor_bytes(module) for _, _, module in parts]
+    params = sum(t.numel() for t in meta.parameters())
+    need = _tensor_bytes(meta)
+    have, why = memory_room()
     if need > 0.8 * have:
         worst = max(range(len(sizes)), key=sizes.__getitem__)
+        name, path, _ = parts[worst]
         raise BlueprintError(p.blueprint.source.problem(
-            ("stages", worst, "channels"),
-            f"the network has {total:,} parameters ({need / 2**30:.1f} GiB of float32 weights), more than the "
-            f"{have / 2**30:.1f} GiB of memory available; stage {worst} holds {sizes[worst]:,}",
-            "`composer profile` counts it without allocating weights"))
+            path,
+            f"building the network needs {need / 2**30:.1f} GiB ({params:,} parameters and their buffers), more "
+            f"than the {have / 2**30:.1f} GiB this process may use ({why}); {name} holds "
+            f"{sizes[worst] / 2**30:.1f} GiB", "`composer profile` counts it without allocating weights"))
 
 
 def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | None = 0,
@@ -109,7 +159,8 @@ def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | N
     described by its `feature_info`.
     """
     p = plan(spec)
-    if torch.device(device or "cpu").type == "cpu":
+    args.check_seed(seed)
+    if args.check_device(device).type == "cpu":
         check_fits_in_memory(p)
     net = _build(p, device=device, seed=seed)
     if weights is not None:
@@ -150,19 +201,37 @@ def _load_pretrained(net: ComposedNet, p: Plan, strict: bool) -> list:
 
 def profile(spec: Spec, *, batch: int = 1, elementwise: bool = False) -> Profile:
     """Parameters and MACs per part, counted on meta tensors (no weights allocated)."""
-    return _profile(plan(spec), batch=batch, elementwise=elementwise)
+    p = plan(spec)
+    args.check_batch(p, batch)
+    args.check_flag("elementwise", elementwise)
+    return _profile(p, batch=batch, elementwise=elementwise)
 
 
 def train_memory(spec: Spec, *, batch: int, dtype: str = "float32", optimizer: str = "adamw") -> TrainMemory:
     """Bytes a training step needs (weights, gradients, optimizer state, saved activations), from a
     forward pass on meta tensors."""
-    return _train_memory(plan(spec), batch=batch, dtype=dtype, optimizer=optimizer)
+    p = plan(spec)
+    args.check_batch(p, batch)
+    args.check_choice("dtype", dtype, [*DTYPES, *DTYPE_ALIASES])
+    args.check_choice("optimizer", optimizer, OPTIMIZER_STATES)
+    try:
+        return _train_memory(p, batch=batch, dtype=dtype, optimizer=optimizer)
+    except ValueError as exc:  # torch's check that BatchNorm in training sees more than one value
+        if "more than 1 value per channel" not in str(exc):
+            raise
+        raise args.argument_error(
+            f"`--batch {batch}`: in training, BatchNorm needs more than one value per channel, but a part of this "
+            f"network reduces each sample to 1x1", "train with a batch of 2 or more, or a larger input size") from None
 
 
 def check(spec: Spec, *, traced: Profile | None = None, tolerance: float = 0.01) -> CheckReport:
     """Compare each part's analytic cost (from the block configs) with the traced count; `traced`
     reuses a profile already taken (batch 1, elementwise off), else one is taken."""
-    return _check(plan(spec), traced, tolerance=tolerance)
+    p = plan(spec)
+    if traced is not None and not isinstance(traced, Profile):
+        raise args.argument_error(f"`traced` must be a Profile from composer.profile, not {type(traced).__name__}")
+    args.check_tolerance(tolerance)
+    return _check(p, traced, tolerance=tolerance)
 
 
 def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> None:
@@ -172,6 +241,7 @@ def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike, *, ext
     pickle. `extra` adds entries to the saved payload (a training run's recipe, class names,
     optimizer state, ...; in safetensors, strings only); `load_model` ignores entries it does not know.
     """
+    args.check_save(net, blueprint, path, extra)
     save_model(net, blueprint, path, extra=extra)
 
 

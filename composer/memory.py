@@ -22,6 +22,7 @@ import torch
 
 from .build import build
 from .plan import Plan
+from .repeats import count_repeats_once
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -73,6 +74,17 @@ def train_memory(plan: Plan, *, batch: int, dtype: str = "float32", optimizer: s
             part_bytes[current[0]] += storage.nbytes()
         return t
 
+    class PartLedger:  # saved bytes of the current part, for replaying repeated blocks
+        def mark(self) -> int:
+            return part_bytes[current[0]]
+
+        def since(self, mark: int) -> int:
+            return part_bytes[current[0]] - mark
+
+        def add(self, delta: int) -> None:
+            part_bytes[current[0]] += delta
+
+    count_repeats_once(net, plan.stages, PartLedger())
     c, h, w = plan.input_shape
     x = torch.empty(batch, c, h, w, device="meta", dtype=torch_dtype)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

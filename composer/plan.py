@@ -14,6 +14,7 @@ from typing import Any, Literal
 from .blocks.base import BlockConfig, BlockContext, Complaint, downsample
 from .blueprint.errors import BlueprintError, Problem
 from .blueprint.validate import Blueprint
+from .budgets import MAX_TOKEN_LAYERS
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,15 @@ def plan(blueprint: Blueprint) -> Plan:
             contexts=tuple(contexts), label=block.describe(contexts[0])))
         channels, (h, w), prefix = c_out, out_res, stage_prefix
 
+    token_layers = [sum(ctx.prefix_tokens + ctx.resolution[0] * ctx.resolution[1] for ctx in sp.contexts)
+                    if sp.data_format == "tokens" else 0 for sp in stage_plans]
+    if sum(token_layers) > MAX_TOKEN_LAYERS:
+        worst = max(range(len(token_layers)), key=token_layers.__getitem__)
+        problems.append(source.problem(
+            ("stages", worst, "depth"),
+            f"the token blocks attend over {sum(token_layers):,} tokens in all (tokens x layers), over the budget of "
+            f"{MAX_TOKEN_LAYERS:,}; stage {worst} has {token_layers[worst]:,}",
+            "use a smaller input size, downsample before the token stages, or fewer token blocks"))
     if m.head.type == "token" and not prefix:
         problems.append(source.problem(("head", "type"), "a `token` head needs a class token, and no stage inserts one",
                                        "set `class_token: true` on a transformer stage, or use `type: pool`"))

@@ -27,6 +27,7 @@ from torch.utils.flop_counter import flop_registry, sdpa_flop_count
 
 from .build import ComposedNet, build
 from .plan import Plan
+from .repeats import count_repeats_once
 
 aten = torch.ops.aten
 
@@ -122,6 +123,27 @@ def _op_name(packet) -> str:
     return str(packet).replace("aten.", "aten::")
 
 
+class _CounterLedger:
+    """The counter of the part being profiled, as a ledger for replaying repeated blocks."""
+
+    counter: "OpCounter"
+
+    def mark(self) -> tuple:
+        c = self.counter
+        return c.macs, Counter(c.by_op), Counter(c.free), Counter(c.uncounted)
+
+    def since(self, mark: tuple) -> tuple:
+        c = self.counter
+        return c.macs - mark[0], c.by_op - mark[1], c.free - mark[2], c.uncounted - mark[3]
+
+    def add(self, delta: tuple) -> None:
+        c = self.counter
+        c.macs += delta[0]
+        c.by_op.update(delta[1])
+        c.free.update(delta[2])
+        c.uncounted.update(delta[3])
+
+
 class OpCounter(TorchDispatchMode):
     """Counts MACs of every aten operator that runs inside it (meta or real tensors)."""
 
@@ -202,10 +224,12 @@ def profile(plan: Plan, *, batch: int = 1, elementwise: bool = False) -> Profile
         parts.append((f"s{sp.index + 1}", f"{sp.letter}: {sp.label} x{sp.depth}", stage))
     parts.append(("head", plan.head.type, net.head))
 
+    ledger = _CounterLedger()
+    count_repeats_once(net, plan.stages, ledger)
     results, by_op, free, uncounted = [], Counter(), Counter(), Counter()
     with torch.no_grad():
         for name, label, module in parts:
-            counter = OpCounter(elementwise)
+            counter = ledger.counter = OpCounter(elementwise)
             with counter:
                 x = module(x)
             results.append(PartProfile(name, label, list(x.shape[1:]), _params(module), counter.macs))

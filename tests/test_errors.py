@@ -159,13 +159,13 @@ stages:
 def test_build_refuses_weights_larger_than_memory(write, tiny_text, monkeypatch):
     import composer.api
 
-    monkeypatch.setattr(composer.api, "available_memory", lambda: 100_000)  # bytes
+    monkeypatch.setattr(composer.api, "memory_room", lambda: (100_000, "free memory"))  # bytes
     bp = composer.load(write(tiny_text))
     with pytest.raises(BlueprintError) as e:
         composer.build(bp)
     [p] = e.value.problems
     assert p.path == ("stages", 1, "channels") and p.line == 11
-    assert "GiB of memory available" in p.message and "composer profile" in p.hint
+    assert "GiB this process may use (free memory)" in p.message and "composer profile" in p.hint
     assert composer.profile(bp).params > 25_000  # profiling still works: it allocates nothing
     assert composer.build(bp, device="meta") is not None
 

@@ -84,7 +84,7 @@ def test_sizes_table_and_errors():
         "coatnet-0: input 1x3x128x128", "coatnet-0: input 1x3x224x224", "coatnet-0: input 1x3x384x384"]
     r = runner.invoke(app, ["profile", str(BLUEPRINTS / "vit_b16.yaml"), "--sizes", "224,100"])
     assert r.exit_code == 1 and "Traceback" not in r.output
-    assert "vit_b16.yaml:5:" in r.stderr and "input size 100x100 is not divisible by the stem's patch size 16" in r.stderr
+    assert "<command line>: input.size:" in r.stderr and "input size 100x100 is not divisible by the stem's patch size 16" in r.stderr
     r = runner.invoke(app, ["profile", str(BLUEPRINTS / "coatnet0.yaml"), "--sizes", "128,x"])
     assert r.exit_code == 1 and "`x` is not a positive whole number" in r.stderr
     r = runner.invoke(app, ["profile", str(BLUEPRINTS / "coatnet0.yaml"), "--sizes", "128", "--size", "64"])
@@ -98,7 +98,8 @@ def test_set_overrides_apply_before_validation_with_located_errors():
     assert r.exit_code == 0 and d["params"] > 25036820
     assert d["stages"][3]["label"].endswith("x6") and "k5" in d["stages"][1]["label"]
     r = runner.invoke(app, args + ["--set", "blocks.C.kernel=4"])
-    assert r.exit_code == 1 and "coatnet0.yaml:10:" in r.stderr and "kernel 4 is even" in r.stderr
+    assert r.exit_code == 1 and "<command line>: blocks.C.kernel:" in r.stderr and "kernel 4 is even" in r.stderr
+    assert "set by `blocks.C.kernel=4`" in r.stderr  # the value came from the command line, not the file
 
 
 def test_train_memory_parts_dtype_and_optimizer():

@@ -76,6 +76,7 @@ def test_valid_blueprints_build_and_match_the_plan(data):
         y = net.forward_head(features)
     assert list(features.shape[1:]) == plan.stages[-1].output_shape
     assert list(y.shape[1:]) == plan.output_shape
+    assert torch.isfinite(y).all()  # NaN or infinity at initialisation is a bug
     assert composer.profile(plan).params == sum(p.numel() for p in net.parameters())
     assert composer.check(plan).ok  # the blocks' analytic costs agree with the trace
 
@@ -122,3 +123,58 @@ def test_mutated_blueprints_validate_or_raise_blueprint_error(data):
         return
     report = composer.profile(plan)  # meta tensors: absurd sizes cannot exhaust memory
     assert report.params >= 0
+    _builds_and_runs_if_small(plan, report.params)
+
+
+def _builds_and_runs_if_small(plan, params: int) -> None:
+    """An accepted blueprint must build and give finite outputs; run the small ones for real."""
+    c, h, w = plan.input_shape
+    if params > 2_000_000 or h * w > 64 * 64:
+        composer.build(plan, device="meta")
+        return
+    net = composer.build(plan).eval()
+    with torch.no_grad():
+        y = net(torch.randn(2, c, h, w))
+    assert list(y.shape[1:]) == plan.output_shape
+    assert torch.isfinite(y).all()
+
+
+# text-level mutations: what an editor, a bad copy-paste or a hostile file can do to YAML text
+SNIPPETS = st.sampled_from([
+    "\0", "\x1b[31m", "\t", "\r", "\u2028", "\ud800", "\ufeff", "&a ", "*a", "<<: ", "!!bool ", "!!int ",
+    "!!python/object:os.system ", "!!timestamp ", "[", "]", "{", "}", ": ", "- ", "#", "'", '"', "|", ">", "---\n",
+    "yes", "012", "1:30", ".inf", ".nan", "1e300", "9" * 40, "-1", "0", "0.01", "true", "~", "\n  ", "\n",
+    '"\\ud800"', '"\\x1b"',
+])
+
+
+@st.composite
+def mutated_texts(draw):
+    text = yaml.safe_dump(draw(blueprints()), sort_keys=False)
+    for _ in range(draw(st.integers(1, 4))):
+        i = draw(st.integers(0, len(text)))
+        kind = draw(st.sampled_from(["insert", "delete", "duplicate", "replace"]))
+        if kind == "insert":
+            snippet = draw(st.one_of(SNIPPETS, st.text(max_size=3)))
+            text = text[:i] + snippet + text[i:]
+        elif kind == "delete":
+            text = text[:i] + text[i + draw(st.integers(1, 8)):]
+        elif kind == "duplicate":
+            lines = text.splitlines(keepends=True)
+            j = draw(st.integers(0, len(lines) - 1))
+            text = "".join(lines[: j + 1] + [lines[j]] + lines[j + 1:])
+        else:
+            j = draw(st.integers(0, max(0, len(text) - 1)))
+            text = text[:j] + draw(st.sampled_from(list("0123456789-:.,[]{}&*!x "))) + text[j + 1:]
+    return text
+
+
+@given(mutated_texts())
+def test_mutated_yaml_text_validates_or_raises_blueprint_error(text):
+    try:
+        plan = composer.plan(composer.loads(text, file="mutant.yaml"))
+    except BlueprintError as exc:
+        assert exc.problems and all(p.file in ("mutant.yaml", "<command line>") and p.message for p in exc.problems)
+        str(exc).encode("utf-8")  # renderable: control characters and lone surrogates are escaped
+        return
+    _builds_and_runs_if_small(plan, composer.profile(plan).params)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from torch import nn
 
 from .cost import Cost
@@ -51,10 +51,31 @@ class Complaint:
     hint: str | None = None
 
 
-class BlockConfig(BaseModel):
-    """Base of every block family's config."""
+# No number in a blueprint needs to be larger; every derived width and tensor size then stays far
+# from overflowing (a width times a ratio times a kernel area fits in 64 bits many times over).
+MAX_NUMBER = 1 << 20
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+class StrictModel(BaseModel):
+    """Base of every model of the blueprint language (blocks, stems, heads, transitions, stages).
+
+    One scalar policy for all of them, so options added later are covered too: a bool or a string
+    never passes as a number (`depth: true`, `classes: "10"`), an integer option takes no float,
+    floats are finite, and no number exceeds MAX_NUMBER in size. Unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _bounded(cls, value):
+        for number in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(number, (int, float)) and not isinstance(number, bool) and abs(number) > MAX_NUMBER:
+                raise ValueError(f"input should be at most {MAX_NUMBER:,} in size")
+        return value
+
+
+class BlockConfig(StrictModel):
+    """Base of every block family's config."""
 
     # "map": works on (B, C, H, W); "tokens": works on (B, N, C) with N = prefix + H*W
     data_format: ClassVar[Literal["map", "tokens"]] = "map"
@@ -112,6 +133,14 @@ def odd_kernels(config: BaseModel, *options: str) -> list[Complaint]:
             out.append(Complaint(option, f"kernel {k} is even; it must be odd for the padding to keep the grid",
                                  f"use {k - 1} or {k + 1}"))
     return out
+
+
+def positive_width(option: str, channels: int, ratio: float, what: str) -> list[Complaint]:
+    """A complaint when a width derived from a ratio (`int(channels * ratio)`) rounds down to 0."""
+    if int(channels * ratio) >= 1:
+        return []
+    return [Complaint(option, f"{what} = {ratio:g} x {channels} channels rounds down to 0",
+                      f"raise `{option}` to at least {1 / channels:.3g}, or widen the stage")]
 
 
 def divisors_near(value: int, divisor: int) -> str:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..layers import Activation, DropPath, Gate, SqueezeExcite, make_act
 from . import cost as C
-from .base import BlockConfig, BlockContext, CheckpointNames, Complaint, odd_kernels, register_block
+from .base import BlockConfig, BlockContext, CheckpointNames, Complaint, odd_kernels, positive_width, register_block
 
 
 @register_block
@@ -27,16 +27,16 @@ class ConvNeXtConfig(BlockConfig):
 
     type: Literal["convnext"] = Field("convnext", description="Block family: ConvNeXt.")
     kernel: int = Field(7, ge=1, le=31, description="Kernel size of the depthwise conv (odd).")
-    mlp_ratio: float = Field(4.0, gt=0, description="Hidden width of the pointwise MLP = mlp_ratio x channels.")
+    mlp_ratio: float = Field(4.0, gt=0, le=64, description="Hidden width of the pointwise MLP = mlp_ratio x channels.")
     act: Activation = Field("gelu", description="Activation inside the MLP.")
-    layer_scale: float | None = Field(1e-6, gt=0, description="Initial layer-scale value; null switches it off.")
+    layer_scale: float | None = Field(1e-6, gt=0, le=1, description="Initial layer-scale value; null switches it off.")
     se: float = Field(0.0, ge=0, le=1, description="SE ratio applied after the block's MLP; 0 (default) is off.")
     se_act: Activation = Field("relu", description="Activation inside SE.")
     se_gate: Gate = Field("sigmoid", description="Gate of SE.")
-    norm_eps: float = Field(1e-6, gt=0, description="Epsilon of the LayerNorm.")
+    norm_eps: float = Field(1e-6, ge=1e-12, le=1, description="Epsilon of the LayerNorm.")
 
     def check(self, ctx: BlockContext) -> list[Complaint]:
-        return odd_kernels(self, "kernel")
+        return odd_kernels(self, "kernel") + positive_width("mlp_ratio", ctx.out_channels, self.mlp_ratio, "the MLP width")
 
     def describe(self, ctx: BlockContext) -> str:
         return f"convnext k{self.kernel}"

@@ -11,20 +11,21 @@ from __future__ import annotations
 from typing import Annotated, Literal, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from ..layers import Activation, LayerNorm2d, make_act
 from . import cost as C
+from .base import StrictModel
 
 
-class _Head(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Head(StrictModel):
+    """Shared base: the strict scalar policy of every config model."""
 
     norm: Literal["layernorm", "batchnorm", "none"] = Field(
         "layernorm", description="Norm on the pooled features.")
-    norm_eps: float = Field(1e-5, gt=0, description="Epsilon of the norm.")
-    hidden: int | None = Field(None, ge=1, description="Width of a pre-logits Linear + act (CoAtNet); none when unset.")
+    norm_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the norm.")
+    hidden: int | None = Field(None, ge=1, le=65536, description="Width of a pre-logits Linear + act (CoAtNet); none when unset.")
     act: Activation = Field("tanh", description="Activation after the pre-logits Linear.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the classifier.")
 
@@ -56,7 +57,7 @@ class _Head(BaseModel):
 
 class PoolHeadConfig(_Head):
     type: Literal["pool"] = Field("pool", description="Head kind: global average pooling.")
-    conv: int | None = Field(None, ge=1, description="Width of a 1x1 conv + BatchNorm + act before pooling (MobileNetV2: 1280); none when unset.")
+    conv: int | None = Field(None, ge=1, le=65536, description="Width of a 1x1 conv + BatchNorm + act before pooling (MobileNetV2: 1280); none when unset.")
     conv_act: Activation = Field("relu", description="Activation after the feature conv.")
     norm_on: Literal["pooled", "map"] = Field(
         "pooled", description="Where the norm applies: to the pooled features, or (`layernorm` only) to the map at "

@@ -38,7 +38,7 @@ class MBConvConfig(BlockConfig):
     """Mobile inverted bottleneck (MBConv) with optional squeeze-excitation."""
 
     type: Literal["mbconv"] = Field("mbconv", description="Block family: MBConv / inverted residual.")
-    expand: float = Field(4.0, gt=0, description="Expansion ratio t: hidden width = t x base width.")
+    expand: float = Field(4.0, gt=0, le=64, description="Expansion ratio t: hidden width = t x base width.")
     expand_from: Literal["in", "out"] = Field(
         "out", description="Base of the hidden width: the block's input (MobileNetV2) or output (CoAtNet) channels.")
     kernel: int = Field(3, ge=1, le=31, description="Kernel size of the depthwise conv (odd).")

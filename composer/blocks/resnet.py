@@ -73,8 +73,8 @@ class BottleneckConfig(_ResNetOptions):
     _se_index = 8
 
     type: Literal["bottleneck"] = Field("bottleneck", description="Block family: ResNet bottleneck.")
-    reduction: int = Field(4, ge=1, description="Bottleneck width = output channels / reduction (ResNet: 4).")
-    groups: int = Field(1, ge=1, description="Groups of the kxk conv (ResNeXt-style); 1 is a plain conv.")
+    reduction: int = Field(4, ge=1, le=65536, description="Bottleneck width = output channels / reduction (ResNet: 4).")
+    groups: int = Field(1, ge=1, le=65536, description="Groups of the kxk conv (ResNeXt-style); 1 is a plain conv.")
     stride_on: Literal["conv", "reduce"] = Field(
         "conv", description="Which conv carries the stride: the kxk conv (v1.5) or the first 1x1 (the paper's v1).")
 

@@ -10,24 +10,24 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from torch import nn
 
 from ..layers import Activation, make_act, make_norm
 from . import cost as C
-from .base import downsample
+from .base import StrictModel, downsample
 
 
-class _Stem(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Stem(StrictModel):
+    """Shared base: the strict scalar policy of every config model."""
 
 
 class ConvStemConfig(_Stem):
     """Stack of conv-norm-act layers; the first conv carries the stride."""
 
     type: Literal["conv"] = Field("conv", description="Stem kind: stack of convolutions.")
-    channels: list[Annotated[int, Field(ge=1)]] = Field(
-        min_length=1, description="Output width of each conv, e.g. [64, 64].")
+    channels: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+        min_length=1, max_length=16, description="Output width of each conv, e.g. [64, 64].")
     kernel: int = Field(3, ge=1, le=15, description="Kernel size of every conv (odd).")
     stride: int = Field(2, ge=1, le=8, description="Stride of the first conv.")
     norm: Literal["batchnorm", "none"] = Field("batchnorm", description="Norm after each conv.")
@@ -94,10 +94,10 @@ class PatchStemConfig(_Stem):
     """Non-overlapping patch embedding: conv with kernel = stride = patch."""
 
     type: Literal["patch"] = Field("patch", description="Stem kind: patch embedding.")
-    channels: int = Field(ge=1, description="Embedding width.")
+    channels: int = Field(ge=1, le=65536, description="Embedding width.")
     patch: int = Field(16, ge=1, le=64, description="Patch size (kernel and stride of the conv).")
     norm: Literal["layernorm", "none"] = Field("none", description="Norm after the conv (ConvNeXt: layernorm).")
-    norm_eps: float = Field(1e-6, gt=0, description="Epsilon of the norm.")
+    norm_eps: float = Field(1e-6, ge=1e-12, le=1, description="Epsilon of the norm.")
 
     @property
     def out_channels(self) -> int:

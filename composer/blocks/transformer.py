@@ -24,7 +24,8 @@ from ..layers.attention import (Attention, ConvProjectionAttention, GatedPositio
                                 tokens_to_map)
 from ..layers.ffn import ConvFeedForward, Mlp
 from . import cost as C
-from .base import BlockConfig, BlockContext, CheckpointNames, Complaint, divisors_near, odd_kernels, register_block
+from .base import (BlockConfig, BlockContext, CheckpointNames, Complaint, divisors_near, odd_kernels, positive_width,
+                   register_block)
 
 
 class TokenPool(nn.Module):
@@ -79,8 +80,8 @@ class TransformerConfig(BlockConfig):
     attention: Literal["plain", "relative", "gpsa", "conv"] = Field(
         "plain", description="`plain`: ViT; `relative`: CoAtNet's relative position bias; `gpsa`: ConViT's gated "
                              "positional attention; `conv`: CvT's convolutional projection.")
-    heads: int | None = Field(None, ge=1, description="Number of attention heads (or give `head_dim`).")
-    head_dim: int | None = Field(None, ge=1, description="Width per head; heads = channels / head_dim. Default 64.")
+    heads: int | None = Field(None, ge=1, le=65536, description="Number of attention heads (or give `head_dim`).")
+    head_dim: int | None = Field(None, ge=1, le=65536, description="Width per head; heads = channels / head_dim. Default 64.")
     qkv_bias: bool = Field(True, description="Bias on the query/key/value projections.")
     attn_width: Literal["out", "in"] = Field(
         "out", description="Width of queries, keys and values when the block changes width: the output width "
@@ -88,18 +89,18 @@ class TransformerConfig(BlockConfig):
                            "widens). Heads = this width / head_dim.")
     shortcut_bias: bool = Field(True, description="Bias on the shortcut's projection (used when the width changes).")
     locality_strength: float = Field(
-        1.0, gt=0, description="`gpsa`: how sharply each head attends around its offset at initialisation.")
+        1.0, gt=0, le=100, description="`gpsa`: how sharply each head attends around its offset at initialisation.")
     proj_kernel: int = Field(3, ge=1, le=15, description="`conv`: kernel of the depthwise Q/K/V projection convs (odd).")
     kv_stride: int = Field(2, ge=1, le=8, description="`conv`: stride of the key and value projection convs.")
     ffn: Literal["mlp", "conv"] = Field(
         "mlp", description="`mlp`: LayerNorm + MLP (ViT); `conv`: LocalViT's 1x1 -> depthwise -> SE -> 1x1 on the map.")
-    mlp_ratio: float = Field(4.0, gt=0, description="FFN hidden width = mlp_ratio x channels.")
+    mlp_ratio: float = Field(4.0, gt=0, le=64, description="FFN hidden width = mlp_ratio x channels.")
     act: Activation = Field("gelu", description="Activation inside the FFN.")
     ffn_kernel: int = Field(3, ge=1, le=15, description="`ffn: conv`: kernel of the depthwise conv (odd).")
     ffn_se_reduction: int | None = Field(
         None, ge=1, description="`ffn: conv`: SE hidden width = FFN width / this (LocalViT: 192); none when unset.")
-    norm_eps: float = Field(1e-5, gt=0, description="Epsilon of the LayerNorms.")
-    layer_scale: float | None = Field(None, gt=0, description="Initial value of a per-channel layer scale; none when unset.")
+    norm_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the LayerNorms.")
+    layer_scale: float | None = Field(None, gt=0, le=1, description="Initial value of a per-channel layer scale; none when unset.")
     pool: Literal["avg", "max"] = Field("max", description="Pooling used by a downsampling block (CoAtNet).")
 
     def width(self, ctx: BlockContext) -> int:
@@ -117,6 +118,7 @@ class TransformerConfig(BlockConfig):
         if ctx.stride > 1 and ctx.prefix_tokens:
             out.append(Complaint("stride", "a transformer stage cannot downsample while it carries a class token",
                                  "downsample in an earlier stage, or with a `transition`"))
+        out += positive_width("mlp_ratio", ctx.out_channels, self.mlp_ratio, "the FFN width")
         return out + odd_kernels(self, "proj_kernel", "ffn_kernel")
 
     def describe(self, ctx: BlockContext) -> str:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from ..layers import make_norm
 from . import cost as C
+from .base import StrictModel
 
 
-class _Transition(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Transition(StrictModel):
+    """Shared base: the strict scalar policy of every config model."""
 
 
 class NoTransitionConfig(_Transition):
@@ -40,7 +41,7 @@ class ConvTransitionConfig(_Transition):
     kernel: int = Field(2, ge=1, le=31, description="Kernel size of the conv.")
     norm: Literal["before", "after", "none"] = Field(
         "before", description="Where the LayerNorm sits: before the conv (ConvNeXt) or after it (CvT).")
-    norm_eps: float = Field(1e-6, gt=0, description="Epsilon of the LayerNorm.")
+    norm_eps: float = Field(1e-6, ge=1e-12, le=1, description="Epsilon of the LayerNorm.")
     bias: bool = Field(True, description="Bias on the conv.")
 
     def padding(self, stride: int) -> int:

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
 KeyPath = tuple  # e.g. ("stages", 2, "block", "kernel")
+MAX_MESSAGE = 500  # characters of a problem's message when printed
+
+
+# control characters (C0, DEL, C1), lone surrogates, bidi and other format characters: never printed raw
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
+
+
+def printable(text: str, keep_newlines: bool = True) -> str:
+    """`text` safe to show on a terminal: escape sequences, control characters and lone surrogates
+    are written as `\\x1b`, `\\ud800` escapes (this is the one place user text is rendered)."""
+    def escape(m: re.Match) -> str:
+        code = ord(m.group())
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    text = _UNPRINTABLE.sub(escape, str(text))
+    return text if keep_newlines else text.replace("\n", "\\n")
 
 
 def format_path(path: KeyPath) -> str:
@@ -22,6 +38,8 @@ def format_path(path: KeyPath) -> str:
 
 def suggest(word: str, choices: Iterable[str]) -> str | None:
     """The closest spelling among `choices`, phrased as a hint, or None."""
+    if len(str(word)) > 100:  # no option name is that long; and matching would be slow
+        return None
     match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f"did you mean `{match[0]}`?" if match else None
 
@@ -48,10 +66,11 @@ class Problem:
         text = f"{self.location}: "
         if self.path:
             text += f"{format_path(self.path)}: "
-        text += self.message
+        # a message quotes the input; a long quote (a 900 KB name) is cut to keep the report readable
+        text += self.message if len(self.message) <= MAX_MESSAGE else self.message[: MAX_MESSAGE - 3] + "..."
         if self.hint:
             text += f" ({self.hint})"
-        return text
+        return printable(text, keep_newlines=False)
 
     def to_dict(self) -> dict:
         return {

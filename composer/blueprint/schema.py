@@ -11,10 +11,10 @@ import re
 from functools import lru_cache
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, Field, Strict, TypeAdapter, field_validator
 
 from ..blocks import BLOCKS
-from ..blocks.base import BlockConfig
+from ..blocks.base import BlockConfig, StrictModel
 from ..blocks.heads import HeadConfig, PoolHeadConfig
 from ..blocks.stems import NoStemConfig, StemConfig
 from ..blocks.transitions import NoTransitionConfig, TransitionConfig
@@ -28,14 +28,17 @@ def parse_layout(layout: str) -> list[str]:
     return [part.strip() for part in layout.split("-")]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Model(StrictModel):
+    """Blueprint sections: the strict scalar policy of every config model."""
+
+
+_Side = Annotated[int, Field(ge=1, le=16384), Strict()]
 
 
 class InputSpec(_Model):
     channels: int = Field(3, ge=1, le=4096, description="Image channels.")
-    size: Union[Annotated[int, Field(ge=1, le=16384)],
-                tuple[Annotated[int, Field(ge=1, le=16384)], Annotated[int, Field(ge=1, le=16384)]]] = Field(
+    # a YAML list is read as [height, width]: the one place where a non-tuple may become a tuple
+    size: Union[_Side, Annotated[tuple[_Side, _Side], Strict(False)]] = Field(
         224, description="Image size: one number for square images, or [height, width].")
 
     @property

@@ -9,6 +9,7 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from ..blocks.base import BlockConfig
+from ..budgets import MAX_BLOCKS, MAX_STAGES
 from .errors import BlueprintError, Problem, suggest
 from .loader import Source
 from .schema import LAYOUT_RE, block_adapter, block_union, blueprint_model, merged_block, parse_layout
@@ -91,6 +92,10 @@ def _fields(t: Any) -> list[str]:
     return []
 
 
+def _short_text(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -153,7 +158,7 @@ def validate(source: Source) -> Blueprint:
         problems = _problems_from(exc, model_cls, source)
         problems += _cross_checks(source, data, skip_blocks=True)
         raise BlueprintError(sorted(problems, key=_order)) from None
-    problems = _cross_checks(source, data)
+    problems = _cross_checks(source, data) or _budgets(source, model)
     if problems:
         raise BlueprintError(sorted(problems, key=_order))
 
@@ -180,6 +185,21 @@ def _order(p: Problem) -> tuple:
     return (p.line or 0, p.column or 0)
 
 
+def _budgets(source: Source, model: Any) -> list[Problem]:
+    """The size budgets of composer/budgets.py that the schema alone cannot see (totals)."""
+    stages = model.stages
+    if len(stages) > MAX_STAGES:
+        return [source.problem(("layout",), f"the layout has {len(stages):,} stages, over the budget of {MAX_STAGES} "
+                               "stages per blueprint", "published networks have 1 to 5 stages")]
+    total = sum(s.depth for s in stages)
+    if total > MAX_BLOCKS:
+        worst = max(range(len(stages)), key=lambda i: stages[i].depth)
+        return [source.problem(("stages", worst, "depth"), f"the network has {total:,} blocks, over the budget of "
+                               f"{MAX_BLOCKS:,} blocks per blueprint; stage {worst} has {stages[worst].depth}",
+                               "use fewer or shallower stages")]
+    return []
+
+
 def _cross_checks(source: Source, data: Any, skip_blocks: bool = False) -> list[Problem]:
     """Layout letters against the legend, and the stage count against the layout."""
     if not isinstance(data, dict):
@@ -190,6 +210,9 @@ def _cross_checks(source: Source, data: Any, skip_blocks: bool = False) -> list[
     if not LAYOUT_RE.match(layout):  # the schema reports a malformed layout
         return []
     letters = parse_layout(layout)
+    if len(letters) > MAX_STAGES:
+        return [source.problem(("layout",), f"the layout has {len(letters):,} stages, over the budget of {MAX_STAGES} "
+                               "stages per blueprint", "published networks have 1 to 5 stages")]
     problems = []
     for letter in dict.fromkeys(letters):
         if letter not in blocks:
@@ -197,6 +220,6 @@ def _cross_checks(source: Source, data: Any, skip_blocks: bool = False) -> list[
             problems.append(source.problem(("layout",), f"layout letter `{letter}` has no entry in `blocks`", hint))
     if isinstance(stages, list) and len(stages) != len(letters):
         problems.append(source.problem(
-            ("stages",), f"the layout `{layout}` has {len(letters)} stages but `stages` lists {len(stages)}",
+            ("stages",), f"the layout `{_short_text(layout)}` has {len(letters)} stages but `stages` lists {len(stages)}",
             "give one entry under `stages` per letter of the layout"))
     return problems

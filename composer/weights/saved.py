@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import yaml
 
 from ..blueprint import Blueprint
-from ..blueprint.loader import MAX_FILE_BYTES
+from ..blueprint.loader import MAX_FILE_BYTES, dump_text
 from ..fileio import atomic_write
 from .read import _check_path, file_kind, load_pickle, weights_error
 
@@ -34,7 +33,7 @@ def is_safetensors_path(path: str | os.PathLike) -> bool:
 
 def save_model(net: torch.nn.Module, blueprint: Blueprint, path: str | os.PathLike, *,
                extra: dict[str, Any] | None = None) -> None:
-    text = yaml.safe_dump(blueprint.source.data, sort_keys=False)  # with any --set overrides applied
+    text = dump_text(blueprint.source.data)  # with any --set overrides applied; reads back exactly as written
     header = {"format": FORMAT, "blueprint": text, "blueprint_file": blueprint.source.file}
     if is_safetensors_path(path):
         from safetensors.torch import save
