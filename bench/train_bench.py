@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 import composer  # noqa: E402
 from composer.fileio import write_text  # noqa: E402
 from composer.train import load_recipe, train  # noqa: E402
-from composer.train.augment import Normalize, TrainAugment  # noqa: E402
+from composer.train.augment import TrainAugment  # noqa: E402
 from composer.train.data import load_image  # noqa: E402
 from tests.synthetic import make_folder  # noqa: E402
 

@@ -11,7 +11,7 @@ import typer
 import composer
 from composer.profile import profile_module_parts
 
-from .common import SetOption, check_output, out, parse_sets, shape, table, user_errors, write_error
+from .common import SetOption, check_output, fail, out, parse_sets, shape, table, user_errors, write_error
 
 
 def build(

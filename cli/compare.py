@@ -12,7 +12,7 @@ import composer
 from composer.blueprint import BlueprintError
 from composer.compare import compare as compare_rows, plot
 
-from .common import SetOption, fail, out, parse_sets, si, table, user_errors
+from .common import SetOption, check_output, fail, out, parse_sets, si, table, user_errors, write_error
 from .profile import DType, Optimizer, bytes_text
 
 
@@ -33,8 +33,7 @@ def compare(
     if plot_file is not None:
         if plot_file.suffix.lower() not in (".png", ".svg"):
             fail(f"cannot plot to `{plot_file}`: the file must end in .png or .svg")
-        if plot_file.is_dir() or not plot_file.parent.exists():
-            fail(f"cannot write `{plot_file}`: " + ("it is a directory" if plot_file.is_dir() else "its directory does not exist"))
+        check_output(plot_file)
     with user_errors():
         overrides = parse_sets(set_)
         if size is not None:
@@ -54,7 +53,7 @@ def compare(
         except ImportError as exc:
             fail(str(exc))
         except OSError as exc:
-            fail(f"cannot write `{plot_file}`: {exc.strerror or exc}")
+            write_error(plot_file, exc)
     if as_json:
         out(json.dumps([r.to_dict() for r in rows], indent=2))
         return

@@ -10,7 +10,7 @@ import typer
 import composer
 from composer.draw import FORMATS, draw as draw_picture
 
-from .common import SetOption, fail, out, parse_sets, user_errors
+from .common import SetOption, check_output, fail, out, parse_sets, user_errors, write_error
 
 
 def draw(
@@ -22,8 +22,7 @@ def draw(
     MACs and parameters."""
     if output.suffix.lower().lstrip(".") not in FORMATS:
         fail(f"cannot draw to `{output}`: the file must end in .svg or .png")
-    if output.is_dir() or not output.parent.exists():
-        fail(f"cannot write `{output}`: " + ("it is a directory" if output.is_dir() else "its directory does not exist"))
+    check_output(output)
     with user_errors():
         plan = composer.plan(composer.load(file, overrides=parse_sets(set_)))
         report = composer.profile(plan)
@@ -32,5 +31,5 @@ def draw(
     except ImportError as exc:
         fail(str(exc))
     except OSError as exc:
-        fail(f"cannot write `{output}`: {exc.strerror or exc}")
+        write_error(output, exc)
     out(f"drew {plan.name} to {output}")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import fail, out, table, user_errors
+from .common import check_output, fail, out, table, user_errors
 
 
 def eval_(
@@ -23,8 +23,8 @@ def eval_(
     """Evaluate a checkpoint on labelled images."""
     if not checkpoint.is_file():
         fail(f"{checkpoint}: no such checkpoint")
-    if confusion is not None and not confusion.parent.exists():
-        fail(f"cannot write `{confusion}`: its directory does not exist")
+    if confusion is not None:
+        check_output(confusion)
     from composer.train import MissingExtra, evaluate
     from composer.train.report import plot_confusion
     with user_errors():

@@ -11,7 +11,7 @@ import typer
 import composer
 from composer.export import FORMATS, ExportError, example_input, export_onnx, export_program
 
-from .common import SetOption, fail, out, parse_sets, shape, user_errors
+from .common import SetOption, check_output, fail, out, parse_sets, shape, user_errors, write_error
 
 MODEL_SUFFIXES = (".pt", ".pth")
 
@@ -36,8 +36,7 @@ def export(
     """Export the network of a blueprint (the one `composer build` builds) or a saved model, check the
     exported file against PyTorch, and write it atomically; exit 1 when they differ beyond tolerance."""
     output = output or Path(source.stem + FORMATS[format.value])
-    if output.is_dir() or not output.parent.exists():
-        fail(f"cannot write `{output}`: " + ("it is a directory" if output.is_dir() else "its directory does not exist"))
+    check_output(output)
     with user_errors():
         if source.suffix in MODEL_SUFFIXES:
             if set_:
@@ -60,7 +59,7 @@ def export(
     except ExportError as exc:
         fail(str(exc))
     except OSError as exc:
-        fail(f"cannot write `{output}`: {exc.strerror or exc}")
+        write_error(output, exc)
     out(f"checked with {report.checked_with}: max abs difference {report.max_abs_diff:.3g} "
         f"(tolerance {report.tolerance:g})")
     out(f"wrote {report.path} ({report.bytes / 2**20:.1f} MiB)")

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import fail, out, user_errors
+from .common import check_output, fail, out, user_errors
 
 
 def predict(
@@ -23,8 +23,7 @@ def predict(
     """Predict the class of every image under PATH; write a submission CSV."""
     if not checkpoint.is_file():
         fail(f"{checkpoint}: no such checkpoint")
-    if csv_.is_dir() or not csv_.parent.exists():
-        fail(f"cannot write `{csv_}`: " + ("it is a directory" if csv_.is_dir() else "its directory does not exist"))
+    check_output(csv_)
     from composer.train import MissingExtra, predict as run, write_predictions
     with user_errors():
         try:

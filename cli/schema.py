@@ -10,7 +10,7 @@ import typer
 from composer.blueprint.jsonschema import blueprint_json_schema_text, space_json_schema_text
 from composer.fileio import write_text
 
-from .common import check_output, out, user_errors, write_error
+from .common import check_output, fail, out, user_errors, write_error
 
 
 def schema(

@@ -10,11 +10,11 @@ from typing import Annotated, Optional
 import typer
 import yaml
 
-from composer.blueprint import BlueprintError, read_file
+from composer.blueprint import read_file
 from composer.fileio import write_text
 from composer.search import parse_budget, plot, search as run_search
 
-from .common import (SetOption, command_line_error, fail, out, parse_sets, si, table, user_errors)
+from .common import SetOption, check_output, command_line_error, fail, out, parse_sets, si, table, user_errors, write_error
 from .profile import DType, Optimizer, bytes_text
 
 
@@ -37,8 +37,7 @@ def search(
     if plot_file is not None:
         if plot_file.suffix.lower() not in (".png", ".svg"):
             fail(f"cannot plot to `{plot_file}`: the file must end in .png or .svg")
-        if plot_file.is_dir() or not plot_file.parent.exists():
-            fail(f"cannot write `{plot_file}`: " + ("it is a directory" if plot_file.is_dir() else "its directory does not exist"))
+        check_output(plot_file)
     with user_errors():
         try:
             limits = parse_budget(budget)
@@ -73,14 +72,14 @@ def search(
                 write_text(path, header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
                 written.append(path)
         except OSError as exc:
-            fail(f"cannot write into `{emit}`: {exc.strerror or exc}")
+            write_error(exc.filename or emit, exc)
     if plot_file is not None:
         try:
             plot(result, plot_file)
         except ImportError as exc:
             fail(str(exc))
         except OSError as exc:
-            fail(f"cannot write `{plot_file}`: {exc.strerror or exc}")
+            write_error(plot_file, exc)
     if as_json:
         d = result.to_dict(top)
         if emit is not None:

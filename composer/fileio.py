@@ -7,7 +7,7 @@ then renamed over the target. Besides:
 - only a regular file (or nothing) is ever replaced: a directory, symlink, device, FIFO or socket
   at the target is refused before anything is written (`-o /dev/null` leaves /dev/null alone);
 - an existing file keeps its permission bits; a new one gets the umask's, as `open()` would give;
-- the temporary name is short whatever the target's name, so it fits the file-name limit;
+- the temporary name is `.NAME.RANDOM.tmp` with NAME cut to 64 characters, so it fits the file-name limit;
 - on every exit path the temporary file is removed and the target left as it was: exceptions,
   Ctrl-C and SIGTERM (turned into `Interrupted` while a write is in progress).
 """
@@ -99,7 +99,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     keep_mode = check_target(target)
     permissions = keep_mode if keep_mode is not None else 0o666 & ~_umask()
     with _signals_interrupt():
-        fd, tmp = tempfile.mkstemp(prefix=".composer-", suffix=".tmp", dir=target.parent)
+        # named after the target (cut short, so any name fits the limit), so a file left by a kill -9 says what it was
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:64]}.", suffix=".tmp", dir=target.parent)
         try:
             os.fchmod(fd, permissions)
             with os.fdopen(fd, mode) as fh:

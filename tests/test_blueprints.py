@@ -1,6 +1,5 @@
 """Every blueprint in blueprints/ reproduces its reference: parameters exact, MACs within 2%."""
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -258,7 +258,7 @@ def test_load_model_checks_memory_before_reading_tensors(tmp_path, monkeypatch):
 
     bp = small("resnet18_small", **{"input.size": 32})
     composer.save(composer.build(bp), bp, tmp_path / "m.safetensors")
-    monkeypatch.setattr(composer.api, "available_memory", lambda: 1000)
+    monkeypatch.setattr(composer.api, "memory_room", lambda: (1000, "free memory"))
     monkeypatch.setattr(composer.weights.read, "read_safetensors", lambda p: pytest.fail("tensors read first"))
     with pytest.raises(composer.BlueprintError, match="more than the"):
         composer.load_model(tmp_path / "m.safetensors")

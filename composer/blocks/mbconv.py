@@ -85,7 +85,7 @@ class MBConvConfig(BlockConfig):
         return f"mbconv k{self.kernel} e{self.expand:g}{se}"
 
     def cost(self, ctx: BlockContext) -> C.Cost:
-        c_in, c_out, s = ctx.in_channels, ctx.out_channels, ctx.stride
+        c_in, c_out = ctx.in_channels, ctx.out_channels
         (h, w), out = ctx.resolution, ctx.out_resolution
         pre = self.norm == "pre"
         hidden = _hidden(self, ctx) if self.has_expand_conv else c_in

@@ -110,7 +110,7 @@ class TransformerConfig(BlockConfig):
     def check(self, ctx: BlockContext) -> list[Complaint]:
         out = check_heads(self.heads, self.head_dim, self.width(ctx))
         if self.attn_width == "in" and self.attention not in ("plain", "relative"):
-            out.append(Complaint("attn_width", f"`attn_width: in` is available for `plain` and `relative` attention only",
+            out.append(Complaint("attn_width", "`attn_width: in` is available for `plain` and `relative` attention only",
                                  "use `attn_width: out`"))
         if self.attention in ("relative", "gpsa") and ctx.prefix_tokens:
             out.append(Complaint("attention", f"`{self.attention}` attention works on the token grid and cannot take "

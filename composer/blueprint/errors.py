@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 KeyPath = tuple  # e.g. ("stages", 2, "block", "kernel")
-MAX_MESSAGE = 500  # characters of a problem's message when printed
+MAX_MESSAGE = 2000  # characters of a problem's message when printed (a weights mismatch lists tensors)
 
 
 # control characters (C0, DEL, C1), lone surrogates, bidi and other format characters: never printed raw

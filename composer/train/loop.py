@@ -24,7 +24,6 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ..api import build as build_model, plan as make_plan, save
 from ..blueprint import Blueprint, Problem
-from ..build import ComposedNet
 from . import distributed
 from .augment import Normalize, TrainAugment, soft_cross_entropy
 from .autobatch import auto_batch

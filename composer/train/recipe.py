@@ -13,25 +13,26 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import Discriminator, Field, Strict, Tag, ValidationError, model_validator
 
 from ..api import apply_overrides
 from ..blueprint import BlueprintError, Problem
 from ..blueprint.loader import Source, load_text, read_file
 from ..blueprint.validate import located_problems
+from ..blocks.base import StrictModel
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Model(StrictModel):
+    """The blueprints' scalar policy: no bool or string as a number, finite floats, unknown keys refused."""
 
 
 class AdamWConfig(_Model):
     type: Literal["adamw"] = "adamw"
     lr: float = Field(1e-3, gt=0, description="Peak learning rate (reached at the end of warm-up).")
     weight_decay: float = Field(0.05, ge=0, description="Decoupled weight decay; norms, biases, class tokens and position embeddings are excluded.")
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+    betas: Annotated[tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]], Strict(False)] = Field(
         (0.9, 0.999), description="Adam's running-average coefficients.")
     eps: float = Field(1e-8, gt=0, description="Adam's denominator term.")
 
@@ -77,15 +78,15 @@ AutoAugmentConfig = Annotated[Union[Annotated[RandAugmentConfig, Tag("randaugmen
 
 
 class CropConfig(_Model):
-    scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = Field(
+    scale: Annotated[tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]], Strict(False)] = Field(
         (0.08, 1.0), description="Range of the crop's area as a fraction of the image.")
-    ratio: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = Field(
+    ratio: Annotated[tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]], Strict(False)] = Field(
         (0.75, 4 / 3), description="Range of the crop's aspect ratio.")
 
 
 class MixupConfig(_Model):
     p: float = Field(1.0, ge=0, le=1, description="Probability that a batch is mixed.")
-    lam: tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]] = Field(
+    lam: Annotated[tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]], Strict(False)] = Field(
         (0.0, 1.0), description="Range of the mixing weight, drawn uniformly per image.")
 
 
@@ -102,8 +103,8 @@ class AugmentConfig(_Model):
     mixup: Optional[MixupConfig] = Field(None, description="Mixup of image pairs; null for none.")
     cutmix: Optional[CutmixConfig] = Field(None, description="CutMix of image pairs; null for none. With mixup too, each batch uses one of them.")
     erasing: float = Field(0.0, ge=0, le=1, description="Probability of random erasing per image.")
-    mean: tuple[float, float, float] = Field((0.485, 0.456, 0.406), description="Normalisation mean per channel (0-1 scale).")
-    std: tuple[float, float, float] = Field((0.229, 0.224, 0.225), description="Normalisation standard deviation per channel.")
+    mean: Annotated[tuple[float, float, float], Strict(False)] = Field((0.485, 0.456, 0.406), description="Normalisation mean per channel (0-1 scale).")
+    std: Annotated[tuple[float, float, float], Strict(False)] = Field((0.229, 0.224, 0.225), description="Normalisation standard deviation per channel.")
     crop_pct: float = Field(0.875, gt=0, le=1, description="Evaluation: resize the shorter side to size / crop_pct, then centre-crop to size.")
 
 

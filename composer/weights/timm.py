@@ -73,7 +73,7 @@ def timm_rules(plan: Plan, own_keys: Iterable[str], available: set[str]) -> dict
         rules[f"head.{key}"] = rule
 
     # one block numbering for the whole network: the one that finds most tensors
-    best_layout, best_hits, block_rules = None, -1, {}
+    best_hits, block_rules = -1, {}
     for layout, where in BLOCK_LAYOUTS.items():
         found, hits, g = {}, 0, 0
         for sp in plan.stages:
@@ -87,7 +87,7 @@ def timm_rules(plan: Plan, own_keys: Iterable[str], available: set[str]) -> dict
                         hits += rule[0] in available
                 g += 1
         if hits > best_hits:
-            best_layout, best_hits, block_rules = layout, hits, found
+            best_hits, block_rules = hits, found
     rules |= block_rules
 
     for sp in plan.stages:
