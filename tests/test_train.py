@@ -440,3 +440,20 @@ def test_progress_is_a_rich_bar_on_a_terminal_and_plain_lines_elsewhere():
     show.update(1, loss=2.0)
     show.update(1, loss=1.0)
     assert plain.getvalue().splitlines()[-1].startswith("epoch 1/1: 2/2 loss 1")
+
+
+def test_fine_tuning_from_weights_keeps_the_backbone_and_gives_a_new_head(run, files, tmp_path):
+    """`--weights` starts from a trained model: with a learning rate too small to move anything, the
+    backbone is the pretrained one; the classifier for another class count is new, and said to be."""
+    data = make_folder(tmp_path / "two", {"train": 8, "val": 4}, classes=CLASSES[:2])
+    out = tmp_path / "tuned"
+    r = _train(files, data, "--weights", str(run / "best.pt"), "--set", "classes=2", "--epochs", "1", "--batch", "8",
+               "--set", "recipe.optimizer={type: sgd, lr: 1.0e-12, weight_decay: 0}",
+               "--set", "recipe.schedule={warmup_epochs: 0}", out=out)
+    assert r.exit_code == 0, r.output
+    assert "re-initialised head.fc.weight: checkpoint 3x32, blueprint 2x32" in r.output
+    before = torch.load(run / "best.pt", weights_only=True)["state_dict"]
+    after = torch.load(out / "last.pt", weights_only=True)["state_dict"]
+    convs = [k for k in before if k.endswith("weight") and before[k].ndim == 4]
+    assert convs and all(torch.allclose(before[k], after[k], atol=1e-6) for k in convs)
+    assert after["head.fc.weight"].shape == (2, 32) and before["head.fc.weight"].shape == (3, 32)

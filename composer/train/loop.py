@@ -161,6 +161,8 @@ def _train(bp, data, recipe, out, d, show, resume, weights, auto, stop_after) ->
 
     # --- the model and what trains it ------------------------------------------------------------
     model = build_model(bp, seed=recipe.seed) if weights is None else build_model(bp, seed=recipe.seed, weights=weights)
+    if weights is not None:
+        show.line(model.weights_report.summary())  # what was loaded, resized and re-initialised (a new head)
     model = model.to(d.device)
     if recipe.sync_bn and d.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
