@@ -61,6 +61,38 @@ def startup_rows() -> list[str]:
     return rows
 
 
+# where a profile's time goes, in one process: each step after the one before
+BREAKDOWN = """\
+import json, time
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+import cli.app, composer
+from composer.profile import profile
+t2 = time.perf_counter()
+import torch._dynamo
+t3 = time.perf_counter()
+plan = composer.plan("%s")
+profile(plan)
+t4 = time.perf_counter()
+print(json.dumps([t1 - t0, t2 - t1, t3 - t2, t4 - t3]))
+""" % COATNET
+
+
+def profile_breakdown() -> str:
+    runs = []
+    for _ in range(5):
+        proc = subprocess.run([PY, "-c", BREAKDOWN], cwd=ROOT, capture_output=True, text=True, check=True)
+        runs.append(json.loads(proc.stdout))
+    torch_s, composer_s, dynamo_s, trace_s = (statistics.median(r[i] for r in runs) for i in range(4))
+    return (f"Where `composer profile coatnet0` spends its time beyond starting Python (medians of 5, one process): "
+            f"`import torch` {torch_s:.2f} s, the command line and composer {composer_s:.2f} s, `torch._dynamo` "
+            f"{dynamo_s:.2f} s, loading, planning and tracing {trace_s:.2f} s. torch imports `torch._dynamo` itself "
+            "on the first call of a function it guards against compilation (`torch._disable_dynamo`): "
+            "`TorchDispatchMode.__torch_dispatch__` and the Python meta kernels (`torch._refs`) that batch norm, "
+            "GELU and other operators run on meta tensors; any meta-tensor trace pays it.")
+
+
 def search_rows() -> list[str]:
     rows = ["| budget | candidates | within budget | front | wall time | candidates per minute |",
             "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -85,6 +117,8 @@ def main() -> None:
         "Each command in a fresh process, median wall time of 5 runs, with whether it imported torch.",
         "",
         *startup_rows(),
+        "",
+        profile_breakdown(),
         "",
         f"`composer search {SPACE}` over all 5,832 candidates, in a fresh process (start-up included).",
         "Parameters and MACs come from the blocks' analytic costs; the training-memory budget traces",

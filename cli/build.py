@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 import typer
 
 import composer
-from composer.profile import profile_module_parts
 
 from .common import SetOption, check_output, fail, out, parse_sets, shape, table, user_errors, write_error
 
@@ -50,6 +49,8 @@ def build(
         source = composer.load(weights_blueprint) if weights_blueprint is not None else None
         net = composer.build(plan, seed=seed, weights=weights, weights_from=weights_from, strict=not partial,
                              parts=part_list, weights_blueprint=source)
+    from composer.profile import profile_module_parts
+
     params = profile_module_parts(net)
     rows = [["part", "block", "output", "params"],
             ["stem", plan.stem.type, shape(list(plan.stem_shape)), f"{params['stem']:,}"]]

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 import composer
-from composer.draw import FORMATS, draw as draw_picture
 
 from .common import SetOption, check_output, fail, out, parse_sets, user_errors, write_error
 
@@ -20,6 +19,8 @@ def draw(
 ) -> None:
     """Draw the network: stem, stages (family, depth, width, output shape), head, and each part's share of
     MACs and parameters."""
+    from composer.draw import FORMATS, draw as draw_picture
+
     if output.suffix.lower().lstrip(".") not in FORMATS:
         fail(f"cannot draw to `{output}`: the file must end in .svg or .png")
     check_output(output)

@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 import typer
 
 import composer
-from composer.export import FORMATS, ExportError, example_input, export_onnx, export_program
 
 from .common import SetOption, check_output, fail, out, parse_sets, shape, user_errors, write_error
 
@@ -35,6 +34,8 @@ def export(
 ) -> None:
     """Export the network of a blueprint (the one `composer build` builds) or a saved model, check the
     exported file against PyTorch, and write it atomically; exit 1 when they differ beyond tolerance."""
+    from composer.export import FORMATS, ExportError, example_input, export_onnx, export_program
+
     output = output or Path(source.stem + FORMATS[format.value])
     check_output(output)
     with user_errors():

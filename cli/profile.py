@@ -7,23 +7,26 @@ import json
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 import composer
 from composer.blueprint import BlueprintError
-from composer.check import CheckReport
-from composer.memory import DTYPE_ALIASES, DTYPES, OPTIMIZER_STATES, TrainMemory
-from composer.profile import Profile
+from composer.choices import DTYPE_ALIASES, DTYPE_NAMES, OPTIMIZER_STATES
+
+if TYPE_CHECKING:  # composer.profile traces with torch, imported when the command runs
+    from composer.check import CheckReport
+    from composer.memory import TrainMemory
+    from composer.profile import Profile
 
 from .common import SetOption, command_line_error, out, quote, parse_sets, shape, si, table, user_errors
 
 
 MAX_SIZES = 16  # reports per `--sizes` run
 
-# choices come from composer.memory, the one place that knows them
-DType = Enum("DType", {name: name for name in [*DTYPES, *DTYPE_ALIASES]}, type=str)
+# choices come from composer.choices, the one place that knows them
+DType = Enum("DType", {name: name for name in [*DTYPE_NAMES, *DTYPE_ALIASES]}, type=str)
 Optimizer = Enum("Optimizer", {name: name for name in OPTIMIZER_STATES}, type=str)
 
 

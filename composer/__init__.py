@@ -3,18 +3,29 @@
     import composer
     net = composer.build("blueprints/coatnet0.yaml")
     report = composer.profile("blueprints/coatnet0.yaml")
+
+`import composer` does not import torch: the names below load their module on first use (PEP 562),
+so reading, validating and planning a blueprint stay light; building and tracing import torch.
 """
 
-from .api import apply_overrides, build, check, load, load_model, loads, plan, profile, save, train_memory
-from .blocks import BLOCKS, BlockConfig, BlockContext, register_block
-from .blueprint import Blueprint, BlueprintError, Problem
-from .build import ComposedNet
-from .features import FeatureNet, InputSizeError
-from .plan import Plan
-from .profile import Profile
-from .weights import LoadReport, WeightsError
+from __future__ import annotations
+
+import sys
+import types
+from importlib import import_module
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_HOMES = {
+    **dict.fromkeys(["apply_overrides", "build", "check", "load", "load_model", "loads", "plan", "profile", "save",
+                     "train_memory"], "api"),
+    **dict.fromkeys(["BLOCKS", "BlockConfig", "BlockContext", "register_block"], "blocks"),
+    **dict.fromkeys(["Blueprint", "BlueprintError", "Problem"], "blueprint"),
+    "ComposedNet": "build", "FeatureNet": "features", "InputSizeError": "features", "Plan": "plan",
+    "Profile": "profile", "LoadReport": "weights", "WeightsError": "weights",
+}
 
 __all__ = [
     "load", "loads", "plan", "build", "profile", "check", "train_memory", "save", "load_model", "apply_overrides",
@@ -22,3 +33,41 @@ __all__ = [
     "BLOCKS", "BlockConfig", "BlockContext", "register_block", "LoadReport", "WeightsError",
     "FeatureNet", "InputSizeError",
 ]
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{home}", __name__), name)
+    globals()[name] = value  # the next look-up is an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+class _Package(types.ModuleType):
+    """`composer.build`, `.profile`, `.plan` and `.check` are the API's functions, though modules of
+    the same names exist: loading such a module (lazily, at any time) must not rebind the name.
+    The modules stay importable as usual (`from composer.build import ComposedNet`)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _HOMES.get(name) == "api":
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+if TYPE_CHECKING:
+    from .api import apply_overrides, build, check, load, load_model, loads, plan, profile, save, train_memory
+    from .blocks import BLOCKS, BlockConfig, BlockContext, register_block
+    from .blueprint import Blueprint, BlueprintError, Problem
+    from .build import ComposedNet
+    from .features import FeatureNet, InputSizeError
+    from .plan import Plan
+    from .profile import Profile
+    from .weights import LoadReport, WeightsError

@@ -5,23 +5,23 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Sequence, Union
-
-import torch
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
 from .blueprint import Blueprint, BlueprintError, Problem, load_text, read_file, validate
 from .blueprint.loader import Source
-from .build import ComposedNet, build as _build
 from .plan import Plan, plan as _plan
 from .check import CheckReport, check as _check
-from .features import FeatureNet
 from .limits import memory_room
 from . import arguments as args
-from .memory import DTYPE_ALIASES, DTYPES, OPTIMIZER_STATES, TrainMemory, train_memory as _train_memory
-from .profile import Profile, profile as _profile
-from .weights import load_weights, transplant_weights
-from .weights.load import load_tensors
-from .weights.saved import read_saved, save_model
+
+# load, loads, plan and apply_overrides need no torch; the verbs that build or trace import it when called.
+if TYPE_CHECKING:
+    import torch
+
+    from .build import ComposedNet
+    from .features import FeatureNet
+    from .memory import TrainMemory
+    from .profile import Profile
 
 Spec = Union[str, os.PathLike, Blueprint, Plan]
 
@@ -117,6 +117,8 @@ def check_fits_in_memory(p: Plan) -> None:
     """Refuse, with a location, to build a network whose tensors would not fit in the memory this
     process may use. Everything a build allocates is counted, parameters and buffers (relative-
     position tables grow with the square of the token count), from a build on the meta device."""
+    from .build import build as _build
+
     meta = _build(p, device="meta")
     # each part, where it is blamed, and its bytes: the largest part takes the blame
     parts = [("the stem", ("stem",), meta.stem)]
@@ -158,6 +160,12 @@ def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | N
     (B, C, H, W) maps of the stages in `out_indices` (default all; negative count from the end),
     described by its `feature_info`.
     """
+    import torch
+
+    from .build import build as _build
+    from .features import FeatureNet
+    from .weights import load_weights, transplant_weights
+
     p = plan(spec)
     args.check_seed(seed)
     if args.check_device(device).type == "cpu":
@@ -179,6 +187,8 @@ def _load_pretrained(net: ComposedNet, p: Plan, strict: bool) -> list:
     """The blueprint's `pretrained:` entries, paths relative to the blueprint's folder."""
     source = p.blueprint.source
     here = Path(source.file).parent if source.file else Path(".")
+    from .weights import transplant_weights
+
     reports = []
     for i, entry in enumerate(p.blueprint.model.pretrained):
         checkpoint = here / entry.checkpoint
@@ -201,6 +211,8 @@ def _load_pretrained(net: ComposedNet, p: Plan, strict: bool) -> list:
 
 def profile(spec: Spec, *, batch: int = 1, elementwise: bool = False) -> Profile:
     """Parameters and MACs per part, counted on meta tensors (no weights allocated)."""
+    from .profile import profile as _profile
+
     p = plan(spec)
     args.check_batch(p, batch)
     args.check_flag("elementwise", elementwise)
@@ -210,9 +222,12 @@ def profile(spec: Spec, *, batch: int = 1, elementwise: bool = False) -> Profile
 def train_memory(spec: Spec, *, batch: int, dtype: str = "float32", optimizer: str = "adamw") -> TrainMemory:
     """Bytes a training step needs (weights, gradients, optimizer state, saved activations), from a
     forward pass on meta tensors."""
+    from .choices import DTYPE_ALIASES, DTYPE_NAMES, OPTIMIZER_STATES
+    from .memory import train_memory as _train_memory
+
     p = plan(spec)
     args.check_batch(p, batch)
-    args.check_choice("dtype", dtype, [*DTYPES, *DTYPE_ALIASES])
+    args.check_choice("dtype", dtype, [*DTYPE_NAMES, *DTYPE_ALIASES])
     args.check_choice("optimizer", optimizer, OPTIMIZER_STATES)
     try:
         return _train_memory(p, batch=batch, dtype=dtype, optimizer=optimizer)
@@ -227,6 +242,8 @@ def train_memory(spec: Spec, *, batch: int, dtype: str = "float32", optimizer: s
 def check(spec: Spec, *, traced: Profile | None = None, tolerance: float = 0.01) -> CheckReport:
     """Compare each part's analytic cost (from the block configs) with the traced count; `traced`
     reuses a profile already taken (batch 1, elementwise off), else one is taken."""
+    from .profile import Profile
+
     p = plan(spec)
     if traced is not None and not isinstance(traced, Profile):
         raise args.argument_error(f"`traced` must be a Profile from composer.profile, not {type(traced).__name__}")
@@ -241,6 +258,8 @@ def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike, *, ext
     pickle. `extra` adds entries to the saved payload (a training run's recipe, class names,
     optimizer state, ...; in safetensors, strings only); `load_model` ignores entries it does not know.
     """
+    from .weights.saved import save_model
+
     args.check_save(net, blueprint, path, extra)
     save_model(net, blueprint, path, extra=extra)
 
@@ -252,6 +271,12 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     not a composer model, or whose tensors do not fit its blueprint, raises WeightsError (a
     BlueprintError) naming the file and the tensors.
     """
+    import torch
+
+    from .build import build as _build
+    from .weights.load import load_tensors
+    from .weights.saved import read_saved
+
     saved = read_saved(path)
     p = plan(loads(saved.blueprint_text, file=saved.blueprint_name))
     if torch.device(device or "cpu").type == "cpu":

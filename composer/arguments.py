@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Iterable
-
-import torch
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .blueprint.errors import BlueprintError, Problem
 from .budgets import MAX_BATCH, MAX_TENSOR_BYTES
 from .plan import Plan
+
+if TYPE_CHECKING:
+    import torch
 
 WHERE = "<command line>"  # the API's arguments are the command line's options
 
@@ -42,6 +43,8 @@ def check_flag(option: str, value: Any) -> None:
 
 
 def check_device(device: Any) -> torch.device:
+    import torch
+
     if device is not None and not isinstance(device, (str, torch.device)):
         raise argument_error(f"`device` must be a device name such as `cpu` or `cuda:0`, not {type(device).__name__}")
     try:

@@ -9,10 +9,13 @@ whose block family states no analytic cost (a plugin may not) is reported as unc
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from .blocks.cost import Cost
 from .plan import Plan, StagePlan
-from .profile import Profile, profile
+
+if TYPE_CHECKING:  # analytic() needs no torch; check() traces, and imports it then
+    from .profile import Profile
 
 
 def _stage_cost(sp: StagePlan) -> Cost | None:
@@ -82,6 +85,8 @@ class CheckReport:
 def check(plan: Plan, traced: Profile | None = None, tolerance: float = 0.01) -> CheckReport:
     """Compare analytic and traced parameters (exactly) and MACs (within `tolerance`), per part."""
     if traced is None or traced.input[0] != 1 or traced.elementwise_counted:
+        from .profile import profile
+
         traced = profile(plan)
     out = []
     for (name, cost), part in zip(analytic(plan), traced.parts):

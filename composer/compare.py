@@ -1,7 +1,10 @@
 """compare: several planned networks side by side, as rows of figures and as a scatter plot.
 
-Each row carries the same figures as `profile` (parameters, MACs, per-part split) and, when asked,
-the training-memory estimate of `memory`; the plot puts MACs against parameters, one labelled
+Each row carries the same figures as `profile` (parameters, MACs, per-part split), taken from the
+blocks' analytic costs (`composer.check.analytic`, equal to the traced count for every shipped
+blueprint; tests/test_compare.py holds them to it) so that comparing needs no torch; a network with a
+block family that states no analytic cost (a plugin) is traced instead. When asked, the row adds the
+training-memory estimate of `memory`, which traces. The plot puts MACs against parameters, one labelled
 marker per network, its area proportional to training memory when that was estimated.
 """
 
@@ -11,10 +14,9 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .check import analytic
 from .fileio import atomic_write
-from .memory import train_memory
 from .plan import Plan
-from .profile import profile
 
 
 @dataclass
@@ -43,12 +45,28 @@ def compare(plans: list[Plan], *, batch: int | None = None, dtype: str = "float3
     """One row per plan; with `batch`, the training memory of a step at that batch too."""
     rows = []
     for p in plans:
-        report = profile(p)
-        parts = {part.name: {"params": part.params, "macs": part.macs, "share": part.share} for part in report.parts}
-        memory = train_memory(p, batch=batch, dtype=dtype, optimizer=optimizer).total if batch else None
-        rows.append(Row(report.name, p.blueprint.source.file, report.input[1:], report.params, report.macs, parts,
-                        memory, batch))
+        parts = _part_figures(p)
+        macs = sum(m for _, _, m in parts)
+        split = {name: {"params": params, "macs": m, "share": m / macs if macs else 0.0} for name, params, m in parts}
+        memory = None
+        if batch:
+            from .memory import train_memory
+
+            memory = train_memory(p, batch=batch, dtype=dtype, optimizer=optimizer).total
+        rows.append(Row(p.name, p.blueprint.source.file, list(p.input_shape), sum(n for _, n, _ in parts), macs,
+                        split, memory, batch))
     return rows
+
+
+def _part_figures(p: Plan) -> list[tuple[str, int, int]]:
+    """(part, parameters, MACs for one sample) of the stem, each stage and the head: the analytic
+    costs, or the traced count when a part's block family states none."""
+    parts = analytic(p)
+    if all(cost is not None for _, cost in parts):
+        return [(name, cost.params, cost.macs) for name, cost in parts]
+    from .profile import profile
+
+    return [(part.name, part.params, part.macs) for part in profile(p).parts]
 
 
 def plot(rows: list[Row], path: str | os.PathLike) -> None:

@@ -21,13 +21,11 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .build import build
+from .choices import DTYPE_ALIASES, DTYPE_NAMES, OPTIMIZER_STATES
 from .plan import Plan
 from .repeats import count_repeats_once
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-# optimizer -> state tensors kept per parameter
-OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "adamw": 2, "adam": 2}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 @dataclass

@@ -3,12 +3,16 @@
 import json
 import xml.etree.ElementTree as ET
 
+import pytest
 from typer.testing import CliRunner
 
 import composer
 from cli.app import app
+from composer.check import analytic
+from composer.compare import compare
 
 from .conftest import BLUEPRINTS
+from .test_profile_tools import plugin_block  # noqa: F401  (fixture)
 
 runner = CliRunner()
 FILES = [str(BLUEPRINTS / f) for f in ("coatnet0.yaml", "resnet50.yaml", "convit_tiny.yaml")]
@@ -24,6 +28,39 @@ def test_compare_json_matches_profile():
         assert (row["params"], row["macs"], row["flops"]) == (report.params, report.macs, report.flops)
         assert {k: v["macs"] for k, v in row["parts"].items()} == {p.name: p.macs for p in report.parts}
         assert row["input"] == [3, 96, 96] and row["train_memory"] is None
+
+
+@pytest.mark.parametrize("path", sorted([*BLUEPRINTS.glob("*.yaml"), *BLUEPRINTS.glob("timm/*.yaml")]),
+                         ids=lambda p: str(p.relative_to(BLUEPRINTS)))
+def test_analytic_figures_are_profiles_exactly(path):
+    """compare and search report analytic costs; for every shipped blueprint they are profile's
+    figures to the last parameter and MAC, part by part."""
+    plan = composer.plan(path)
+    report = composer.profile(plan)
+    costs = analytic(plan)
+    assert [(name, c.params, c.macs) for name, c in costs] == [(p.name, p.params, p.macs) for p in report.parts]
+    assert sum(c.params for _, c in costs) == report.params
+    row = compare([plan])[0]
+    assert (row.params, row.macs, row.input) == (report.params, report.macs, report.input[1:])
+    assert row.parts == {p.name: {"params": p.params, "macs": p.macs, "share": p.share} for p in report.parts}
+
+
+def test_compare_traces_a_block_family_without_analytic_cost(plugin_block, write):  # noqa: F811
+    path = write("""\
+layout: C-G
+input: {size: 32}
+classes: 10
+stem: {type: conv, channels: [16], stride: 2}
+blocks: {C: {type: mbconv}, G: {type: gated_conv}}
+stages:
+  - {depth: 1, channels: 16, stride: 2}
+  - {depth: 2, channels: 16}
+""")
+    plan = composer.plan(path)
+    assert analytic(plan)[2][1] is None
+    row, report = compare([plan])[0], composer.profile(plan)
+    assert row.parts["s2"]["macs"] == report.parts[2].macs == 2 * 16 * 16 * 9 * 8 * 8
+    assert (row.params, row.macs) == (report.params, report.macs)
 
 
 def test_compare_train_memory_and_table():

@@ -257,7 +257,7 @@ def test_repeated_blocks_count_like_traced_ones(monkeypatch):
     replayed = composer.profile(plan), composer.train_memory(plan, batch=2)
     for name in ("composer.profile", "composer.memory"):  # trace every block
         monkeypatch.setattr(sys.modules[name], "count_repeats_once", lambda *args: None)
-    traced = composer.api._profile(plan), composer.api._train_memory(plan, batch=2)
+    traced = sys.modules["composer.profile"].profile(plan), sys.modules["composer.memory"].train_memory(plan, batch=2)
     assert replayed[0].to_dict() == traced[0].to_dict()
     assert replayed[1].to_dict() == traced[1].to_dict()
 

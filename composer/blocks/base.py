@@ -8,12 +8,14 @@ are registered by name with `@register_block`; blueprints can name registered bl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Literal, Union, get_args
+from typing import TYPE_CHECKING, Callable, ClassVar, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, field_validator
-from torch import nn
 
 from .cost import Cost
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # Checkpoint mapping of a part: our key (or module prefix) -> timm's key, or (timm's key, convert).
 CheckpointNames = dict[str, Union[str, tuple[str, Callable]]]

@@ -1,11 +1,24 @@
-"""Small pieces shared by the block families: activations, norms, squeeze-excitation, drop path."""
+"""Small pieces shared by the block families: activations, norms, squeeze-excitation, drop path.
 
-from .activations import ACTIVATIONS, Activation, make_act
-from .drop_path import DropPath
-from .norms import NORMS, LayerNorm2d, Norm, make_norm
-from .se import Gate, SqueezeExcite
+The names blueprints use (`Activation`, `Norm`, `Gate`, `NORMS`) come from `names`, which imports no
+torch; the torch modules load on first use of their names (PEP 562)."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from .names import NORMS, Activation, Gate, Norm
+
+_LAZY = {"ACTIVATIONS": "activations", "make_act": "activations", "DropPath": "drop_path",
+         "LayerNorm2d": "norms", "make_norm": "norms", "SqueezeExcite": "se"}
 
 __all__ = [
     "ACTIVATIONS", "Activation", "make_act", "DropPath", "NORMS", "LayerNorm2d", "Norm",
     "make_norm", "Gate", "SqueezeExcite",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

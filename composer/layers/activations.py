@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 from torch import nn
@@ -29,10 +29,6 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "none": nn.Identity,
 }
 
-Activation = Literal[
-    "relu", "relu6", "gelu", "gelu_tanh", "quick_gelu", "silu", "hardswish", "sigmoid",
-    "hardsigmoid", "tanh", "none",
-]
 
 
 def make_act(name: str) -> nn.Module:

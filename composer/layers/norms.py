@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-Norm = Literal["batchnorm", "layernorm", "none"]
-NORMS = ("batchnorm", "layernorm", "none")
 
 
 class LayerNorm2d(nn.LayerNorm):

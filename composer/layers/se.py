@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
 from .activations import make_act
-
-Gate = Literal["sigmoid", "hardsigmoid"]  # gates SE may use
 
 
 class SqueezeExcite(nn.Module):

@@ -12,15 +12,16 @@ Two norm placements:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 
-from ..layers import Activation, DropPath, Gate, SqueezeExcite, make_act
-from . import cost as C
-from .base import BlockConfig, BlockContext, CheckpointNames, Complaint, odd_kernels, register_block
+from ...layers.names import Activation, Gate
+from .. import cost as C
+from ..base import BlockConfig, BlockContext, CheckpointNames, Complaint, odd_kernels, register_block
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def _hidden(config: "MBConvConfig", ctx: BlockContext) -> int:
@@ -106,6 +107,8 @@ class MBConvConfig(BlockConfig):
         return total
 
     def build(self, ctx: BlockContext) -> nn.Module:
+        from .module import MBConv
+
         return MBConv(self, ctx)
 
     def timm_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
@@ -123,61 +126,10 @@ class MBConvConfig(BlockConfig):
                 "se_early.expand": "se_early.fc2", "project": "conv3_1x1", "shortcut.1": "shortcut.expand"}
 
 
-class MBConv(nn.Module):
-    def __init__(self, config: MBConvConfig, ctx: BlockContext):
-        super().__init__()
-        c_in, c_out, stride = ctx.in_channels, ctx.out_channels, ctx.stride
-        hidden = _hidden(config, ctx)
-        pre = config.norm == "pre"
-        expand_stride = stride if config.stride_on == "expand" else 1
-        dw_stride = stride if config.stride_on == "depthwise" else 1
-        has_expand = config.has_expand_conv
-        if not has_expand:
-            hidden = c_in
-        pool = nn.MaxPool2d if config.pool == "max" else nn.AvgPool2d
+def __getattr__(name: str):
+    """The nn.Module (`MBConv`) lives in `.module`, which imports torch; it loads on first use."""
+    if name == "MBConv":
+        from .module import MBConv
 
-        self.pre_norm = nn.BatchNorm2d(c_in) if pre else nn.Identity()
-        self.pre_act = make_act(config.act) if pre and config.pre_norm_act else nn.Identity()
-        self.down = pool(stride, stride, ceil_mode=True) if config.stride_on == "pool" and stride > 1 else nn.Identity()
-        if has_expand:
-            self.expand = nn.Sequential(
-                nn.Conv2d(c_in, hidden, 1, expand_stride, bias=False),
-                nn.BatchNorm2d(hidden),
-                make_act(config.act),
-            )
-        else:
-            self.expand = nn.Identity()
-        k = config.kernel
-        self.depthwise = nn.Sequential(
-            nn.Conv2d(hidden, hidden, k, dw_stride, k // 2, groups=hidden, bias=False),
-            nn.BatchNorm2d(hidden),
-            make_act(config.act),
-        )
-        se = (SqueezeExcite(hidden, _se_width(config, ctx, hidden), config.se_act or config.act, config.se_gate)
-              if config.se > 0 else nn.Identity())
-        early = config.se_at == "before_norm"
-        self.se_early = se if early else nn.Identity()  # between the depthwise conv and its norm
-        self.se = nn.Identity() if early else se
-        self.project = nn.Conv2d(hidden, c_out, 1, bias=pre and config.project_bias)
-        self.project_norm = nn.Identity() if pre else nn.BatchNorm2d(c_out)
-        self.drop_path = DropPath(ctx.drop_path)
-
-        self.residual = True
-        self.shortcut: nn.Module = nn.Identity()
-        if stride > 1 or c_in != c_out:
-            if pre:  # pool to the new grid, project only to a new width (as the reference builds do)
-                self.shortcut = nn.Sequential(
-                    pool(stride, stride, ceil_mode=True) if stride > 1 else nn.Identity(),
-                    nn.Conv2d(c_in, c_out, 1, bias=config.shortcut_bias) if c_in != c_out else nn.Identity(),
-                )
-            else:
-                self.residual = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.expand(self.down(self.pre_act(self.pre_norm(x))))
-        conv, norm, act = self.depthwise
-        y = self.se(act(norm(self.se_early(conv(y)))))
-        y = self.project_norm(self.project(y))
-        if not self.residual:
-            return y
-        return self.shortcut(x) + self.drop_path(y)
+        return MBConv
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,15 +7,16 @@ Data flow: kxk depthwise conv -> LayerNorm -> Linear C->rC -> GELU -> Linear rC-
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 
-from ..layers import Activation, DropPath, Gate, SqueezeExcite, make_act
-from . import cost as C
-from .base import BlockConfig, BlockContext, CheckpointNames, Complaint, odd_kernels, positive_width, register_block
+from ...layers.names import Activation, Gate
+from .. import cost as C
+from ..base import BlockConfig, BlockContext, CheckpointNames, Complaint, odd_kernels, positive_width, register_block
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @register_block
@@ -51,6 +52,8 @@ class ConvNeXtConfig(BlockConfig):
         return total
 
     def build(self, ctx: BlockContext) -> nn.Module:
+        from .module import ConvNeXtBlock
+
         return ConvNeXtBlock(self, ctx)
 
     def timm_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
@@ -59,26 +62,10 @@ class ConvNeXtConfig(BlockConfig):
                 "se.reduce": "se.fc1", "se.expand": "se.fc2"}
 
 
-class ConvNeXtBlock(nn.Module):
-    def __init__(self, config: ConvNeXtConfig, ctx: BlockContext):
-        super().__init__()
-        c = ctx.out_channels
-        hidden = int(c * config.mlp_ratio)
-        self.dwconv = nn.Conv2d(c, c, config.kernel, padding=config.kernel // 2, groups=c)
-        self.norm = nn.LayerNorm(c, eps=config.norm_eps)
-        self.fc1 = nn.Linear(c, hidden)
-        self.act = make_act(config.act)
-        self.fc2 = nn.Linear(hidden, c)
-        scale = config.layer_scale
-        self.gamma = nn.Parameter(torch.full((c,), scale)) if scale else None
-        self.se = (SqueezeExcite(c, max(1, int(c * config.se)), config.se_act, config.se_gate)
-                   if config.se else nn.Identity())
-        self.drop_path = DropPath(ctx.drop_path)
+def __getattr__(name: str):
+    """The nn.Module (`ConvNeXtBlock`) lives in `.module`, which imports torch; it loads on first use."""
+    if name == "ConvNeXtBlock":
+        from .module import ConvNeXtBlock
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
-        y = self.dwconv(x).permute(0, 2, 3, 1)  # (B, H, W, C)
-        y = self.fc2(self.act(self.fc1(self.norm(y))))
-        if self.gamma is not None:
-            y = y * self.gamma
-        y = self.se(y.permute(0, 3, 1, 2))
-        return x + self.drop_path(y)
+        return ConvNeXtBlock
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,19 +11,16 @@ uses a projection shortcut (1x1 conv with the stride + BatchNorm).
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 
-from ..layers import Activation, DropPath, Gate, SqueezeExcite, make_act
-from . import cost as C
-from .base import BlockConfig, BlockContext, CheckpointNames, Complaint, divisors_near, odd_kernels, register_block
+from ...layers.names import Activation, Gate
+from .. import cost as C
+from ..base import BlockConfig, BlockContext, CheckpointNames, Complaint, divisors_near, odd_kernels, register_block
 
-
-def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(c_out)]
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class _ResNetOptions(BlockConfig):
@@ -58,11 +55,6 @@ class _ResNetOptions(BlockConfig):
         names |= {f"branch.{self._se_index}.reduce": "se.fc1", f"branch.{self._se_index}.expand": "se.fc2",
                   "shortcut.0": "downsample.0", "shortcut.1": "downsample.1"}
         return names
-
-    def _se(self, channels: int) -> nn.Module:
-        if not self.se:
-            return nn.Identity()
-        return SqueezeExcite(channels, max(1, int(channels * self.se)), self.se_act, self.se_gate)
 
 
 @register_block
@@ -104,12 +96,9 @@ class BottleneckConfig(_ResNetOptions):
                 + self._se_cost(ctx.out_channels) + self._shortcut_cost(ctx))
 
     def build(self, ctx: BlockContext) -> nn.Module:
-        width, stride = self.width(ctx), ctx.stride
-        s_reduce, s_conv = (stride, 1) if self.stride_on == "reduce" else (1, stride)
-        branch = [*_conv_bn(ctx.in_channels, width, 1, s_reduce), make_act(self.act),
-                  *_conv_bn(width, width, self.kernel, s_conv, self.groups), make_act(self.act),
-                  *_conv_bn(width, ctx.out_channels, 1), self._se(ctx.out_channels)]
-        return ResidualConv(nn.Sequential(*branch), ctx, self.act)
+        from .module import bottleneck
+
+        return bottleneck(self, ctx)
 
 
 @register_block
@@ -133,24 +122,15 @@ class BasicBlockConfig(_ResNetOptions):
                 + self._se_cost(c) + self._shortcut_cost(ctx))
 
     def build(self, ctx: BlockContext) -> nn.Module:
-        c = ctx.out_channels
-        branch = [*_conv_bn(ctx.in_channels, c, self.kernel, ctx.stride), make_act(self.act),
-                  *_conv_bn(c, c, self.kernel), self._se(c)]
-        return ResidualConv(nn.Sequential(*branch), ctx, self.act)
+        from .module import basic
+
+        return basic(self, ctx)
 
 
-class ResidualConv(nn.Module):
-    """act(shortcut(x) + branch(x)); the shortcut projects when width or resolution changes."""
+def __getattr__(name: str):
+    """The nn.Module (`ResidualConv`) lives in `.module`, which imports torch; it loads on first use."""
+    if name == "ResidualConv":
+        from .module import ResidualConv
 
-    def __init__(self, branch: nn.Module, ctx: BlockContext, act: str):
-        super().__init__()
-        self.branch = branch
-        if ctx.stride > 1 or ctx.in_channels != ctx.out_channels:
-            self.shortcut = nn.Sequential(*_conv_bn(ctx.in_channels, ctx.out_channels, 1, ctx.stride))
-        else:
-            self.shortcut = nn.Identity()
-        self.drop_path = DropPath(ctx.drop_path)
-        self.act = make_act(act)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.shortcut(x) + self.drop_path(self.branch(x)))
+        return ResidualConv
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

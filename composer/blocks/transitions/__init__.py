@@ -7,14 +7,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 from pydantic import Field
-from torch import nn
 
-from ..layers import make_norm
-from . import cost as C
-from .base import StrictModel
+from .. import cost as C
+from ..base import StrictModel
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class _Transition(StrictModel):
@@ -60,12 +61,9 @@ class ConvTransitionConfig(_Transition):
         return total
 
     def build(self, in_channels: int, out_channels: int, stride: int) -> nn.Module:
-        padding = self.padding(stride)
-        return nn.Sequential(
-            make_norm("layernorm" if self.norm == "before" else "none", in_channels, eps=self.norm_eps),
-            nn.Conv2d(in_channels, out_channels, self.kernel, stride, padding, bias=self.bias),
-            make_norm("layernorm" if self.norm == "after" else "none", out_channels, eps=self.norm_eps),
-        )
+        from .module import conv_transition
+
+        return conv_transition(self, in_channels, out_channels, stride)
 
     def timm_names(self, stage: int) -> dict[str, str]:
         """ConvNeXt's `stages.N.downsample` (norm, conv); keys relative to the network."""

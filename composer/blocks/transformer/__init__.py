@@ -13,40 +13,18 @@ keys and values strided). FFN (`ffn`): `mlp` (ViT), or `conv` (LocalViT: 1x1 -> 
 from __future__ import annotations
 
 from functools import partial
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 
-from ..layers import Activation, DropPath
-from ..layers.attention import (Attention, ConvProjectionAttention, GatedPositionalAttention, map_to_tokens,
-                                tokens_to_map)
-from ..layers.ffn import ConvFeedForward, Mlp
-from . import cost as C
-from .base import (BlockConfig, BlockContext, CheckpointNames, Complaint, divisors_near, odd_kernels, positive_width,
-                   register_block)
+from ...layers.names import Activation
+from .. import cost as C
+from ..base import (BlockConfig, BlockContext, CheckpointNames, Complaint, divisors_near, odd_kernels, positive_width,
+                    register_block)
 
-
-class TokenPool(nn.Module):
-    """Strided pooling of grid tokens: (B, H*W, C) -> (B, ceil(H/s) * ceil(W/s), C)."""
-
-    def __init__(self, stride: int, grid: tuple[int, int], kind: str):
-        super().__init__()
-        self.grid = grid
-        self.pool = (nn.MaxPool2d if kind == "max" else nn.AvgPool2d)(stride, stride, ceil_mode=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return map_to_tokens(self.pool(tokens_to_map(x, self.grid)))
-
-
-class LayerScale(nn.Module):
-    def __init__(self, dim: int, init: float):
-        super().__init__()
-        self.gamma = nn.Parameter(torch.full((dim,), init))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def num_heads(heads: int | None, head_dim: int | None, channels: int) -> int:
@@ -172,6 +150,8 @@ class TransformerConfig(BlockConfig):
         return total
 
     def build(self, ctx: BlockContext) -> nn.Module:
+        from .module import TransformerBlock
+
         return TransformerBlock(self, ctx)
 
     def timm_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
@@ -186,7 +166,7 @@ class TransformerConfig(BlockConfig):
             qkv = partial(_qkv_from_head_first, heads=heads)
             names |= {"norm1": "norm1.norm" if ctx.stride > 1 else "norm1", "shortcut.1": "shortcut.expand",
                       "attn.qkv.weight": ("attn.qkv.weight", qkv), "attn.qkv.bias": ("attn.qkv.bias", qkv),
-                      "attn.relative.table": ("attn.rel_pos.relative_position_bias_table", torch.t)}
+                      "attn.relative.table": ("attn.rel_pos.relative_position_bias_table", _transposed)}
         return names
 
 
@@ -195,50 +175,18 @@ def _qkv_from_head_first(t: torch.Tensor, heads: int) -> torch.Tensor:
     return t.reshape(heads, 3, -1, *t.shape[1:]).transpose(0, 1).reshape(t.shape)
 
 
-def _attention(config: TransformerConfig, ctx: BlockContext, heads: int) -> nn.Module:
-    c_in, c_out, grid = ctx.in_channels, ctx.out_channels, ctx.out_resolution
-    if config.attention == "gpsa":
-        return GatedPositionalAttention(c_in, c_out, heads, grid, config.qkv_bias, config.locality_strength)
-    if config.attention == "conv":
-        return ConvProjectionAttention(c_in, c_out, heads, grid, ctx.prefix_tokens, config.proj_kernel,
-                                       config.kv_stride, config.qkv_bias)
-    return Attention(c_in, config.width(ctx), heads, config.qkv_bias, grid if config.attention == "relative" else None,
-                     out_dim=c_out)
+def _transposed(t: torch.Tensor) -> torch.Tensor:
+    """timm's relative table is (offsets, heads); ours is (heads, offsets)."""
+    return t.t()
 
 
-class TransformerBlock(nn.Module):
-    def __init__(self, config: TransformerConfig, ctx: BlockContext):
-        super().__init__()
-        c_in, c_out, stride = ctx.in_channels, ctx.out_channels, ctx.stride
-        heads = num_heads(config.heads, config.head_dim, config.width(ctx))
-        self.prefix = ctx.prefix_tokens
-        self.norm1 = nn.LayerNorm(c_in, eps=config.norm_eps)
-        self.pool = TokenPool(stride, ctx.resolution, config.pool) if stride > 1 else nn.Identity()
-        self.attn = _attention(config, ctx, heads)
-        if stride > 1 or c_in != c_out:  # pool to the new grid, project only to a new width
-            self.shortcut = nn.Sequential(self.pool if stride > 1 else nn.Identity(),
-                                          nn.Linear(c_in, c_out, bias=config.shortcut_bias) if c_in != c_out
-                                          else nn.Identity())
-        else:
-            self.shortcut = nn.Identity()
-        hidden = int(c_out * config.mlp_ratio)
-        self.conv_ffn = config.ffn == "conv"
-        if self.conv_ffn:
-            self.norm2 = nn.Identity()
-            self.ffn = ConvFeedForward(c_out, hidden, config.act, ctx.out_resolution, config.ffn_kernel,
-                                       config.ffn_se_reduction)
-        else:
-            self.norm2 = nn.LayerNorm(c_out, eps=config.norm_eps)
-            self.ffn = Mlp(c_out, hidden, config.act)
-        scale = config.layer_scale
-        self.ls1 = LayerScale(c_out, scale) if scale else nn.Identity()
-        self.ls2 = LayerScale(c_out, scale) if scale else nn.Identity()
-        self.drop_path = DropPath(ctx.drop_path)
+_MODULES = ("TransformerBlock", "TokenPool", "LayerScale")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, C)
-        x = self.shortcut(x) + self.drop_path(self.ls1(self.attn(self.pool(self.norm1(x)))))
-        if not self.conv_ffn:
-            return x + self.drop_path(self.ls2(self.ffn(self.norm2(x))))
-        cls, grid = x[:, :self.prefix], x[:, self.prefix:]  # the class token bypasses the conv FFN
-        grid = grid + self.drop_path(self.ls2(self.ffn(grid)))
-        return torch.cat([cls, grid], dim=1) if self.prefix else grid
+
+def __getattr__(name: str):
+    """The nn.Modules live in `.module`, which imports torch; they load on first use."""
+    if name in _MODULES:
+        from . import module
+
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

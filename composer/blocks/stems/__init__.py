@@ -8,14 +8,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 from pydantic import Field, field_validator
-from torch import nn
 
-from ..layers import Activation, make_act, make_norm
-from . import cost as C
-from .base import StrictModel, downsample
+from ...layers.names import Activation
+from .. import cost as C
+from ..base import StrictModel, downsample
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class _Stem(StrictModel):
@@ -66,18 +68,9 @@ class ConvStemConfig(_Stem):
         return total
 
     def build(self, in_channels: int) -> nn.Module:
-        layers: list[nn.Module] = []
-        c = in_channels
-        for i, width in enumerate(self.channels):
-            last = i == len(self.channels) - 1
-            layers.append(nn.Conv2d(c, width, self.kernel, self.stride if i == 0 else 1,
-                                    self.kernel // 2, bias=self.norm == "none"))
-            if not last or self.last_norm_act:
-                layers += [make_norm(self.norm, width), make_act(self.act)]
-            c = width
-        if self.pool == "max":
-            layers.append(nn.MaxPool2d(3, 2, 1))
-        return nn.Sequential(*layers)
+        from .module import conv_stem
+
+        return conv_stem(self, in_channels)
 
     def timm_names(self) -> list[dict[str, str]]:
         """Spellings of this stem in timm: MaxxVit's `stem.conv1/norm1/conv2`, ResNet's `conv1/bn1`,
@@ -117,10 +110,9 @@ class PatchStemConfig(_Stem):
         return total + (C.layernorm(self.channels, grid[0] * grid[1]) if self.norm == "layernorm" else C.Cost())
 
     def build(self, in_channels: int) -> nn.Module:
-        return nn.Sequential(
-            nn.Conv2d(in_channels, self.channels, self.patch, self.patch, bias=True),
-            make_norm(self.norm, self.channels, eps=self.norm_eps),
-        )
+        from .module import patch_stem
+
+        return patch_stem(self, in_channels)
 
     def timm_names(self) -> list[dict[str, str]]:
         """ViT's `patch_embed.proj/norm`, ConvNeXt's `stem.0/1`."""
@@ -141,7 +133,9 @@ class NoStemConfig(_Stem):
         return C.Cost()
 
     def build(self, in_channels: int) -> nn.Module:
-        return nn.Identity()
+        from .module import no_stem
+
+        return no_stem(self, in_channels)
 
     def timm_names(self) -> list[dict[str, str]]:
         return [{}]

@@ -1,0 +1,17 @@
+"""The transitions' torch layers; their configs, checks and costs are in the package (`__init__.py`)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ...layers import make_norm
+from . import ConvTransitionConfig
+
+
+def conv_transition(config: ConvTransitionConfig, in_channels: int, out_channels: int, stride: int) -> nn.Module:
+    padding = config.padding(stride)
+    return nn.Sequential(
+        make_norm("layernorm" if config.norm == "before" else "none", in_channels, eps=config.norm_eps),
+        nn.Conv2d(in_channels, out_channels, config.kernel, stride, padding, bias=config.bias),
+        make_norm("layernorm" if config.norm == "after" else "none", out_channels, eps=config.norm_eps),
+    )
