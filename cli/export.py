@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,7 +13,7 @@ import composer
 
 from .common import SetOption, check_output, fail, out, parse_sets, shape, user_errors, write_error
 
-MODEL_SUFFIXES = (".pt", ".pth")
+MODEL_SUFFIXES = (".pt", ".pth", ".safetensors")  # what composer.load_model reads
 
 
 class Format(str, Enum):
@@ -37,9 +38,13 @@ def export(
     from composer.export import FORMATS, ExportError, example_input, export_onnx, export_program
 
     output = output or Path(source.stem + FORMATS[format.value])
+    if output.suffix.lower() != FORMATS[format.value]:
+        fail(f"cannot export to `{output}`: `--format {format.value}` writes a {FORMATS[format.value]} file")
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        fail(f"`--tolerance {tolerance}`: expected a finite number of at least 0")
     check_output(output)
     with user_errors():
-        if source.suffix in MODEL_SUFFIXES:
+        if source.suffix.lower() in MODEL_SUFFIXES:
             if set_:
                 fail("`--set` changes a blueprint; a saved model is exported as it was saved")
             net = _load_model(source)

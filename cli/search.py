@@ -22,7 +22,7 @@ def search(
     space: Annotated[Path, typer.Argument(help="Search space: a blueprint whose values may be `{one_of: [...]}` or `{range: [low, high, step]}`.")],
     budget: Annotated[str, typer.Option(help="Limits, e.g. `macs=4.5G,params=30M,train_memory=24GiB@128` (memory of a training step at batch 128).")],
     top: Annotated[Optional[int], typer.Option(help="Show (and emit) only the first K of the front, largest MACs first.", min=1)] = None,
-    limit: Annotated[int, typer.Option(help="Evaluate every candidate up to this many; sample this many (seeded) from larger spaces.", min=1, max=1_000_000)] = 10_000,
+    limit: Annotated[int, typer.Option(help="Evaluate every candidate up to this many; sample this many (seeded) from larger spaces.", min=1, max=100_000)] = 10_000,
     seed: Annotated[int, typer.Option(help="Seed of the sample, for spaces larger than --limit.")] = 0,
     dtype: Annotated[DType, typer.Option(help="With a train_memory budget: dtype of weights, gradients, state and activations.")] = DType.float32,
     optimizer: Annotated[Optimizer, typer.Option(help="With a train_memory budget: sgd, momentum, adam or adamw.")] = Optimizer.adamw,

@@ -37,6 +37,8 @@ def train(
 ) -> None:
     """Train a blueprint on a folder of images. `--set recipe.KEY=VALUE` changes the recipe,
     any other `--set` the blueprint."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        fail(f"`--out {out}`: it is not a directory; the run folder must be a directory or not exist yet")
     with user_errors():
         bp_sets, recipe_sets = split_sets(set_)
         if epochs is not None:

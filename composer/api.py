@@ -277,6 +277,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     from .weights.load import load_tensors
     from .weights.saved import read_saved
 
+    args.check_path(path, "model path")
+    device = args.check_device(device)
     saved = read_saved(path)
     p = plan(loads(saved.blueprint_text, file=saved.blueprint_name))
     if torch.device(device or "cpu").type == "cpu":

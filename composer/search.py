@@ -17,7 +17,8 @@ A space is a blueprint in which some values are choices, spelled as a mapping wi
 with more combinations than the limit is sampled (seeded). Each candidate is validated and
 planned like a blueprint; parameters and MACs come from the blocks' analytic costs (held to the
 traced count by `composer profile --check`), training memory from `memory.ActivationCache`,
-which traces each distinct part once. Candidates that do not validate are counted, not fatal.
+which traces each distinct part once. Candidates that do not validate are counted, not fatal, unless none validates: then the first
+candidate's problems are raised, located in the space.
 """
 
 from __future__ import annotations
@@ -119,7 +120,11 @@ def find_choices(source: Source) -> list[Choice]:
                                                    "write `{one_of: [a, b]}` or `{range: [low, high, step]}`"))
                     return
                 values = _choice_values(source, path + (marker[0],), marker[0], node[marker[0]], problems)
-                if values:
+                nested = [i for i, v in enumerate(values) if _holds_choice(v)]
+                if nested:
+                    problems.append(source.problem(path + (marker[0], nested[0]), "a choice cannot hold another choice",
+                                                   "list every value in one `one_of`"))
+                elif values:
                     choices.append(Choice(path, values))
                 return
             for k, v in node.items():
@@ -132,6 +137,12 @@ def find_choices(source: Source) -> list[Choice]:
     if problems:
         raise BlueprintError(problems)
     return choices
+
+
+def _holds_choice(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(k in value for k in CHOICE_KEYS) or any(_holds_choice(v) for v in value.values())
+    return isinstance(value, list) and any(_holds_choice(v) for v in value)
 
 
 def _choice_values(source: Source, path: KeyPath, kind: str, spec: Any, problems: list[Problem]) -> tuple:
@@ -264,6 +275,7 @@ def search(source: Source, budget: Budget, *, limit: int = 10_000, seed: int = 0
         per_param = item * (2 + OPTIMIZER_STATES[optimizer])  # weights, gradients, optimizer state
     total = min(size, limit)
     evaluated = invalid = 0
+    first_error: BlueprintError | None = None
     examples: list[str] = []
     fitting: list[Candidate] = []
     for picks in combos:
@@ -275,6 +287,7 @@ def search(source: Source, budget: Budget, *, limit: int = 10_000, seed: int = 0
             p = make_plan(validate(Source(data, source.file, source.text, source.keys, source.values)))
         except BlueprintError as exc:
             invalid += 1
+            first_error = first_error or exc
             if len(examples) < 3 and str(exc.problems[0]) not in examples:
                 examples.append(str(exc.problems[0]))
             continue
@@ -296,6 +309,8 @@ def search(source: Source, budget: Budget, *, limit: int = 10_000, seed: int = 0
         fitting.append(Candidate(_index(picks, choices), picked, p.name, params, macs, memory, data))
     if progress:
         progress(evaluated, total)
+    if first_error is not None and invalid == evaluated:
+        raise first_error  # not one candidate is a valid blueprint: the space itself is wrong
     return SearchResult(name or "space", size, evaluated, sampled, invalid, examples, fitting,
                         pareto_front(fitting), budget)
 

@@ -295,3 +295,20 @@ def test_a_backbone_exports_its_feature_maps_to_onnx(tmp_path):
     assert report.max_abs_diff <= 1e-4
     outs = run_onnx(tmp_path / "backbone.onnx", torch.randn(1, 3, 64, 64))
     assert [tuple(o.shape) for o in outs] == [(1, 48, 8, 8), (1, 96, 4, 4), (1, 192, 2, 2)]
+
+
+def test_cli_exports_a_model_saved_as_safetensors_and_checks_its_options_first(tiny_text, write, tmp_path):
+    bp = composer.load(write(tiny_text))
+    net = perturbed(composer.build(bp))
+    composer.save(net, bp, tmp_path / "m.safetensors")
+    r = runner.invoke(app, ["export", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "m.onnx")])
+    assert r.exit_code == 0, r.output
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert (run_onnx(tmp_path / "m.onnx", x)[0] - net.eval()(x)).abs().max() <= 1e-4
+    for args, message in [(["-o", str(tmp_path / "m.txt")], "writes a .onnx file"),
+                          (["--format", "export", "-o", str(tmp_path / "m.onnx")], "writes a .pt2 file"),
+                          (["--tolerance", "nan", "-o", str(tmp_path / "n.onnx")], "expected a finite number"),
+                          (["--tolerance", "-1", "-o", str(tmp_path / "n.onnx")], "expected a finite number")]:
+        r = runner.invoke(app, ["export", str(tmp_path / "m.safetensors"), *args])
+        assert r.exit_code == 1 and message in r.output and "exporting" not in r.output, r.output

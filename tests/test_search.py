@@ -169,3 +169,14 @@ def test_activation_cache_equals_the_whole_network_trace():
     again = composer.plan(composer.load(BLUEPRINTS / "coatnet0.yaml", overrides={"input.size": 64, "drop_path": 0.1}))
     cache.activations(again)
     assert len(cache.parts) == traced  # seen before: nothing traced again
+
+
+def test_a_space_with_no_valid_candidate_is_an_error_and_nested_choices_are_refused(write):
+    text = SPACE.replace("head_dim: 16", "head_dim: 7").replace("layout: {one_of: [C-T, C-C]}", "layout: C-T")
+    with pytest.raises(BlueprintError) as info:
+        search(load_text(text, "space.yaml"), Budget(params=1e18))
+    assert "head_dim=7" in info.value.problems[0].message and info.value.problems[0].line
+    r = runner.invoke(app, ["search", str(write(text, "s.yaml")), "--budget", "macs=1G"])
+    assert r.exit_code == 1 and "s.yaml:" in r.output
+    with pytest.raises(BlueprintError, match="cannot hold another choice"):
+        find_choices(load_text(SPACE.replace("{range: [1, 2]}", "{one_of: [1, {one_of: [2, 3]}]}")))

@@ -457,3 +457,10 @@ def test_fine_tuning_from_weights_keeps_the_backbone_and_gives_a_new_head(run, f
     convs = [k for k in before if k.endswith("weight") and before[k].ndim == 4]
     assert convs and all(torch.allclose(before[k], after[k], atol=1e-6) for k in convs)
     assert after["head.fc.weight"].shape == (2, 32) and before["head.fc.weight"].shape == (3, 32)
+
+
+def test_out_must_be_a_directory(files, tmp_path):
+    target = tmp_path / "afile"
+    target.write_text("keep me")
+    _refused(_train(files, files["data"], out=target), "it is not a directory")
+    assert target.read_text() == "keep me"

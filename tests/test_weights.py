@@ -393,3 +393,16 @@ def test_a_feature_extractor_loads_a_classifier_checkpoint():
     assert net.weights_report.ignored == ["head.bias", "head.weight"]
     assert len(net.weights_report.loaded) == INDEX[name]["tensors"] - 2
     assert logits(net, torch.randn(1, 3, 64, 64)).shape == (1, 192)
+
+
+def test_a_torch_file_named_safetensors_and_bad_arguments(tmp_path):
+    """torch.load hands a name ending in .safetensors to safetensors; composer reads by content."""
+    bp = small("resnet18_small", **{"input.size": 32})
+    net = composer.build(bp)
+    composer.save(net, bp, tmp_path / "m.pt")
+    (tmp_path / "m.pt").rename(tmp_path / "m.safetensors")
+    loaded = composer.load_model(tmp_path / "m.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values()))
+    for bad in (None, 123, b"m.pt"):
+        with pytest.raises(composer.BlueprintError, match="must be a string or a path"):
+            composer.load_model(bad)

@@ -137,7 +137,8 @@ class Recipe(_Model):
     @model_validator(mode="after")
     def _warmup_within_epochs(self) -> "Recipe":
         if self.schedule.warmup_epochs > self.epochs:
-            raise ValueError(f"schedule.warmup_epochs ({self.schedule.warmup_epochs:g}) is longer than epochs ({self.epochs})")
+            raise ValueError(f"schedule.warmup_epochs ({self.schedule.warmup_epochs:g}) is longer than epochs ({self.epochs}); "
+                             f"shorten the warm-up, e.g. `--set recipe.schedule.warmup_epochs={self.epochs / 5:g}`")
         return self
 
 

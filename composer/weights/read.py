@@ -51,12 +51,13 @@ def file_kind(path: Path) -> str:
     """`safetensors`, `zip` (torch.save), `pickle` (legacy torch.save) or `unknown`, from the first bytes."""
     with path.open("rb") as fh:
         head = fh.read(9)
+    # safetensors first: its 8-byte header length may well start with 0x80, a pickle's first byte
+    if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < SAFETENSORS_HEADER_LIMIT:
+        return "safetensors"
     if head[:2] == b"PK":
         return "zip"
     if head[:1] == b"\x80":
         return "pickle"
-    if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < SAFETENSORS_HEADER_LIMIT:
-        return "safetensors"
     return "unknown"
 
 
@@ -89,6 +90,9 @@ def load_pickle(path: Path) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # protocol notes: a file it cannot read is refused below
+            if path.suffix.lower() == ".safetensors":  # torch.load would hand such a name to safetensors
+                with path.open("rb") as fh:
+                    return torch.load(fh, map_location="cpu", weights_only=True)
             return torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()
