@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,7 +180,9 @@ def _train(bp, data, recipe, out, d, show, resume, weights, auto, stop_after) ->
     train_ds = ImageDataset(splits.train, load, load) if recipe.augment.crop is not None else ImageDataset(splits.train, load, size)
     val_ds = ImageDataset(splits.val, round(size / recipe.augment.crop_pct), size)
     sampler = DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=recipe.seed, drop_last=True)
-    workers = recipe.data.workers
+    # more decoding workers than cores only contend (and torch warns); workers decode, they draw no
+    # random numbers of the run, so their count changes no result
+    workers = min(recipe.data.workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     # Workers live for the whole run; their seeds come from the loaders' own generators, so the
     # global RNG (augmentation) draws the same numbers with or without workers, resumed or not.
     loader_args = dict(num_workers=workers, pin_memory=d.device.type == "cuda", persistent_workers=workers > 0)
