@@ -367,7 +367,7 @@ def test_csv_with_unknown_paths_or_labels(files, tmp_path):
     csv = data / "labels.csv"
     csv.write_text("path,label\ntrain/circle/0.png,circle\ntrain/circle/9.png,circle\ntrain/square/0.png,hexagon\n")
     r = runner.invoke(app, ["eval", str(files["layernorm"]), "--data", str(csv)])
-    _refused(r, "not a readable checkpoint")  # a blueprint is not a checkpoint
+    _refused(r, "is not a readable checkpoint")  # a blueprint is not a checkpoint
     r = _train(files, csv, "--set", "classes=2")
     _refused(r, f"{csv}:3:1: no such image `train/circle/9.png`")
     csv.write_text("train/circle/0.png,circle\ntrain/square/0.png\n")

@@ -6,27 +6,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import yaml
 
-from ..blueprint import Blueprint, Problem
-from .data import DataError
+from ..blueprint import Blueprint
+from ..blueprint.loader import dump_text
+from ..weights.read import _check_path, file_kind, load_pickle, weights_error
 
 
 def blueprint_text(bp: Blueprint) -> str:
     """The blueprint as `composer.save` stores it (with any `--set` values applied)."""
-    return yaml.safe_dump(bp.source.data, sort_keys=False)
+    return dump_text(bp.source.data)
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint's payload (tensors and plain data only: `weights_only=True`)."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several kinds for a file that is not a checkpoint
-        raise DataError(Problem(f"not a readable checkpoint ({type(exc).__name__})", (), str(path),
-                                hint="checkpoints are the .pt files `composer train` writes")) from None
+    """A checkpoint's payload (tensors and plain data only: `weights_only=True`), read the way every
+    checkpoint is read (composer.weights: by content, refusing pickles that would run code)."""
+    p = Path(path)
+    _check_path(p)
+    if file_kind(p) not in ("zip", "pickle"):
+        raise weights_error(p, "is not a readable checkpoint", "checkpoints are the .pt files `composer train` writes")
+    payload = load_pickle(p)
     if not isinstance(payload, dict) or payload.get("format") != "composer/1" or "blueprint" not in payload:
-        raise DataError(Problem("not a composer checkpoint", (), str(path),
-                                hint="checkpoints are the .pt files `composer train` writes"))
+        raise weights_error(p, "is not a composer checkpoint", "checkpoints are the .pt files `composer train` writes")
     return payload
 
 

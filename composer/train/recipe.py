@@ -171,9 +171,9 @@ def _with_sections(source: Source, keys: list[str]) -> Source:
 
 def load_recipe(path: str | Path | None = None, *, overrides: dict[str, Any] | None = None) -> Recipe:
     """Read and validate a recipe file (None: every default)."""
-    source = read_file(path) if path is not None else load_text("{}", "<default recipe>")
     overrides = overrides or {}
-    try:
+    try:  # the file's own problems (unreadable, not YAML) are the recipe's too
+        source = read_file(path) if path is not None else load_text("{}", "<default recipe>")
         source = apply_overrides(_with_sections(source, list(overrides)), overrides)
     except BlueprintError as exc:
         raise RecipeError([Problem(p.message.replace("in the blueprint", "in the recipe"), p.path, p.file, p.line,
