@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 
@@ -49,6 +49,16 @@ def command_line_error(message: str) -> BlueprintError:
 def write_error(path: Any, exc: OSError) -> None:
     """One line for any reason a file cannot be written (and exit 1)."""
     fail(f"cannot write `{path}`: {exc.strerror or exc}")
+
+
+def write_picture(render: Callable[[], None], path: Any) -> None:
+    """Run a picture writer (draw, --plot): a missing plotting extra or an unwritable file is one line, exit 1."""
+    try:
+        render()
+    except ImportError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        write_error(path, exc)
 
 
 def check_output(path: Any) -> None:

@@ -12,7 +12,7 @@ import composer
 from composer.blueprint import BlueprintError
 from composer.compare import compare as compare_rows, plot
 
-from .common import SetOption, check_output, fail, out, parse_sets, si, table, user_errors, write_error
+from .common import SetOption, check_output, fail, out, parse_sets, si, table, user_errors, write_picture
 from .profile import DType, Optimizer, bytes_text
 
 
@@ -48,12 +48,7 @@ def compare(
             raise BlueprintError(problems)
         rows = compare_rows(plans, batch=batch if train else None, dtype=dtype.value, optimizer=optimizer.value)
     if plot_file is not None:
-        try:
-            plot(rows, plot_file)
-        except ImportError as exc:
-            fail(str(exc))
-        except OSError as exc:
-            write_error(plot_file, exc)
+        write_picture(lambda: plot(rows, plot_file), plot_file)
     if as_json:
         out(json.dumps([r.to_dict() for r in rows], indent=2))
         return

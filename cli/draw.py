@@ -9,7 +9,7 @@ import typer
 
 import composer
 
-from .common import SetOption, check_output, fail, out, parse_sets, user_errors, write_error
+from .common import SetOption, check_output, fail, out, parse_sets, user_errors, write_picture
 
 
 def draw(
@@ -27,10 +27,5 @@ def draw(
     with user_errors():
         plan = composer.plan(composer.load(file, overrides=parse_sets(set_)))
         report = composer.profile(plan)
-    try:
-        draw_picture(plan, report, output)
-    except ImportError as exc:
-        fail(str(exc))
-    except OSError as exc:
-        write_error(output, exc)
+    write_picture(lambda: draw_picture(plan, report, output), output)
     out(f"drew {plan.name} to {output}")

@@ -11,10 +11,11 @@ import typer
 import yaml
 
 from composer.blueprint import read_file
+from composer.blueprint.loader import dump_text
 from composer.fileio import write_text
 from composer.search import parse_budget, plot, search as run_search
 
-from .common import SetOption, check_output, command_line_error, fail, out, parse_sets, si, table, user_errors, write_error
+from .common import SetOption, check_output, command_line_error, fail, out, parse_sets, si, table, user_errors, write_error, write_picture
 from .profile import DType, Optimizer, bytes_text
 
 
@@ -69,17 +70,12 @@ def search(
                 picks = ", ".join(f"{k}={_flow(v)}" for k, v in c.picks.items())
                 header = (f"# Candidate {c.index} of the space {space.name} (rank {rank} of its Pareto front):\n"
                           f"# {picks}\n# {c.params:,} parameters, {si(c.macs)}MACs\n")
-                write_text(path, header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+                write_text(path, header + dump_text(data))  # reads back exactly as written
                 written.append(path)
         except OSError as exc:
             write_error(exc.filename or emit, exc)
     if plot_file is not None:
-        try:
-            plot(result, plot_file)
-        except ImportError as exc:
-            fail(str(exc))
-        except OSError as exc:
-            write_error(plot_file, exc)
+        write_picture(lambda: plot(result, plot_file), plot_file)
     if as_json:
         d = result.to_dict(top)
         if emit is not None:

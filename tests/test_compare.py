@@ -12,7 +12,7 @@ from composer.check import analytic
 from composer.compare import compare
 
 from .conftest import BLUEPRINTS
-from .test_profile_tools import plugin_block  # noqa: F401  (fixture)
+from .test_profile_tools import PLUGIN_BLUEPRINT, plugin_block  # noqa: F401  (fixture)
 
 runner = CliRunner()
 FILES = [str(BLUEPRINTS / f) for f in ("coatnet0.yaml", "resnet50.yaml", "convit_tiny.yaml")]
@@ -46,16 +46,7 @@ def test_analytic_figures_are_profiles_exactly(path):
 
 
 def test_compare_traces_a_block_family_without_analytic_cost(plugin_block, write):  # noqa: F811
-    path = write("""\
-layout: C-G
-input: {size: 32}
-classes: 10
-stem: {type: conv, channels: [16], stride: 2}
-blocks: {C: {type: mbconv}, G: {type: gated_conv}}
-stages:
-  - {depth: 1, channels: 16, stride: 2}
-  - {depth: 2, channels: 16}
-""")
+    path = write(PLUGIN_BLUEPRINT)
     plan = composer.plan(path)
     assert analytic(plan)[2][1] is None
     row, report = compare([plan])[0], composer.profile(plan)

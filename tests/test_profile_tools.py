@@ -190,8 +190,7 @@ def plugin_block():
     BLOCKS.pop("gated_conv")
 
 
-def test_a_plugin_block_builds_profiles_and_is_reported_unchecked(plugin_block, write):
-    path = write("""\
+PLUGIN_BLUEPRINT = """\
 layout: C-G
 input: {size: 32}
 classes: 10
@@ -200,7 +199,11 @@ blocks: {C: {type: mbconv}, G: {type: gated_conv}}
 stages:
   - {depth: 1, channels: 16, stride: 2}
   - {depth: 2, channels: 16}
-""")
+"""
+
+
+def test_a_plugin_block_builds_profiles_and_is_reported_unchecked(plugin_block, write):
+    path = write(PLUGIN_BLUEPRINT)
     report = composer.profile(path)
     assert report.uncounted_ops == {} and report.parts[2].macs == 2 * 16 * 16 * 9 * 8 * 8
     r = runner.invoke(app, ["profile", str(path), "--check"])
