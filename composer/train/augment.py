@@ -1,9 +1,14 @@
 """Batched augmentation on the training device, with kornia.
 
-uint8 batch (B, 3, H, W) -> float in [0, 1] -> RandomResizedCrop -> flip -> RandAugment or
+uint8 batch (B, C, H, W) -> float in [0, 1] -> RandomResizedCrop -> flip -> RandAugment or
 TrivialAugment -> colour jitter -> normalise -> random erasing -> mixup / CutMix (soft targets as
 (label, paired label, weight)). kornia draws from torch's global RNG, which checkpoints carry, so a
 resumed run augments exactly as an uninterrupted one.
+
+1-channel (grayscale) networks: the recipe's mean and std are per RGB channel; the one channel's
+are the luma-weighted sums of them (the weights of Pillow's RGB -> L conversion, which decoded the
+images). Augmentation runs on the grey image repeated over three channels, so colour operations
+behave as they do on RGB, and the result is taken back to one channel with the same weights.
 """
 
 from __future__ import annotations
@@ -11,17 +16,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .data import LUMA, _pair
 from .extras import require
 from .recipe import AugmentConfig
 
 
-class Normalize(nn.Module):
-    """uint8 or [0, 1] images -> normalised float."""
+def channel_stats(mean, std, channels: int) -> tuple[list[float], list[float]]:
+    """The recipe's RGB mean and std for a network of `channels` input channels."""
+    if channels == 3:
+        return list(mean), list(std)
+    if channels == 1:
+        return [sum(w * m for w, m in zip(LUMA, mean))], [sum(w * s for w, s in zip(LUMA, std))]
+    raise ValueError(f"images decode to 1 (grayscale) or 3 (RGB) channels, not {channels}")
 
-    def __init__(self, mean, std):
+
+class Normalize(nn.Module):
+    """uint8 or [0, 1] images -> normalised float (RGB, or grey for `channels` 1)."""
+
+    def __init__(self, mean, std, channels: int = 3):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        mean, std = channel_stats(mean, std, channels)
+        self.register_buffer("mean", torch.tensor(mean).view(1, channels, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, channels, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
@@ -30,15 +46,19 @@ class Normalize(nn.Module):
 
 
 class TrainAugment(nn.Module):
-    """The training augmentation of a recipe, for images of `size` x `size`."""
+    """The training augmentation of a recipe, for images of `size` (an int for a square, or
+    (height, width)) with `channels` 3 (RGB) or 1 (grey)."""
 
-    def __init__(self, cfg: AugmentConfig, size: int):
+    def __init__(self, cfg: AugmentConfig, size, channels: int = 3):
         super().__init__()
+        size = _pair(size)
+        self.channels = channels
+        self.register_buffer("luma", torch.tensor(LUMA).view(1, 3, 1, 1), persistent=False)
         K = require("kornia.augmentation")
         auto = require("kornia.augmentation.auto")
         ops: list[nn.Module] = []
         if cfg.crop is not None:
-            ops.append(K.RandomResizedCrop((size, size), scale=cfg.crop.scale, ratio=cfg.crop.ratio))
+            ops.append(K.RandomResizedCrop(size, scale=cfg.crop.scale, ratio=cfg.crop.ratio))
         if cfg.hflip > 0:
             ops.append(K.RandomHorizontalFlip(p=cfg.hflip))
         if cfg.auto is not None:
@@ -48,7 +68,7 @@ class TrainAugment(nn.Module):
             j = cfg.color_jitter
             ops.append(K.ColorJitter(brightness=j, contrast=j, saturation=j, p=0.8))
         self.geometric = nn.Sequential(*ops)
-        self.normalize = Normalize(cfg.mean, cfg.std)
+        self.normalize = Normalize(cfg.mean, cfg.std, channels)
         self.erasing = K.RandomErasing(p=cfg.erasing) if cfg.erasing > 0 else None
         self.mixup = K.RandomMixUpV2(lambda_val=cfg.mixup.lam, p=cfg.mixup.p, data_keys=["input", "class"]) if cfg.mixup else None
         self.cutmix = (K.RandomCutMixV2(beta=cfg.cutmix.beta, p=cfg.cutmix.p, use_correct_lambda=True,
@@ -59,7 +79,11 @@ class TrainAugment(nn.Module):
         """-> (images, targets): targets are class indices (B,), or (B, 3) rows of
         (label, paired label, weight of the paired label) after mixup / CutMix."""
         x = images.float().div_(255)
+        if self.channels == 1:
+            x = x.expand(-1, 3, -1, -1)
         x = self.geometric(x).clamp_(0, 1)
+        if self.channels == 1:
+            x = (x * self.luma).sum(1, keepdim=True)
         x = self.normalize(x)
         if self.erasing is not None:
             x = self.erasing(x)

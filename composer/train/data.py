@@ -1,27 +1,55 @@
 """Images on disk -> labelled samples -> batches of uint8 tensors.
 
 Two layouts: an ImageFolder tree (`DIR/train/<class>/*`, `DIR/val/<class>/*`, or `DIR/<class>/*`
-with a held-out split) and a CSV of `path,label` rows (paths relative to the CSV's folder).
-Everything a user can get wrong in the data is found here, before a model exists: missing or empty
-class folders, unreadable or truncated images, unknown paths or labels in a CSV. Decoding and
+with a held-out split) and a CSV of image paths and labels (paths relative to the CSV's folder; a
+header row names the columns). Everything a user can get wrong in the data is found here, before a
+model exists: missing or empty class folders, unreadable, truncated or oversized images, unknown
+paths or labels in a CSV, more classes, images or CSV rows than the budgets below. Decoding and
 resizing (Pillow) run in DataLoader workers; augmentation runs later, batched, on the device.
+
+Class order: class names sort as strings, except when every name is an integer (`0`, `1`, ... `10`),
+when they sort by value, so that index and name agree in the usual competition layout.
+
+Decoding (`decode`): EXIF orientation applied; 16-bit and 32-bit images scaled to 8 bits (not
+clipped); transparency (palette, LA, RGBA) composited on white; CMYK, palette and bilevel images
+converted; the result is RGB, or luma (`L`) for 1-channel networks.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
+import re
+import statistics
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
 from ..blueprint import BlueprintError, Problem
+from ..fileio import atomic_write
 from .extras import require
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+# Budgets of the data, decided before any image is decoded.
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,841
+MAX_IMAGES = 5_000_000  # per data set (ImageNet-1k has 1.28 million)
+MAX_CSV_BYTES = 1 << 30  # a CSV of labels
+MAX_FIELD = 4096  # characters of a CSV field (a path longer than PATH_MAX cannot name a file)
+MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb guard (Image.MAX_IMAGE_PIXELS), as an error
+MAX_SIDE = 65_535  # pixels of one side (the largest JPEG and WebP)
+MAX_ASPECT = 100  # longer side / shorter side: resizing the shorter side must not blow up the longer
+# channel weights of Pillow's RGB -> L conversion (ITU-R 601-2 luma)
+LUMA = (0.299, 0.587, 0.114)
+
+PATH_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "image", "image_path", "image_name",
+                "image_id", "img", "id", "fname")
+LABEL_COLUMNS = ("label", "labels", "class", "class_name", "classname", "target", "category", "y")
 
 
 class DataError(BlueprintError):
@@ -35,6 +63,15 @@ def _problem(where: str | os.PathLike, message: str, hint: str | None = None) ->
 
 
 @dataclass
+class ImageStats:
+    """Sizes of the images a check decoded: their count and median width and height."""
+
+    count: int
+    median_width: int
+    median_height: int
+
+
+@dataclass
 class Samples:
     """Image paths with class indices, and the class names those indices stand for."""
 
@@ -43,77 +80,230 @@ class Samples:
     classes: list[str]
     root: Path
     skipped: list[Path] = field(default_factory=list)
+    stats: Optional[ImageStats] = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def subset(self, indices: list[int]) -> "Samples":
-        return Samples([self.paths[i] for i in indices], [self.labels[i] for i in indices], self.classes, self.root)
+        return Samples([self.paths[i] for i in indices], [self.labels[i] for i in indices], self.classes, self.root,
+                       stats=self.stats)
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+
+
+_INTEGER = re.compile(r"-?[0-9]{1,100}")
+
+
+def numeric(classes: Sequence[str]) -> bool:
+    """Every class name is an integer (`0`, `7`, `10`, `-1`)."""
+    return bool(classes) and all(_INTEGER.fullmatch(c) for c in classes)
+
+
+def class_order(names) -> list[str]:
+    """Class names in index order: by value when every name is an integer, else as strings."""
+    names = list(names)
+    if numeric(names):
+        return sorted(names, key=lambda c: (int(c), c))
+    return sorted(names)
+
+
+def class_number(name: str, index: int, classes: Sequence[str]) -> int:
+    """What `--indices` writes for a class: its number when every class name is one, else its index."""
+    return int(name) if numeric(classes) else index
+
+
+def _over_budget(what: str, limit: int, where, hint: str) -> DataError:
+    return DataError(_problem(where, f"more than {limit:,} {what}", hint))
+
+
+def _walk_images(folder: Path, budget: int) -> list[Path]:
+    """Images under `folder` (not following links to folders), sorted; at most `budget` + 1."""
+    found: list[Path] = []
+    for top, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            path = Path(top) / name
+            if path.suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".") and path.is_file():
+                found.append(path)
+                if len(found) > budget:
+                    return found
+    return sorted(found)
 
 
 def scan_folder(root: Path, classes: Optional[list[str]] = None) -> Samples:
     """`root/<class>/*` -> Samples. With `classes` given, the folder's classes must be among them."""
     if not root.is_dir():
         raise DataError(_problem(root, "no such folder", "expected DIR/train/<class>/* and DIR/val/<class>/*, or a CSV of path,label"))
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = []
+    for entry in os.scandir(root):
+        if not entry.name.startswith(".") and entry.is_dir():
+            folders.append(Path(entry.path))
+            if len(folders) > MAX_CLASSES:
+                raise _over_budget("class folders", MAX_CLASSES, root, "each folder under DIR is a class")
     if not folders:
         raise DataError(_problem(root, "has no class folders", "put each class's images in a folder named after the class: DIR/<class>/*.jpg"))
     problems = []
     found: dict[str, list[Path]] = {}
-    for folder in folders:
-        images = sorted(p for p in folder.rglob("*") if is_image(p))
+    total = 0
+    for folder in sorted(folders):
+        images = _walk_images(folder, MAX_IMAGES - total)
+        total += len(images)
+        if total > MAX_IMAGES:
+            raise _over_budget("images", MAX_IMAGES, root, "train on a part of the data (a CSV lists one)")
         if not images:
             problems.append(_problem(folder, "class folder holds no images", f"images end in {', '.join(sorted(IMAGE_SUFFIXES))}"))
         found[folder.name] = images
     if problems:
-        raise DataError(problems)
-    names = classes if classes is not None else list(found)
-    unknown = [c for c in found if c not in names]
+        raise DataError(problems[:20] + ([_problem(root, f"... and {len(problems) - 20} more empty class folders")]
+                                         if len(problems) > 20 else []))
+    names = classes if classes is not None else class_order(found)
+    known = set(names)
+    unknown = [c for c in found if c not in known]
     if unknown:
-        raise DataError(_problem(root, f"class folder{'s' if len(unknown) > 1 else ''} {', '.join(f'`{c}`' for c in unknown)} "
-                                       f"not among the model's {len(names)} classes", f"the model knows: {', '.join(names[:20])}"))
+        raise DataError(_problem(root, f"class folder{'s' if len(unknown) > 1 else ''} {', '.join(f'`{c}`' for c in unknown[:20])}"
+                                       f"{', ...' if len(unknown) > 20 else ''} not among the model's {len(names)} classes",
+                                 f"the model knows: {', '.join(names[:20])}{', ...' if len(names) > 20 else ''}"))
     index = {c: i for i, c in enumerate(names)}
-    paths = [p for c in found for p in found[c]]
-    labels = [index[c] for c in found for _ in found[c]]
+    order = sorted(found, key=lambda c: index[c])
+    paths = [p for c in order for p in found[c]]
+    labels = [index[c] for c in order for _ in found[c]]
     return Samples(paths, labels, list(names), root)
 
 
-def scan_csv(path: Path, classes: Optional[list[str]] = None) -> Samples:
-    """A CSV of `path,label` (a header row is recognised and skipped); paths relative to its folder."""
+def _resolve(base: Path, text: str) -> Optional[Path]:
+    """The image a CSV cell names: the path itself, or, for a Kaggle-style id without a suffix, the
+    file with an image suffix added."""
+    path = base / text
     try:
-        with path.open(newline="") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(_problem(path, f"cannot read the CSV: {exc}")) from None
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
-        rows, first = rows[1:], 2
-    else:
-        first = 1
-    if not rows:
+        if path.is_file():
+            return path
+        if not path.suffix or path.suffix.lower() not in IMAGE_SUFFIXES:
+            for suffix in (".jpg", ".png", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"):
+                candidate = path.with_name(path.name + suffix)
+                if candidate.is_file():
+                    return candidate
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        return None
+    return None
+
+
+def _columns(path: Path, rows: list[list[str]]) -> tuple[int, int, bool]:
+    """(path column, label column, has a header row) of a CSV's first rows.
+
+    A header is a first row naming the columns: by a known name (`path`/`id`/`file`/`image`/...
+    and `label`/`class`/`target`/...), or any two names when the first row names no image and the
+    second does."""
+    head = [c.strip().lower() for c in rows[0]]
+    path_col = next((head.index(n) for n in PATH_COLUMNS if n in head), None)
+    label_col = next((head.index(n) for n in LABEL_COLUMNS if n in head), None)
+    if path_col is not None and label_col is not None and path_col != label_col:
+        return path_col, label_col, True
+    first_is_image = len(rows[0]) >= 1 and _resolve(path.parent, rows[0][0].strip()) is not None
+    second_is_image = len(rows) > 1 and len(rows[1]) >= 1 and _resolve(path.parent, rows[1][0].strip()) is not None
+    if not first_is_image and second_is_image:
+        if len(rows[0]) == 2:
+            return 0, 1, True
+        raise DataError(Problem(f"cannot tell which of the columns {', '.join(f'`{c}`' for c in rows[0][:10])} "
+                                "hold the image and its label", (), str(path), 1, 1,
+                                f"name them `{PATH_COLUMNS[0]}` and `{LABEL_COLUMNS[0]}` (or id/file/image and class/target)"))
+    return 0, 1, False
+
+
+def read_csv_rows(path: Path) -> list[list[str]]:
+    """The rows of a CSV file within the budgets: UTF-8 with or without a byte-order mark (bytes
+    that are not UTF-8 kept as surrogate escapes, as file names are), fields of at most MAX_FIELD
+    characters, at most MAX_IMAGES rows."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DataError(_problem(path, f"cannot read the CSV: {exc.strerror or exc}")) from None
+    if size > MAX_CSV_BYTES:
+        raise DataError(_problem(path, f"the CSV is {size / 2**30:.1f} GiB, over the limit of {MAX_CSV_BYTES / 2**30:.0f} GiB"))
+    rows: list[list[str]] = []
+    try:
+        with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+            reader = csv.reader(fh)
+            try:
+                for row in reader:
+                    if not row or not any(c.strip() for c in row):
+                        rows.append([])  # keeps line numbers: blank lines are skipped later
+                        continue
+                    long = next((i for i, c in enumerate(row) if len(c) > MAX_FIELD), None)
+                    if long is not None:
+                        raise DataError(Problem(f"field {long + 1} is {len(row[long]):,} characters long, over the limit of "
+                                                f"{MAX_FIELD:,}", (), str(path), reader.line_num, 1))
+                    rows.append(row)
+                    if len(rows) > MAX_IMAGES + 1:
+                        raise _over_budget("rows", MAX_IMAGES, path, "one row per image")
+            except csv.Error as exc:
+                reason = str(exc)
+                if "field larger than field limit" in reason:
+                    reason = f"a field is over the limit of {MAX_FIELD:,} characters"
+                raise DataError(Problem(f"not a readable CSV: {reason}", (), str(path), reader.line_num, 1)) from None
+    except OSError as exc:
+        raise DataError(_problem(path, f"cannot read the CSV: {exc.strerror or exc}")) from None
+    return rows
+
+
+def scan_csv(path: Path, classes: Optional[list[str]] = None) -> Samples:
+    """A CSV of image paths and labels; paths relative to its folder. A header row chooses the
+    columns by name (`path,label`, `id,label`, `file,class`, ...); without one, the first two
+    columns are the path and the label."""
+    rows = read_csv_rows(path)
+    numbered = [(n, row) for n, row in enumerate(rows, start=1) if row]
+    if not numbered:
         raise DataError(_problem(path, "the CSV has no rows", "one `path,label` row per image"))
+    path_col, label_col, header = _columns(path, [row for _, row in numbered[:2]])
+    head = numbered[0][1]
+    if header:
+        numbered = numbered[1:]
+    if not numbered:
+        raise DataError(_problem(path, "the CSV has a header but no rows", "one row per image"))
     problems, pairs = [], []
-    for n, row in enumerate(rows, start=first):
-        if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            problems.append(Problem("expected `path,label`", (), str(path), n, 1))
+    width = max(path_col, label_col) + 1
+    for n, row in numbered:
+        if len(row) < width or not row[path_col].strip() or not row[label_col].strip():
+            problems.append(Problem("expected `path,label`" if not header else
+                                    f"expected values in the columns `{head[path_col]}` and `{head[label_col]}`", (), str(path), n, 1))
+            if len(problems) > 20:
+                break
             continue
-        image = (path.parent / row[0].strip())
-        if not image.is_file():
-            problems.append(Problem(f"no such image `{row[0].strip()}`", (), str(path), n, 1))
+        name = row[path_col].strip()
+        image = _resolve(path.parent, name)
+        column = sum(len(c) + 1 for c in row[:label_col]) + 1
+        if image is None:
+            problems.append(Problem(f"no such image `{name}`", (), str(path), n, sum(len(c) + 1 for c in row[:path_col]) + 1))
+            if len(problems) > 20:
+                break
             continue
-        pairs.append((image, row[1].strip(), n, len(row[0]) + 2))
-    names = classes if classes is not None else sorted({label for _, label, _, _ in pairs})
+        pairs.append((image, row[label_col].strip(), n, column))
+    if classes is not None:
+        names = classes
+    else:
+        labels = set()
+        for _, label, _, _ in pairs:
+            labels.add(label)
+            if len(labels) > MAX_CLASSES:
+                raise _over_budget("classes", MAX_CLASSES, path, "a label column holds class names")
+        names = class_order(labels)
     index = {c: i for i, c in enumerate(names)}
     for image, label, line, column in pairs:
         if label not in index:
             problems.append(Problem(f"unknown label `{label}`", (), str(path), line, column,
-                                    f"the model's classes: {', '.join(names[:20])}"))
+                                    f"the model's classes: {', '.join(names[:20])}{', ...' if len(names) > 20 else ''}"))
+            if len(problems) > 20:
+                break
     if problems:
         problems.sort(key=lambda p: p.line or 0)
-        raise DataError(problems[:20] + ([_problem(path, f"... and {len(problems) - 20} more")] if len(problems) > 20 else []))
+        raise DataError(problems[:20] + ([_problem(path, "... and more")] if len(problems) > 20 else []))
     return Samples([p for p, *_ in pairs], [index[c] for _, c, *_ in pairs], list(names), path.parent)
 
 
@@ -142,9 +332,11 @@ def find_splits(data: Path, val_split: float, seed: int) -> Splits:
 def _hold_out(samples: Samples, fraction: float, seed: int) -> Splits:
     """Hold out `fraction` of each class (at least one image per class with two or more)."""
     g = torch.Generator().manual_seed(seed)
+    by_class: list[list[int]] = [[] for _ in samples.classes]
+    for i, label in enumerate(samples.labels):
+        by_class[label].append(i)
     train, val = [], []
-    for c in range(len(samples.classes)):
-        idx = [i for i, label in enumerate(samples.labels) if label == c]
+    for idx in by_class:
         order = [idx[i] for i in torch.randperm(len(idx), generator=g).tolist()]
         k = max(1, round(fraction * len(idx))) if len(idx) > 1 else 0
         val += order[:k]
@@ -154,28 +346,204 @@ def _hold_out(samples: Samples, fraction: float, seed: int) -> Splits:
     return Splits(samples.subset(sorted(train)), samples.subset(sorted(val)), True)
 
 
-def _check_one(path: Path) -> Optional[str]:
+def csv_text(samples: Samples) -> bytes:
+    """`path,label` rows of `samples` (absolute paths, class names), as `scan_csv` reads them back;
+    file names that are not UTF-8 keep their bytes."""
+    import io
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "label"])
+    for p, k in zip(samples.paths, samples.labels):
+        w.writerow([str(Path(p).resolve()), samples.classes[k]])
+    return buf.getvalue().encode("utf-8", "surrogateescape")
+
+
+def write_splits(out: Path, splits: Splits) -> None:
+    """Record the files of a run: OUT/train.csv and OUT/val.csv (atomically), which
+    `composer eval OUT/best.pt --split val` scores."""
+    for name, samples in (("train.csv", splits.train), ("val.csv", splits.val)):
+        with atomic_write(out / name, "wb") as fh:
+            fh.write(csv_text(samples))
+
+
+# --- decoding -------------------------------------------------------------------------------------------
+
+class ImageRefused(ValueError):
+    """An image over the size budgets (refused before it is decoded)."""
+
+
+def _pair(v) -> tuple[int, int]:
+    """An int size or (height, width) -> (height, width)."""
+    return (int(v), int(v)) if isinstance(v, (int, float)) else (int(v[0]), int(v[1]))
+
+
+def check_size(width: int, height: int) -> None:
+    """Refuse an image over the pixel, side and aspect budgets (from its header, before decoding)."""
+    if width < 1 or height < 1:
+        raise ImageRefused(f"{width}x{height} pixels: empty")
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise ImageRefused(f"{width}x{height} pixels: a side is over the limit of {MAX_SIDE:,}")
+    if width * height > MAX_PIXELS:
+        raise ImageRefused(f"{width}x{height} pixels: over the limit of {MAX_PIXELS:,} (a possible decompression bomb)")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageRefused(f"{width}x{height} pixels: the aspect ratio is over {MAX_ASPECT}:1")
+
+
+def _open(path: Path):
     Image = require("PIL.Image")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused by check_size instead
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError as exc:
+            raise ImageRefused(f"over the limit of {MAX_PIXELS:,} pixels (a possible decompression bomb): {exc}") from None
     try:
-        with Image.open(path) as im:
-            im.load()  # a full decode: truncated files fail here, not in a worker mid-epoch
-        return None
+        check_size(*im.size)
+    except BaseException:
+        im.close()
+        raise
+    return im
+
+
+_ORIENTATION = 0x0112
+_SWAPS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+SUPPORTED_MODES = {"1", "L", "P", "RGB", "RGBA", "LA", "PA", "La", "RGBa", "RGBX", "CMYK", "YCbCr",
+                   "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+
+
+def _orientation(im) -> int:
+    try:
+        return int(im.getexif().get(_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block: no rotation, as viewers do
+        return 1
+
+
+def to_mode(im, channels: int):
+    """A decoded image as RGB (channels 3) or L (channels 1), as people expect to see it."""
+    Image = require("PIL.Image")
+    target = "L" if channels == 1 else "RGB"
+    mode = im.mode
+    if mode not in SUPPORTED_MODES:
+        raise ValueError(f"unsupported colour mode {mode}")
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return im.convert("I").point(lambda v: v * (1 / 257)).convert(target)  # 0..65535 -> 0..255
+    if mode == "I":
+        low, high = im.getextrema()
+        if high > 255 or low < 0:  # 16-bit data in 32 bits (older PNG and TIFF readers), or signed
+            span = 65535 if low >= 0 and high <= 65535 else max(high - low, 1)
+            offset = 0 if span == 65535 else low
+            return im.point(lambda v: (v - offset) * (255 / span)).convert(target)
+        return im.convert(target)
+    if mode == "F":
+        low, high = im.getextrema()
+        if 0 <= low and high <= 1:
+            return im.point(lambda v: v * 255).convert(target)
+        return im.convert(target)
+    if mode == "P" and "transparency" in im.info or mode in ("PA", "LA", "La", "RGBA", "RGBa"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert(target)
+    return im.convert(target)
+
+
+def decode(path: Path, channels: int = 3, want: Optional[Callable[[int, int], tuple[int, int]]] = None):
+    """Open, check, orient and convert an image (a Pillow image in RGB or L). `want` maps the
+    upright (width, height) to the size needed, so that a JPEG decodes at the smallest DCT scale
+    that still covers it."""
+    im = _open(path)
+    try:
+        orientation = _orientation(im)
+        if want is not None and im.format == "JPEG":
+            w, h = im.size
+            swap = orientation in _SWAPS
+            w, h = want(*((h, w) if swap else (w, h)))
+            if swap:
+                w, h = h, w
+            im.draft("L" if channels == 1 else "RGB", (max(1, w), max(1, h)))
+        im.load()
+        if orientation != 1:
+            ImageOps = require("PIL.ImageOps")
+            im = ImageOps.exif_transpose(im)
+        return to_mode(im, channels)
+    finally:
+        im.close()
+
+
+def _cover(w: int, h: int, resize: tuple[int, int], crop: tuple[int, int]) -> float:
+    """The scale at which a w x h image covers both the resize target and the crop."""
+    (rh, rw), (ch, cw) = resize, crop
+    return max(rh / h, rw / w, ch / h, cw / w)
+
+
+def load_image(path: Path, resize, crop, channels: int = 3) -> torch.Tensor:
+    """Decode, resize so the image covers `resize` (height, width; an int for a square), and take
+    the centre `crop`, in one resampling of the crop's box. -> uint8 tensor (channels, H, W)."""
+    return load_views(path, [resize], crop, channels)[0]
+
+
+def load_views(path: Path, resizes: Sequence, crop, channels: int = 3) -> list[torch.Tensor]:
+    """One decode, several centre crops: one per resize (multi-scale test-time augmentation)."""
+    Image = require("PIL.Image")
+    crop = _pair(crop)
+    resizes = [_pair(r) for r in resizes]
+    ch, cw = crop
+
+    def want(w: int, h: int) -> tuple[int, int]:
+        s = max(_cover(w, h, r, crop) for r in resizes)
+        return math.ceil(w * s), math.ceil(h * s)
+
+    im = decode(path, channels, want)
+    w, h = im.size
+    views = []
+    for resize in resizes:
+        s = _cover(w, h, resize, crop)
+        bw, bh = min(w, cw / s), min(h, ch / s)
+        left, top = (w - bw) / 2, (h - bh) / 2
+        view = im.resize((cw, ch), Image.BILINEAR, box=(left, top, left + bw, top + bh), reducing_gap=3.0)
+        data = torch.frombuffer(bytearray(view.tobytes()), dtype=torch.uint8)
+        views.append(data.view(ch, cw, channels).permute(2, 0, 1).contiguous())  # (C, H, W)
+    return views
+
+
+def _check_one(path: Path) -> tuple[Optional[str], Optional[tuple[int, int]]]:
+    """(error, (width, height)): a full decode, so truncated files fail here, not in a worker mid-epoch."""
+    try:
+        with _open(path) as im:
+            mode = im.mode
+            if mode not in SUPPORTED_MODES:
+                return f"unsupported colour mode {mode}", None
+            im.load()
+            size = im.size
+            if _orientation(im) in _SWAPS:
+                size = size[::-1]
+        return None, size
+    except ImageRefused as exc:
+        return f"too large: {exc}", None
+    except MemoryError:
+        return "out of memory while decoding", None
     except Exception as exc:  # Pillow raises many kinds for broken files
-        return f"{type(exc).__name__}: {exc}"
+        return f"{type(exc).__name__}: {exc}", None
 
 
 def check_images(samples: Samples, policy: str, progress: Callable[[int, int], None] | None = None,
                  threads: int | None = None) -> Samples:
-    """Decode every image once. Broken ones are refused (DataError) or dropped and counted."""
+    """Decode every image once. Broken ones are refused (DataError) or dropped and counted; the
+    sizes of the good ones are summarised in `stats` of the result."""
     threads = threads or min(8, os.cpu_count() or 1)
     bad: list[tuple[Path, str]] = []
+    widths, heights = [], []
     with ThreadPoolExecutor(threads) as pool:
-        for done, (path, error) in enumerate(zip(samples.paths, pool.map(_check_one, samples.paths)), start=1):
+        for done, (path, (error, size)) in enumerate(zip(samples.paths, pool.map(_check_one, samples.paths)), start=1):
             if error is not None:
                 bad.append((path, error))
+            else:
+                widths.append(size[0])
+                heights.append(size[1])
             if progress is not None:
                 progress(done, len(samples))
+    stats = ImageStats(len(widths), int(statistics.median(widths)), int(statistics.median(heights))) if widths else None
     if not bad:
+        samples.stats = stats
         return samples
     if policy == "refuse":
         problems = [_problem(p, f"unreadable image ({e})") for p, e in bad[:20]]
@@ -187,37 +555,47 @@ def check_images(samples: Samples, policy: str, progress: Callable[[int, int], N
     keep = [i for i, p in enumerate(samples.paths) if p not in broken]
     out = samples.subset(keep)
     out.skipped = [p for p, _ in bad]
+    out.stats = stats
     return out
 
 
-class ImageDataset(torch.utils.data.Dataset):
-    """Decode (Pillow, RGB) and resize to a fixed square: the shorter side to `resize`, then a centre
-    crop of `crop`. Returns (uint8 tensor CxHxW, label)."""
+def size_note(stats: Optional[ImageStats], size) -> Optional[str]:
+    """One line when the images are much smaller than the input (half its sides or less), naming
+    the flag that trains at their size."""
+    if stats is None:
+        return None
+    h, w = _pair(size)
+    if stats.median_width * 2 > w and stats.median_height * 2 > h:
+        return None
+    suggest = max(32, -(-min(stats.median_width, stats.median_height) // 32) * 32)
+    return (f"note: the images are much smaller than the {h}x{w} input (median {stats.median_width}x{stats.median_height} "
+            f"pixels); upscaling them costs time and adds no detail; `composer train --size {suggest}` trains at about their size")
 
-    def __init__(self, samples: Samples, resize: int, crop: int):
-        self.samples, self.resize, self.crop = samples, resize, crop
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Decode (Pillow; RGB, or L for `channels` 1) and resize: the image scaled to cover `resize`,
+    then the centre `crop` (each an int for a square, or (height, width)). Returns
+    (uint8 tensor CxHxW, label)."""
+
+    def __init__(self, samples: Samples, resize, crop, channels: int = 3):
+        self.samples, self.resize, self.crop, self.channels = samples, resize, crop, channels
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return load_image(self.samples.paths[i], self.resize, self.crop), self.samples.labels[i]
+        return load_image(self.samples.paths[i], self.resize, self.crop, self.channels), self.samples.labels[i]
 
 
-def load_image(path: Path, resize: int, crop: int) -> torch.Tensor:
-    Image = require("PIL.Image")
-    with Image.open(path) as im:
-        im.draft("RGB", (resize, resize))  # JPEG: decode at the smallest DCT scale that still covers `resize`
-        im = im.convert("RGB")
-        w, h = im.size
-        scale = resize / min(w, h)
-        size = (max(crop, round(w * scale)), max(crop, round(h * scale)))
-        if size != (w, h):
-            im = im.resize(size, Image.BILINEAR, reducing_gap=None if scale > 0.5 else 3.0)
-        left, top = (size[0] - crop) // 2, (size[1] - crop) // 2
-        im = im.crop((left, top, left + crop, top + crop))
-        data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-    return data.view(crop, crop, 3).permute(2, 0, 1).contiguous()  # (3, H, W)
+class ViewsDataset(ImageDataset):
+    """Several centre crops of each image, one per resize: (uint8 tensor VxCxHxW, label)."""
+
+    def __init__(self, samples: Samples, resizes: Sequence, crop, channels: int = 3):
+        super().__init__(samples, resizes[0], crop, channels)
+        self.resizes = list(resizes)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.stack(load_views(self.samples.paths[i], self.resizes, self.crop, self.channels)), self.samples.labels[i]
 
 
 def list_images(path: Path) -> list[Path]:
@@ -226,7 +604,9 @@ def list_images(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise DataError(_problem(path, "no such file or folder"))
-    images = sorted(p for p in path.rglob("*") if is_image(p))
+    images = _walk_images(path, MAX_IMAGES)
+    if len(images) > MAX_IMAGES:
+        raise _over_budget("images", MAX_IMAGES, path, "predict a part of the folder at a time")
     if not images:
         raise DataError(_problem(path, "holds no images", f"images end in {', '.join(sorted(IMAGE_SUFFIXES))}"))
     return images

@@ -29,7 +29,7 @@ from . import distributed
 from .augment import Normalize, TrainAugment, soft_cross_entropy
 from .autobatch import auto_batch
 from .checkpoints import blueprint_text, load_checkpoint, restore_rng, rng_state
-from .data import DataError, ImageDataset, Samples, check_images, find_splits
+from .data import DataError, ImageDataset, Samples, check_images, find_splits, size_note, write_splits
 from .recipe import Recipe
 from .report import Progress, plot_curves, read_metrics, write_metrics
 
@@ -111,10 +111,10 @@ def train(bp: Blueprint, data: str | Path, recipe: Recipe, out: str | Path, *, r
 
 def _train(bp, data, recipe, out, d, show, resume, weights, auto, stop_after) -> TrainResult:
     plan = make_plan(bp)
-    size = plan.input_shape[1]
-    if plan.input_shape[1] != plan.input_shape[2] or plan.input_shape[0] != 3:
-        raise DataError(bp.source.problem(("input",), "training reads RGB images into a square input",
-                                          "set `input: {channels: 3, size: N}`"))
+    channels, size = plan.input_shape[0], tuple(plan.input_shape[1:])  # size: (height, width)
+    if channels not in (1, 3):
+        raise DataError(bp.source.problem(("input", "channels"), "training decodes images to 1 (grayscale) or 3 (RGB) channels",
+                                          "set `input: {channels: 3}`"))
 
     # --- everything that can be wrong, before a weight exists ------------------------------------
     splits = find_splits(data, recipe.data.val_split, recipe.seed)
@@ -130,8 +130,10 @@ def _train(bp, data, recipe, out, d, show, resume, weights, auto, stop_after) ->
             raise DataError(Problem("the checkpoint was trained from another blueprint", (), str(last_path),
                                     hint="resume with the blueprint (and `--set` values) it was trained with, "
                                          "or start a new run with another `--out`"))
-    skipped = _broken_images(Samples(splits.train.paths + splits.val.paths, splits.train.labels + splits.val.labels,
+    skipped, stats = _broken_images(Samples(splits.train.paths + splits.val.paths, splits.train.labels + splits.val.labels,
                                      splits.train.classes, splits.train.root), recipe, d, show)
+    if size_note(stats, size):
+        show.line(size_note(stats, size))
     if skipped:
         show.line(f"skipped {len(skipped)} unreadable image{'s' if len(skipped) > 1 else ''} (recipe data.bad_images: skip)")
         splits.train, splits.val = (s.subset([i for i, p in enumerate(s.paths) if str(p) not in skipped])
@@ -170,15 +172,15 @@ def _train(bp, data, recipe, out, d, show, resume, weights, auto, stop_after) ->
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     if auto and d.device.type == "cuda":
-        per_device = confirm_batch(model, per_device, size, memory_format, recipe, d)
+        per_device = confirm_batch(model, per_device, (channels, *size), memory_format, recipe, d)
         recipe = recipe.model_copy(update={"batch": per_device * d.world * recipe.accumulate})
     optimizer = make_optimizer(model, recipe)
     micro = per_device
     # RandomResizedCrop works on the batch, so workers deliver the centre square at the evaluation
     # resize (size / crop_pct); without it they deliver the evaluation view itself.
-    load = round(size / recipe.augment.crop_pct)
-    train_ds = ImageDataset(splits.train, load, load) if recipe.augment.crop is not None else ImageDataset(splits.train, load, size)
-    val_ds = ImageDataset(splits.val, round(size / recipe.augment.crop_pct), size)
+    load = tuple(round(s / recipe.augment.crop_pct) for s in size)
+    train_ds = ImageDataset(splits.train, load, load if recipe.augment.crop is not None else size, channels)
+    val_ds = ImageDataset(splits.val, load, size, channels)
     sampler = DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=recipe.seed, drop_last=True)
     # more decoding workers than cores only contend (and torch warns); workers decode, they draw no
     # random numbers of the run, so their count changes no result
@@ -197,8 +199,8 @@ def _train(bp, data, recipe, out, d, show, resume, weights, auto, stop_after) ->
     if recipe.ema is not None:
         ema = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(recipe.ema), use_buffers=True)
-    augment = TrainAugment(recipe.augment, size).to(d.device)
-    normalize = Normalize(recipe.augment.mean, recipe.augment.std).to(d.device)
+    augment = TrainAugment(recipe.augment, size, channels).to(d.device)
+    normalize = Normalize(recipe.augment.mean, recipe.augment.std, channels).to(d.device)
 
     start, best = 0, -1.0
     rows = []
@@ -216,6 +218,7 @@ def _train(bp, data, recipe, out, d, show, resume, weights, auto, stop_after) ->
         torch.manual_seed(recipe.seed)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
+        write_splits(out, splits)  # OUT/train.csv, OUT/val.csv: what `eval --split` scores
         for stale in out.glob(".*.pt.*.tmp"):  # left by a run killed while writing a checkpoint
             stale.unlink(missing_ok=True)
 
@@ -302,7 +305,7 @@ def _train(bp, data, recipe, out, d, show, resume, weights, auto, stop_after) ->
     return TrainResult(out, rows[-1]["epoch"] if rows else start, best, rows[-1] if rows else {}, recipe.batch)
 
 
-def _broken_images(samples: Samples, recipe: Recipe, d: distributed.Dist, show: Progress) -> set[str]:
+def _broken_images(samples: Samples, recipe: Recipe, d: distributed.Dist, show: Progress) -> tuple[set[str], Any]:
     """Decode every image once on the first process (the others wait and take its verdict): broken
     ones are refused (DataError) or returned to be skipped, as the recipe says."""
     result: list[Any] = [None]
@@ -315,7 +318,8 @@ def _broken_images(samples: Samples, recipe: Recipe, d: distributed.Dist, show: 
             last[0] = done
 
         try:
-            result[0] = [str(p) for p in check_images(samples, recipe.data.bad_images, tick).skipped]
+            checked = check_images(samples, recipe.data.bad_images, tick)
+            result[0] = ([str(p) for p in checked.skipped], checked.stats)
         except DataError as exc:
             result[0] = exc
         finally:
@@ -324,16 +328,16 @@ def _broken_images(samples: Samples, recipe: Recipe, d: distributed.Dist, show: 
         dist.broadcast_object_list(result, src=0)
     if isinstance(result[0], DataError):
         raise result[0]
-    return set(result[0])
+    return set(result[0][0]), result[0][1]
 
 
-def confirm_batch(model: nn.Module, batch: int, size: int, memory_format, recipe: Recipe, d: distributed.Dist) -> int:
+def confirm_batch(model: nn.Module, batch: int, shape: tuple, memory_format, recipe: Recipe, d: distributed.Dist) -> int:
     """Run forward and backward at `batch` on the GPU, halving on out-of-memory; every process
     takes the smallest batch any of them could run."""
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[recipe.precision]
     while batch >= 1:
         try:
-            x = torch.randn(batch, 3, size, size, device=d.device).contiguous(memory_format=memory_format)
+            x = torch.randn(batch, *shape, device=d.device).contiguous(memory_format=memory_format)
             with torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext():
                 model(x).float().logsumexp(1).mean().backward()
             break
