@@ -39,3 +39,24 @@ def make_folder(root: Path, per_class: dict[str, int], seed: int = 0, classes=CL
             for i in range(n):
                 shape_image(c, rng).save(folder / f"{i}.png")
     return root
+
+
+# A network small enough to train for an epoch in a test (about a second on a CPU).
+TINY_NET = """\
+name: tiny-data
+input: {channels: 3, size: 32}
+classes: 3
+stem: {type: conv, channels: [8], stride: 2}
+layout: C
+blocks:
+  C: {type: mbconv, expand: 2, kernel: 3}
+stages:
+  - {depth: 1, channels: 16, stride: 2}
+head: {type: pool}
+"""
+
+
+def quick_train_args(blueprint: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    """`composer train` arguments for a one-epoch run with no workers and no warm-up."""
+    return ["train", str(blueprint), "--data", str(data), "--out", str(out), "--device", "cpu", "--epochs", "1",
+            "--batch", "8", "--set", "recipe.data.workers=0", "--set", "recipe.schedule.warmup_epochs=0", *extra]
