@@ -236,6 +236,9 @@ def read_csv_rows(path: Path) -> list[list[str]]:
                     if not row or not any(c.strip() for c in row):
                         rows.append([])  # keeps line numbers: blank lines are skipped later
                         continue
+                    if any("\0" in c for c in row):
+                        raise DataError(Problem("a NUL character: not a text CSV", (), str(path), reader.line_num, 1,
+                                                "save it as CSV UTF-8 (a file saved as UTF-16 has a NUL in every character)"))
                     long = next((i for i, c in enumerate(row) if len(c) > MAX_FIELD), None)
                     if long is not None:
                         raise DataError(Problem(f"field {long + 1} is {len(row[long]):,} characters long, over the limit of "
