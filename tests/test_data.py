@@ -140,3 +140,10 @@ def test_small_images_get_a_note_naming_the_size_flag():
     assert note is not None and "224x224" in note and "28x28" in note and "--size 32" in note
     assert size_note(ImageStats(100, 200, 180), 224) is None
     assert size_note(None, 224) is None
+
+
+def test_a_two_column_header_with_one_known_name(tree):
+    csv = tree / "labels.csv"
+    csv.write_text("species,file_name\ncat,train/cat/0.png\ndog,train/dog/1.png\n")
+    s = scan_csv(csv)
+    assert s.classes == ["cat", "dog"] and [p.name for p in s.paths] == ["0.png", "1.png"]

@@ -206,6 +206,8 @@ def _columns(path: Path, rows: list[list[str]]) -> tuple[int, int, bool]:
     label_col = next((head.index(n) for n in LABEL_COLUMNS if n in head), None)
     if path_col is not None and label_col is not None and path_col != label_col:
         return path_col, label_col, True
+    if len(head) == 2 and (path_col is None) != (label_col is None):  # one column named, the other is the other
+        return (path_col, 1 - path_col, True) if path_col is not None else (1 - label_col, label_col, True)
     first_is_image = len(rows[0]) >= 1 and _resolve(path.parent, rows[0][0].strip()) is not None
     second_is_image = len(rows) > 1 and len(rows[1]) >= 1 and _resolve(path.parent, rows[1][0].strip()) is not None
     if not first_is_image and second_is_image:
@@ -213,7 +215,7 @@ def _columns(path: Path, rows: list[list[str]]) -> tuple[int, int, bool]:
             return 0, 1, True
         raise DataError(Problem(f"cannot tell which of the columns {', '.join(f'`{c}`' for c in rows[0][:10])} "
                                 "hold the image and its label", (), str(path), 1, 1,
-                                f"name them `{PATH_COLUMNS[0]}` and `{LABEL_COLUMNS[0]}` (or id/file/image and class/target)"))
+                                f"name them `{PATH_COLUMNS[0]}` and `{LABEL_COLUMNS[0]}`, or id/file/image and class/target"))
     return 0, 1, False
 
 
@@ -238,7 +240,7 @@ def read_csv_rows(path: Path) -> list[list[str]]:
                         continue
                     if any("\0" in c for c in row):
                         raise DataError(Problem("a NUL character: not a text CSV", (), str(path), reader.line_num, 1,
-                                                "save it as CSV UTF-8 (a file saved as UTF-16 has a NUL in every character)"))
+                                                "save it as CSV UTF-8; UTF-16 puts a NUL in every character"))
                     long = next((i for i, c in enumerate(row) if len(c) > MAX_FIELD), None)
                     if long is not None:
                         raise DataError(Problem(f"field {long + 1} is {len(row[long]):,} characters long, over the limit of "
@@ -398,8 +400,8 @@ def _open(path: Path):
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused by check_size instead
         try:
             im = Image.open(path)
-        except Image.DecompressionBombError as exc:
-            raise ImageRefused(f"over the limit of {MAX_PIXELS:,} pixels (a possible decompression bomb): {exc}") from None
+        except Image.DecompressionBombError:
+            raise ImageRefused(f"over twice the limit of {MAX_PIXELS:,} pixels (a possible decompression bomb)") from None
     try:
         check_size(*im.size)
     except BaseException:
