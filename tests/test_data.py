@@ -147,3 +147,23 @@ def test_a_two_column_header_with_one_known_name(tree):
     csv.write_text("species,file_name\ncat,train/cat/0.png\ndog,train/dog/1.png\n")
     s = scan_csv(csv)
     assert s.classes == ["cat", "dog"] and [p.name for p in s.paths] == ["0.png", "1.png"]
+
+
+def test_training_crops_depend_on_seed_epoch_and_index_only(tmp_path):
+    from composer.train.data import EpochSampler, Samples, TrainDataset
+    from composer.train.recipe import CropConfig
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"{i}.jpg"
+        Image.effect_noise((120, 90), 60).convert("RGB").save(p)
+        paths.append(p)
+    samples = Samples(paths, [0, 1, 0, 1], ["a", "b"], tmp_path)
+    ds = TrainDataset(samples, (32, 48), 3, CropConfig(scale=(0.1, 0.5)), 0.5, seed=7)
+    a = [ds[k][0] for k in range(8)]  # epochs 0 and 1
+    b = [ds[k][0] for k in reversed(range(8))][::-1]  # another order (another worker split)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert a[0].shape == (3, 32, 48) and not torch.equal(a[0], a[4])  # the same image, another epoch
+    assert not torch.equal(a[0], TrainDataset(samples, (32, 48), 3, CropConfig(scale=(0.1, 0.5)), 0.5, seed=8)[0][0])
+    sampler = EpochSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=0)
+    sampler.set_epoch(3)
+    assert sorted(sampler) == [12, 13, 14, 15]

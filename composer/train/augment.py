@@ -1,9 +1,11 @@
 """Batched augmentation on the training device, with kornia.
 
-uint8 batch (B, C, H, W) -> float in [0, 1] -> RandomResizedCrop -> flip -> RandAugment or
+uint8 batch (B, C, H, W) -> float in [0, 1] -> [RandomResizedCrop -> flip] -> RandAugment or
 TrivialAugment -> colour jitter -> normalise -> random erasing -> mixup / CutMix (soft targets as
-(label, paired label, weight)). kornia draws from torch's global RNG, which checkpoints carry, so a
-resumed run augments exactly as an uninterrupted one.
+(label, paired label, weight)). The training loop has the crop and flip done while decoding
+(`data.TrainDataset`: one Pillow resampling of the crop box, cheaper per core than resizing the
+image and cropping the batch) and builds this with `cropped=True`. kornia draws from torch's
+global RNG, which checkpoints carry, so a resumed run augments exactly as an uninterrupted one.
 
 1-channel (grayscale) networks: the recipe's mean and std are per RGB channel; the one channel's
 are the luma-weighted sums of them (the weights of Pillow's RGB -> L conversion, which decoded the
@@ -40,8 +42,8 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, channels, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.uint8:
-            x = x.float().div_(255)
+        if x.dtype == torch.uint8:  # two passes over a new float tensor, in place
+            return x.float().sub_(self.mean * 255).div_(self.std * 255)
         return (x - self.mean) / self.std
 
 
@@ -49,7 +51,9 @@ class TrainAugment(nn.Module):
     """The training augmentation of a recipe, for images of `size` (an int for a square, or
     (height, width)) with `channels` 3 (RGB) or 1 (grey)."""
 
-    def __init__(self, cfg: AugmentConfig, size, channels: int = 3):
+    def __init__(self, cfg: AugmentConfig, size, channels: int = 3, cropped: bool = False):
+        """`cropped`: the images come cropped and flipped already (`data.TrainDataset` does both
+        while decoding), so only the photometric operations run here."""
         super().__init__()
         size = _pair(size)
         self.channels = channels
@@ -57,9 +61,9 @@ class TrainAugment(nn.Module):
         K = require("kornia.augmentation")
         auto = require("kornia.augmentation.auto")
         ops: list[nn.Module] = []
-        if cfg.crop is not None:
+        if cfg.crop is not None and not cropped:
             ops.append(K.RandomResizedCrop(size, scale=cfg.crop.scale, ratio=cfg.crop.ratio))
-        if cfg.hflip > 0:
+        if cfg.hflip > 0 and not cropped:
             ops.append(K.RandomHorizontalFlip(p=cfg.hflip))
         if cfg.auto is not None:
             ops.append(auto.RandAugment(n=cfg.auto.n, m=cfg.auto.m) if cfg.auto.type == "randaugment"
@@ -78,13 +82,16 @@ class TrainAugment(nn.Module):
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (images, targets): targets are class indices (B,), or (B, 3) rows of
         (label, paired label, weight of the paired label) after mixup / CutMix."""
-        x = images.float().div_(255)
-        if self.channels == 1:
-            x = x.expand(-1, 3, -1, -1)
-        x = self.geometric(x).clamp_(0, 1)
-        if self.channels == 1:
-            x = (x * self.luma).sum(1, keepdim=True)
-        x = self.normalize(x)
+        if len(self.geometric):
+            x = images.float().div_(255)
+            if self.channels == 1:
+                x = x.expand(-1, 3, -1, -1)
+            x = self.geometric(x).clamp_(0, 1)
+            if self.channels == 1:
+                x = (x * self.luma).sum(1, keepdim=True)
+            x = self.normalize(x)
+        else:  # cropped and flipped while decoding, nothing photometric: normalise the uint8 batch
+            x = self.normalize(images)
         if self.erasing is not None:
             x = self.erasing(x)
         mixers = [m for m in (self.mixup, self.cutmix) if m is not None]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import random
 import re
 import statistics
 import warnings
@@ -601,6 +602,91 @@ class ViewsDataset(ImageDataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return torch.stack(load_views(self.samples.paths[i], self.resizes, self.crop, self.channels)), self.samples.labels[i]
+
+
+def random_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float],
+               rng: random.Random) -> tuple[float, float, float, float]:
+    """A RandomResizedCrop box (left, top, right, bottom) of a width x height image: area a `scale`
+    fraction, aspect (width / height) log-uniform in `ratio`; ten tries, then the centre crop at
+    the nearest allowed aspect (the procedure of Szegedy et al. 2015 as torchvision runs it)."""
+    area = width * height
+    low, high = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(low, high))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            left, top = rng.randint(0, width - w), rng.randint(0, height - h)
+            return left, top, left + w, top + h
+    aspect = width / height
+    if aspect < min(ratio):
+        w, h = width, round(width / min(ratio))
+    elif aspect > max(ratio):
+        w, h = round(height * max(ratio)), height
+    else:
+        w, h = width, height
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
+
+
+def load_random_crop(path: Path, size, scale: tuple[float, float], ratio: tuple[float, float], flip: float,
+                     rng: random.Random, channels: int = 3) -> torch.Tensor:
+    """RandomResizedCrop + horizontal flip in one resampling of the crop box, decoding a JPEG at the
+    smallest DCT scale that still covers the box at `size`. -> uint8 tensor (channels, H, W)."""
+    Image = require("PIL.Image")
+    ch, cw = _pair(size)
+    chosen: list = []
+
+    def want(w: int, h: int) -> tuple[int, int]:
+        box = random_box(w, h, scale, ratio, rng)
+        chosen.append((box, w, h))
+        s = max(cw / max(box[2] - box[0], 1), ch / max(box[3] - box[1], 1))
+        return math.ceil(w * min(s, 1.0)), math.ceil(h * min(s, 1.0))
+
+    im = decode(path, channels, want)
+    if not chosen:  # not a JPEG: the box is drawn on the decoded size
+        want(*im.size)
+    (l, t, r, b), w0, h0 = chosen[0]
+    fx, fy = im.size[0] / w0, im.size[1] / h0  # the draft's reduction
+    view = im.resize((cw, ch), Image.BILINEAR, box=(l * fx, t * fy, r * fx, b * fy), reducing_gap=3.0)
+    if rng.random() < flip:
+        view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    data = torch.frombuffer(bytearray(view.tobytes()), dtype=torch.uint8)
+    return data.view(ch, cw, channels).permute(2, 0, 1).contiguous()
+
+
+class TrainDataset(ImageDataset):
+    """Training images with the recipe's RandomResizedCrop and flip done while decoding (one
+    resampling per image; see `load_random_crop`). The random numbers of an image come from the
+    run's seed, the epoch and the image's index only, so a run draws the same crops with any number
+    of workers or processes, and resumed as uninterrupted. The epoch reaches persistent workers in
+    the keys an `EpochSampler` yields (epoch x len + index). Without a crop (`crop: null`), the
+    evaluation view (`resize`, centre `size`), flipped as the recipe says."""
+
+    def __init__(self, samples: Samples, size, channels: int, crop, hflip: float, seed: int, resize=None):
+        super().__init__(samples, resize if resize is not None else size, size, channels)
+        self.crop_cfg, self.hflip, self.seed = crop, hflip, seed
+
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, int]:
+        epoch, i = divmod(int(key), len(self.samples))
+        rng = random.Random(f"{self.seed}:{epoch}:{i}")
+        path = self.samples.paths[i]
+        if self.crop_cfg is not None:
+            x = load_random_crop(path, self.crop, tuple(self.crop_cfg.scale), tuple(self.crop_cfg.ratio), self.hflip, rng,
+                                 self.channels)
+        else:
+            x = load_image(path, self.resize, self.crop, self.channels)
+            if rng.random() < self.hflip:
+                x = x.flip(2)
+        return x, self.samples.labels[i]
+
+
+class EpochSampler(torch.utils.data.DistributedSampler):
+    """A DistributedSampler whose keys carry the epoch (epoch x len + index), for `TrainDataset`."""
+
+    def __iter__(self):
+        n = len(self.dataset)
+        return (self.epoch * n + i for i in super().__iter__())
 
 
 def list_images(path: Path) -> list[Path]:

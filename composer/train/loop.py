@@ -21,7 +21,7 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Subset
 
 from ..api import build as build_model, plan as make_plan, save
 from ..blueprint import Blueprint, Problem
@@ -29,7 +29,8 @@ from . import distributed
 from .augment import Normalize, TrainAugment, soft_cross_entropy
 from .autobatch import auto_batch
 from .checkpoints import blueprint_text, load_checkpoint, restore_rng, rng_state
-from .data import DataError, ImageDataset, Samples, check_images, find_splits, size_note, write_splits
+from .data import (DataError, EpochSampler, ImageDataset, Samples, TrainDataset, check_images, find_splits, size_note,
+                   write_splits)
 from .recipe import Recipe
 from .report import Progress, plot_curves, read_metrics, write_metrics
 
@@ -176,12 +177,11 @@ def _train(bp, data, recipe, out, d, show, resume, weights, auto, stop_after) ->
         recipe = recipe.model_copy(update={"batch": per_device * d.world * recipe.accumulate})
     optimizer = make_optimizer(model, recipe)
     micro = per_device
-    # RandomResizedCrop works on the batch, so workers deliver the centre square at the evaluation
-    # resize (size / crop_pct); without it they deliver the evaluation view itself.
+    # workers crop and flip while decoding (TrainDataset); the evaluation view is resized to size / crop_pct
     load = tuple(round(s / recipe.augment.crop_pct) for s in size)
-    train_ds = ImageDataset(splits.train, load, load if recipe.augment.crop is not None else size, channels)
+    train_ds = TrainDataset(splits.train, size, channels, recipe.augment.crop, recipe.augment.hflip, recipe.seed, load)
     val_ds = ImageDataset(splits.val, load, size, channels)
-    sampler = DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=recipe.seed, drop_last=True)
+    sampler = EpochSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=recipe.seed, drop_last=True)
     # more decoding workers than cores only contend (and torch warns); workers decode, they draw no
     # random numbers of the run, so their count changes no result
     workers = min(recipe.data.workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
@@ -199,7 +199,7 @@ def _train(bp, data, recipe, out, d, show, resume, weights, auto, stop_after) ->
     if recipe.ema is not None:
         ema = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(recipe.ema), use_buffers=True)
-    augment = TrainAugment(recipe.augment, size, channels).to(d.device)
+    augment = TrainAugment(recipe.augment, size, channels, cropped=True).to(d.device)
     normalize = Normalize(recipe.augment.mean, recipe.augment.std, channels).to(d.device)
 
     start, best = 0, -1.0
