@@ -538,15 +538,19 @@ def check_images(samples: Samples, policy: str, progress: Callable[[int, int], N
     threads = threads or min(8, os.cpu_count() or 1)
     bad: list[tuple[Path, str]] = []
     widths, heights = [], []
+    done = 0
     with ThreadPoolExecutor(threads) as pool:
-        for done, (path, (error, size)) in enumerate(zip(samples.paths, pool.map(_check_one, samples.paths)), start=1):
-            if error is not None:
-                bad.append((path, error))
-            else:
-                widths.append(size[0])
-                heights.append(size[1])
-            if progress is not None:
-                progress(done, len(samples))
+        for start in range(0, len(samples), 4096):  # a bounded number of pending checks, whatever the data's size
+            chunk = samples.paths[start:start + 4096]
+            for path, (error, size) in zip(chunk, pool.map(_check_one, chunk)):
+                done += 1
+                if error is not None:
+                    bad.append((path, error))
+                else:
+                    widths.append(size[0])
+                    heights.append(size[1])
+                if progress is not None:
+                    progress(done, len(samples))
     stats = ImageStats(len(widths), int(statistics.median(widths)), int(statistics.median(heights))) if widths else None
     if not bad:
         samples.stats = stats
