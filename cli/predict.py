@@ -51,7 +51,8 @@ def predict(
     workers: Annotated[int, typer.Option("--workers", min=0, max=256, help="Decoding worker processes (at most the usable cores).")] = 2,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: cuda when available).")] = None,
 ) -> None:
-    """Predict the class of every image under PATH; write a submission CSV."""
+    """Predict the class of every image under IMAGES (averaged over several checkpoints: an
+    ensemble); write a submission CSV and/or the class probabilities."""
     if len(paths) < 2:
         fail("give one or more checkpoints, then the images: `composer predict best.pt IMAGES --csv submission.csv`")
     *checkpoints, images = paths

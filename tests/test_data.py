@@ -167,3 +167,10 @@ def test_training_crops_depend_on_seed_epoch_and_index_only(tmp_path):
     sampler = EpochSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=0)
     sampler.set_epoch(3)
     assert sorted(sampler) == [12, 13, 14, 15]
+
+
+def test_a_first_row_naming_a_missing_image_is_data_not_a_header(tree):
+    csv = tree / "labels.csv"
+    csv.write_text("train/cat/9.png,cat\ntrain/dog/1.png,dog\n")
+    with pytest.raises(DataError, match=r"labels.csv:1:1: no such image `train/cat/9.png`"):
+        scan_csv(csv)

@@ -209,7 +209,9 @@ def _columns(path: Path, rows: list[list[str]]) -> tuple[int, int, bool]:
         return path_col, label_col, True
     if len(head) == 2 and (path_col is None) != (label_col is None):  # one column named, the other is the other
         return (path_col, 1 - path_col, True) if path_col is not None else (1 - label_col, label_col, True)
-    first_is_image = len(rows[0]) >= 1 and _resolve(path.parent, rows[0][0].strip()) is not None
+    # a cell that looks like a path (a folder separator, an image suffix) is data, even when no such file exists
+    first_is_image = len(rows[0]) >= 1 and (_resolve(path.parent, rows[0][0].strip()) is not None or "/" in rows[0][0]
+                                            or "\\" in rows[0][0] or Path(rows[0][0].strip()).suffix.lower() in IMAGE_SUFFIXES)
     second_is_image = len(rows) > 1 and len(rows[1]) >= 1 and _resolve(path.parent, rows[1][0].strip()) is not None
     if not first_is_image and second_is_image:
         if len(rows[0]) == 2:
