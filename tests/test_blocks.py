@@ -188,3 +188,49 @@ def test_class_token_bypasses_convolutions(options):
         x2[:, 0] += 1.0
         a, b = block.attn.conv_k(x), block.attn.conv_k(x2)
         assert torch.equal(a[:, 1:], b[:, 1:]) and a.shape == (1, 1 + 4, 16)  # keys strided to 2x2 + class
+
+
+# Each choice of `scale` and the published code it reproduces:
+#   head_dim  -> 1/sqrt(width per head): ViT (google-research/vision_transformer; timm's `Attention`,
+#                `head_dim ** -0.5`), CoAtNet (timm's MaxxVit), ConViT (facebookresearch/convit's GPSA).
+#   embed_dim -> 1/sqrt(width of Q over all heads): CvT (microsoft/CvT, lib/models/cls_cvt.py,
+#                `self.scale = dim_out ** -0.5`; Hugging Face transformers' `CvtSelfAttention`,
+#                `embed_dim**-0.5`).
+#   a number  -> that factor, for code that states its own.
+@pytest.mark.parametrize("attention", ["plain", "relative", "gpsa", "conv"])
+@pytest.mark.parametrize("scale,expected", [("head_dim", 16 ** -0.5), ("embed_dim", 48 ** -0.5), (0.3, 0.3)])
+def test_attention_scale_choices(attention, scale, expected):
+    config = resolve_block({"type": "transformer", "attention": attention, "heads": 3, "scale": scale})
+    ctx = BlockContext(48, 48, 1, (4, 4))
+    assert config.attention_scale(ctx) == pytest.approx(expected, rel=1e-12)
+    attn = config.build(ctx).attn.eval()
+    assert attn.scale == pytest.approx(expected, rel=1e-12)
+    if attention != "conv":
+        return
+    # CvT's attention written out: softmax(s Q K^T) V, with Q, K, V from the conv projections
+    x = torch.randn(2, 16, 48, dtype=torch.float64)
+    attn = attn.double()
+
+    def heads(t):
+        return t.view(2, -1, 3, 16).transpose(1, 2)
+
+    q, k, v = (heads(lin(conv(x))) for lin, conv in ((attn.q, attn.conv_q), (attn.k, attn.conv_k),
+                                                       (attn.v, attn.conv_v)))
+    out = ((q @ k.transpose(-2, -1)) * expected).softmax(-1) @ v
+    reference = attn.proj(out.transpose(1, 2).reshape(2, 16, 48))
+    with torch.no_grad():
+        assert torch.allclose(attn(x), reference, atol=1e-12)
+
+
+def test_cvt_blueprints_scale_by_the_stage_width():
+    """CvT-13 and CvT-21 scale as CvT's published code does; the analytic cost is unchanged by it."""
+    import composer
+
+    from .conftest import BLUEPRINTS
+
+    for name in ("cvt13", "cvt21"):
+        plan = composer.plan(composer.load(BLUEPRINTS / f"{name}.yaml", overrides={"input.size": 64, "classes": 10}))
+        for sp, width in zip(plan.stages, (64, 192, 384)):
+            assert sp.block.scale == "embed_dim"
+            assert sp.block.attention_scale(sp.contexts[0]) == width ** -0.5
+        assert composer.check(plan).ok

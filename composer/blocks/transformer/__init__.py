@@ -13,9 +13,9 @@ keys and values strided). FFN (`ffn`): `mlp` (ViT), or `conv` (LocalViT: 1x1 -> 
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ...layers.names import Activation
 from .. import cost as C
@@ -61,6 +61,17 @@ class TransformerConfig(BlockConfig):
     heads: int | None = Field(None, ge=1, le=65536, description="Number of attention heads (or give `head_dim`).")
     head_dim: int | None = Field(None, ge=1, le=65536, description="Width per head; heads = channels / head_dim. Default 64.")
     qkv_bias: bool = Field(True, description="Bias on the query/key/value projections.")
+    scale: Union[Literal["head_dim", "embed_dim"], float] = Field(
+        "head_dim", description="Factor on the attention logits QK^T: `head_dim`: 1/sqrt(width per head) (ViT, "
+                                "CoAtNet, ConViT); `embed_dim`: 1/sqrt(width of Q, all heads together) (CvT's "
+                                "published code); or a number (above 0, at most 1000).")
+
+    @field_validator("scale")
+    @classmethod
+    def _positive_scale(cls, value):
+        if not isinstance(value, str) and not 0 < value <= 1000:
+            raise ValueError("a number for `scale` must be above 0 and at most 1000")
+        return value
     attn_width: Literal["out", "in"] = Field(
         "out", description="Width of queries, keys and values when the block changes width: the output width "
                            "(the paper: qkv widens) or the input width (timm's `_rw` CoAtNets: the output projection "
@@ -84,6 +95,15 @@ class TransformerConfig(BlockConfig):
     def width(self, ctx: BlockContext) -> int:
         """Width of queries, keys and values."""
         return ctx.in_channels if self.attn_width == "in" else ctx.out_channels
+
+    def attention_scale(self, ctx: BlockContext) -> float:
+        """The factor on QK^T that `scale` asks for, in `ctx`."""
+        if not isinstance(self.scale, str):
+            return float(self.scale)
+        width = self.width(ctx)
+        if self.scale == "embed_dim":
+            return width ** -0.5
+        return (width // num_heads(self.heads, self.head_dim, width)) ** -0.5
 
     def check(self, ctx: BlockContext) -> list[Complaint]:
         out = check_heads(self.heads, self.head_dim, self.width(ctx))
