@@ -125,6 +125,22 @@ class MBConvConfig(BlockConfig):
                 "depthwise.1": "norm2", "se.reduce": "se.fc1", "se.expand": "se.fc2", "se_early.reduce": "se_early.fc1",
                 "se_early.expand": "se_early.fc2", "project": "conv3_1x1", "shortcut.1": "shortcut.expand"}
 
+    def transformers_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
+        """Hugging Face transformers' TF ports: `MobileNetV2InvertedResidual` (`mobilenet_v2`; the first
+        block, without an expand conv, sits in its `conv_stem`) and `EfficientNetBlock` (`efficientnet`)."""
+        if self.norm != "post":
+            return {}
+        if layout == "mobilenet_v2":
+            return {"expand.0": "expand_1x1.convolution", "expand.1": "expand_1x1.normalization",
+                    "depthwise.0": "conv_3x3.convolution", "depthwise.1": "conv_3x3.normalization",
+                    "project": "reduce_1x1.convolution", "project_norm": "reduce_1x1.normalization"}
+        if layout == "efficientnet":
+            return {"expand.0": "expansion.expand_conv", "expand.1": "expansion.expand_bn",
+                    "depthwise.0": "depthwise_conv.depthwise_conv", "depthwise.1": "depthwise_conv.depthwise_norm",
+                    "se.reduce": "squeeze_excite.reduce", "se.expand": "squeeze_excite.expand",
+                    "project": "projection.project_conv", "project_norm": "projection.project_bn"}
+        return {}
+
 
 def __getattr__(name: str):
     """The nn.Module (`MBConv`) lives in `.module`, which imports torch; it loads on first use."""

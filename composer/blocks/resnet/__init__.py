@@ -56,6 +56,16 @@ class _ResNetOptions(BlockConfig):
                   "shortcut.0": "downsample.0", "shortcut.1": "downsample.1"}
         return names
 
+    def transformers_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
+        """Hugging Face transformers' `ResNetBottleNeckLayer` / `ResNetBasicLayer`: `layer.J.convolution`
+        and `.normalization` per conv, `shortcut.convolution/normalization` (no SE there)."""
+        if layout != "resnet":
+            return {}
+        names: CheckpointNames = {"shortcut.0": "shortcut.convolution", "shortcut.1": "shortcut.normalization"}
+        for j, i in enumerate(self._convs):
+            names[f"branch.{i}"], names[f"branch.{i + 1}"] = f"layer.{j}.convolution", f"layer.{j}.normalization"
+        return names
+
 
 @register_block
 class BottleneckConfig(_ResNetOptions):

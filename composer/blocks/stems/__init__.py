@@ -82,6 +82,13 @@ class ConvStemConfig(_Stem):
             maxxvit[str(step * i + 1)] = f"stem.norm{i + 1}"
         return [maxxvit, {"0": "conv1", "1": "bn1"}, {"0": "conv_stem", "1": "bn1"}]
 
+    def transformers_names(self) -> list[dict[str, str]]:
+        """Hugging Face transformers' ResNet embedder, MobileNetV2's first conv, EfficientNet's embeddings."""
+        return [{"0": "resnet.embedder.embedder.convolution", "1": "resnet.embedder.embedder.normalization"},
+                {"0": "mobilenet_v2.conv_stem.first_conv.convolution",
+                 "1": "mobilenet_v2.conv_stem.first_conv.normalization"},
+                {"0": "efficientnet.embeddings.convolution", "1": "efficientnet.embeddings.batchnorm"}]
+
 
 class PatchStemConfig(_Stem):
     """Non-overlapping patch embedding: conv with kernel = stride = patch."""
@@ -118,6 +125,11 @@ class PatchStemConfig(_Stem):
         """ViT's `patch_embed.proj/norm`, ConvNeXt's `stem.0/1`."""
         return [{"0": "patch_embed.proj", "1": "patch_embed.norm"}, {"0": "stem.0", "1": "stem.1"}]
 
+    def transformers_names(self) -> list[dict[str, str]]:
+        """Hugging Face transformers' ViT patch embedding, ConvNeXt's embeddings."""
+        return [{"0": "vit.embeddings.patch_embeddings.projection"},
+                {"0": "convnext.embeddings.patch_embeddings", "1": "convnext.embeddings.layernorm"}]
+
 
 class NoStemConfig(_Stem):
     """No stem: the first stage receives the image."""
@@ -138,6 +150,9 @@ class NoStemConfig(_Stem):
         return no_stem(self, in_channels)
 
     def timm_names(self) -> list[dict[str, str]]:
+        return [{}]
+
+    def transformers_names(self) -> list[dict[str, str]]:
         return [{}]
 
 

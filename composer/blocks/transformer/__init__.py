@@ -190,6 +190,39 @@ class TransformerConfig(BlockConfig):
         return names
 
 
+    def transformers_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
+        """Hugging Face transformers' `CvtLayer` (`cvt` layout) and `ViTLayer`: as published on the hub
+        (`vit`: `attention.attention.query`, ...) and as transformers 5 names it (`vit_layers`:
+        `attention.q_proj`, ...); ViT's separate query, key and value Linears are joined into our qkv."""
+        common: CheckpointNames = {"norm1": "layernorm_before", "norm2": "layernorm_after"}
+        if layout == "cvt":
+            names = dict(common, **{"attn.proj": "attention.output.dense", "ffn.fc1": "intermediate.dense",
+                                    "ffn.fc2": "output.dense"})
+            for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value")):
+                conv = f"attention.attention.convolution_projection_{theirs}.convolution_projection"
+                names |= {f"attn.conv_{ours}.conv": f"{conv}.convolution", f"attn.conv_{ours}.norm": f"{conv}.normalization",
+                          f"attn.{ours}": f"attention.attention.projection_{theirs}"}
+            return names
+        if layout in ("vit", "vit_layers"):
+            if layout == "vit":
+                q, k, v = (f"attention.attention.{n}" for n in ("query", "key", "value"))
+                names = {"attn.proj": "attention.output.dense", "ffn.fc1": "intermediate.dense", "ffn.fc2": "output.dense"}
+            else:
+                q, k, v = (f"attention.{n}_proj" for n in "qkv")
+                names = {"attn.proj": "attention.o_proj", "ffn.fc1": "mlp.fc1", "ffn.fc2": "mlp.fc2"}
+            for t in ("weight", "bias"):
+                names[f"attn.qkv.{t}"] = ((f"{q}.{t}", f"{k}.{t}", f"{v}.{t}"), _joined)
+            return common | names
+        return {}
+
+
+def _joined(*parts: torch.Tensor) -> torch.Tensor:
+    """Separate query, key and value tensors -> one qkv tensor, in that order along the output channels."""
+    import torch
+
+    return torch.cat(parts, dim=0)
+
+
 def _qkv_from_head_first(t: torch.Tensor, heads: int) -> torch.Tensor:
     """qkv output channels ordered (heads, 3, head_dim) -> ours, (3, heads, head_dim)."""
     return t.reshape(heads, 3, -1, *t.shape[1:]).transpose(0, 1).reshape(t.shape)

@@ -34,6 +34,9 @@ class NoTransitionConfig(_Transition):
     def timm_names(self, stage: int) -> dict[str, str]:
         return {}
 
+    def transformers_names(self, stage: int) -> list[dict[str, str]]:
+        return [{}]
+
 
 class ConvTransitionConfig(_Transition):
     """Strided conv with an optional LayerNorm before or after it."""
@@ -68,6 +71,14 @@ class ConvTransitionConfig(_Transition):
     def timm_names(self, stage: int) -> dict[str, str]:
         """ConvNeXt's `stages.N.downsample` (norm, conv); keys relative to the network."""
         return {"0": f"stages.{stage}.downsample.0", "1": f"stages.{stage}.downsample.1"}
+
+    def transformers_names(self, stage: int) -> list[dict[str, str]]:
+        """Hugging Face transformers' CvT token embedding (conv, then LayerNorm) and ConvNeXt's
+        `downsampling_layer` (LayerNorm, then conv); keys relative to the network."""
+        embedding = f"cvt.encoder.stages.{stage}.embedding.convolution_embeddings"
+        down = f"convnext.encoder.stages.{stage}.downsampling_layer"
+        return [{"1": f"{embedding}.projection", "2": f"{embedding}.normalization"},
+                {"0": f"{down}.0", "1": f"{down}.1"}]
 
 
 TransitionConfig = Annotated[Union[NoTransitionConfig, ConvTransitionConfig], Field(discriminator="type")]

@@ -1,0 +1,176 @@
+"""Checkpoints in Hugging Face transformers' layout load into the matching blueprints and reproduce
+transformers' logits.
+
+Each test builds a small transformers model from a config object (random weights, BatchNorm running
+statistics randomised, seed 0), takes its state dict, loads it into the shipped blueprint narrowed
+with `--set`-style overrides, and compares logits in eval mode: within 1e-5 of the largest logit.
+transformers is a test-only dependency (the `test` extra); nothing downloads.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+import composer
+from cli.app import app
+
+from .conftest import BLUEPRINTS
+
+transformers = pytest.importorskip("transformers", reason="transformers (the `test` extra) is not installed")
+
+runner = CliRunner()
+X = torch.Generator().manual_seed(1)
+
+
+def _randomised(model: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode, with BatchNorm running statistics far from their initial 0 and 1."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
+    return model.eval()
+
+
+def _model(cls_name: str, config_name: str, **config) -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = getattr(transformers, config_name)(**config)
+    return _randomised(getattr(transformers, cls_name)(config))
+
+
+def _compare(model: torch.nn.Module, blueprint: str, overrides: dict, size: int = 64, tensors: int | None = None):
+    bp = composer.load(BLUEPRINTS / blueprint, overrides={"input.size": size, "classes": 10, **overrides})
+    net = composer.build(bp, weights=model.state_dict()).eval()
+    report = net.weights_report
+    assert report.layout == "transformers"
+    assert not (report.initialised or report.resized or report.reinitialised or report.mismatched), report.summary()
+    theirs = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
+    assert set(report.ignored) <= {k for k in model.state_dict() if k.endswith("num_batches_tracked")}
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in model.parameters())
+    x = torch.randn(2, 3, size, size, generator=X)
+    with torch.no_grad():
+        ref = model(pixel_values=x).logits
+        out = net(x)
+    assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+    return net, theirs
+
+
+CVT = dict(num_labels=10, depth=[1, 2, 3], embed_dim=[16, 32, 48], num_heads=[1, 2, 3])
+CVT_SETS = {"blocks.T.act": "gelu", "stages.0.channels": 16, "stages.1.channels": 32, "stages.2.channels": 48,
+            "stages.1.depth": 2, "stages.2.depth": 3, "stages.1.block.heads": 2, "stages.2.block.heads": 3}
+
+
+@pytest.mark.parametrize("blueprint", ["cvt13.yaml", "cvt21.yaml"])
+def test_cvt(blueprint):
+    """transformers' CvT uses exact GELU (the blueprints: QuickGELU, as Microsoft's code), and scales
+    attention by 1/sqrt(embed_dim) as the blueprints do."""
+    _compare(_model("CvtForImageClassification", "CvtConfig", **CVT), blueprint, CVT_SETS)
+
+
+def test_cvt_with_per_head_scaling_is_another_function():
+    """The scale is what makes CvT CvT: with ViT's 1/sqrt(head_dim) the logits move."""
+    model = _model("CvtForImageClassification", "CvtConfig", **CVT)
+    bp = composer.load(BLUEPRINTS / "cvt13.yaml",
+                       overrides={"input.size": 64, "classes": 10, **CVT_SETS, "blocks.T.scale": "head_dim"})
+    net = composer.build(bp, weights=model.state_dict()).eval()
+    x = torch.randn(2, 3, 64, 64, generator=X)
+    with torch.no_grad():
+        ref, out = model(pixel_values=x).logits, net(x)
+    assert (out - ref).abs().max().item() > 1e-3 * ref.abs().max().item()
+
+
+CONVNEXT_SETS = {"stem.channels": 16, "stages.0.channels": 16, "stages.1.channels": 32, "stages.2.channels": 48,
+                 "stages.3.channels": 64, "stages.0.depth": 1, "stages.1.depth": 1, "stages.2.depth": 2,
+                 "stages.3.depth": 1}
+
+
+@pytest.mark.parametrize("blueprint", ["timm/convnext_tiny.yaml", "convnext_tiny.yaml"])
+def test_convnext(blueprint):
+    """transformers' final LayerNorm takes the config's eps (1e-12 in facebook/convnext-*)."""
+    model = _model("ConvNextForImageClassification", "ConvNextConfig", num_labels=10, hidden_sizes=[16, 32, 48, 64],
+                   depths=[1, 1, 2, 1], layer_scale_init_value=0.5)
+    _compare(model, blueprint, {**CONVNEXT_SETS, "head.norm_eps": 1e-12})
+
+
+VIT = dict(num_labels=10, hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=192,
+           image_size=64, patch_size=16)
+VIT_SETS = {"stem.channels": 48, "stages.0.channels": 48, "stages.0.depth": 2, "blocks.T.heads": 3,
+            "blocks.T.norm_eps": 1e-12, "head.norm_eps": 1e-12}
+
+
+@pytest.mark.parametrize("blueprint", ["timm/vit_base_patch16_224.yaml", "vit_b16.yaml"])
+def test_vit(blueprint):
+    """transformers' ViT: separate query, key and value Linears, joined into composer's qkv; LayerNorm
+    eps 1e-12 (google/vit-*)."""
+    _compare(_model("ViTForImageClassification", "ViTConfig", **VIT), blueprint, VIT_SETS)
+
+
+def _hub_names(state: dict) -> dict:
+    """transformers 5 renames ViT's tensors on load; checkpoints on the hub carry the older names."""
+    renames = [("vit.layers.", "vit.encoder.layer."), ("attention.q_proj", "attention.attention.query"),
+               ("attention.k_proj", "attention.attention.key"), ("attention.v_proj", "attention.attention.value"),
+               ("attention.o_proj", "attention.output.dense"), ("mlp.fc1", "intermediate.dense"),
+               ("mlp.fc2", "output.dense")]
+    out = {}
+    for key, value in state.items():
+        for old, new in renames:
+            key = key.replace(old, new)
+        out[key] = value
+    return out
+
+
+def test_vit_with_the_names_published_on_the_hub(tmp_path):
+    model = _model("ViTForImageClassification", "ViTConfig", **VIT)
+    state = _hub_names(model.state_dict())
+    assert "vit.encoder.layer.1.attention.attention.query.weight" in state
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "vit.safetensors")
+    bp = composer.load(BLUEPRINTS / "vit_b16.yaml", overrides={"input.size": 64, "classes": 10, **VIT_SETS})
+    net = composer.build(bp, weights=tmp_path / "vit.safetensors", weights_from="transformers").eval()
+    assert net.weights_report.layout == "transformers" and not net.weights_report.ignored
+    x = torch.randn(1, 3, 64, 64, generator=X)
+    with torch.no_grad():
+        assert torch.allclose(net(x), model(pixel_values=x).logits, atol=1e-5)
+
+
+RESNET_SETS = {"stem.channels": [16], **{f"stages.{i}.depth": 1 for i in range(4)},
+               **{f"stages.{i}.channels": c for i, c in enumerate([32, 64, 96, 128])}}
+
+
+def test_resnet50():
+    """transformers' ResNet (microsoft/resnet-*: v1.5, the stride on the 3x3 conv)."""
+    model = _model("ResNetForImageClassification", "ResNetConfig", num_labels=10, embedding_size=16,
+                   hidden_sizes=[32, 64, 96, 128], depths=[1, 1, 1, 1])
+    _compare(model, "timm/resnet50.yaml", RESNET_SETS)
+
+
+def test_resnet18_basic_blocks():
+    model = _model("ResNetForImageClassification", "ResNetConfig", num_labels=10, embedding_size=16,
+                   hidden_sizes=[16, 32, 48, 64], depths=[1, 1, 1, 1], layer_type="basic")
+    sets = {"stem.channels": [16], **{f"stages.{i}.depth": 1 for i in range(4)},
+            **{f"stages.{i}.channels": c for i, c in enumerate([16, 32, 48, 64])}}
+    _compare(model, "timm/resnet18.yaml", sets)
+
+
+def test_cli_build_from_transformers_and_a_wrong_architecture(tmp_path):
+    model = _model("CvtForImageClassification", "CvtConfig", **CVT)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "cvt.safetensors")
+    sets = [a for k, v in {"input.size": 64, "classes": 10, **CVT_SETS}.items() for a in ("--set", f"{k}={v}")]
+    args = ["build", str(BLUEPRINTS / "cvt13.yaml"), "--weights", str(tmp_path / "cvt.safetensors"), *sets]
+    r = runner.invoke(app, [*args, "--from", "transformers", "-o", str(tmp_path / "m.safetensors")])
+    assert r.exit_code == 0, r.output
+    assert "(transformers layout): 221 tensors loaded" in r.stdout
+    r = runner.invoke(app, args)  # detected
+    assert r.exit_code == 0 and "(transformers layout)" in r.stdout, r.output
+    r = runner.invoke(app, [*args, "--from", "hf"])
+    assert r.exit_code == 1 and "expected auto, composer, timm or transformers" in r.output
+    # a CvT checkpoint for a ViT blueprint: nothing fits, one clear error
+    r = runner.invoke(app, ["build", str(BLUEPRINTS / "vit_b16.yaml"), "--set", "input.size=64", "--weights",
+                            str(tmp_path / "cvt.safetensors"), "--from", "transformers"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "cvt.safetensors" in r.output and "not in the checkpoint" in r.output
