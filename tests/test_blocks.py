@@ -234,3 +234,50 @@ def test_cvt_blueprints_scale_by_the_stage_width():
             assert sp.block.scale == "embed_dim"
             assert sp.block.attention_scale(sp.contexts[0]) == width ** -0.5
         assert composer.check(plan).ok
+
+
+@pytest.mark.parametrize("size", [7, 8, 9, 64, 65])
+@pytest.mark.parametrize("kernel,stride", [(3, 2), (5, 2), (3, 1), (1, 2), (2, 2), (7, 4)])
+def test_same_padding_is_tensorflows(size, kernel, stride):
+    """TF "SAME": out = ceil(in / stride); the total padding split with the odd pixel after (bottom/right)."""
+    from composer.layers.padding import conv2d, same_padding
+
+    before, after = same_padding(size, kernel, stride)
+    out = -(-size // stride)
+    assert before + after == max((out - 1) * stride + kernel - size, 0) and after - before in (0, 1)
+    conv = conv2d(2, 3, kernel, stride, padding="same")
+    x = torch.randn(1, 2, size, size + 1)
+    y = conv(x)
+    assert y.shape[-2:] == (out, -(-(size + 1) // stride))
+    # the same as padding explicitly, then a conv without padding
+    (t, b), (l, r) = same_padding(size, kernel, stride), same_padding(size + 1, kernel, stride)
+    ref = torch.nn.functional.conv2d(torch.nn.functional.pad(x, [l, r, t, b]), conv.weight, conv.bias, stride)
+    assert torch.allclose(y, ref, atol=1e-6)
+
+
+def test_same_padding_blocks_keep_their_analytic_cost_at_odd_sizes():
+    """`padding: same` in a stem, MBConv and ResNet blocks and a transition: shapes as planned, costs exact."""
+    import composer
+
+    text = """
+name: tf-style
+input: {channels: 3, size: 45}
+classes: 10
+stem: {type: conv, channels: [8], stride: 2, padding: same, norm_eps: 1e-3}
+layout: M-B-C
+blocks:
+  M: {type: mbconv, norm: post, expand: 2, expand_from: in, kernel: 5, stride_on: depthwise, padding: same, norm_eps: 1e-3}
+  B: {type: basic, padding: same, norm_eps: 1e-3}
+  C: {type: convnext}
+stages:
+  - {depth: 1, channels: 16, stride: 2}
+  - {depth: 1, channels: 24, stride: 2}
+  - {depth: 1, channels: 32, stride: 2, transition: {type: conv, kernel: 3, padding: same}}
+head: {type: pool, conv: 40, conv_norm_eps: 1e-3}
+"""
+    plan = composer.plan(composer.loads(text))
+    assert [sp.out_resolution for sp in plan.stages] == [(12, 12), (6, 6), (3, 3)]
+    net = composer.build(plan).eval()
+    assert net(torch.randn(1, 3, 45, 45)).shape == (1, 10)
+    assert {m.eps for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {1e-3}
+    assert composer.check(plan).ok

@@ -174,3 +174,17 @@ def test_cli_build_from_transformers_and_a_wrong_architecture(tmp_path):
                             str(tmp_path / "cvt.safetensors"), "--from", "transformers"])
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert "cvt.safetensors" in r.output and "not in the checkpoint" in r.output
+
+
+def test_mobilenet_v2_is_the_tf_port():
+    """transformers' MobileNetV2 (google/mobilenet_v2_*) is Google's TF model: TF "SAME" padding and
+    BatchNorm eps 1e-3, as `blueprints/timm/tf_mobilenetv2_100.yaml`; its first block sits in its stem."""
+    model = _model("MobileNetV2ForImageClassification", "MobileNetV2Config", num_labels=10, image_size=64)
+    _compare(model, "timm/tf_mobilenetv2_100.yaml", {})
+
+
+def test_efficientnet_is_the_tf_port():
+    """transformers' EfficientNet (google/efficientnet-b0) with B0's coefficients: `tf_efficientnet_b0`."""
+    model = _model("EfficientNetForImageClassification", "EfficientNetConfig", num_labels=10, image_size=64,
+                   width_coefficient=1.0, depth_coefficient=1.0, hidden_dim=1280)
+    _compare(model, "timm/tf_efficientnet_b0.yaml", {})

@@ -155,11 +155,11 @@ class GatedPositionalAttention(nn.Module):
 class ConvProjection(nn.Module):
     """Depthwise kxk conv (no bias) + BatchNorm over the token map; prefix tokens pass by it."""
 
-    def __init__(self, dim: int, kernel: int, stride: int, grid: tuple[int, int], prefix: int):
+    def __init__(self, dim: int, kernel: int, stride: int, grid: tuple[int, int], prefix: int, eps: float = 1e-5):
         super().__init__()
         self.grid, self.prefix = grid, prefix
         self.conv = nn.Conv2d(dim, dim, kernel, stride, kernel // 2, groups=dim, bias=False)
-        self.norm = nn.BatchNorm2d(dim)
+        self.norm = nn.BatchNorm2d(dim, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cls, grid = x[:, :self.prefix], x[:, self.prefix:]
@@ -171,14 +171,15 @@ class ConvProjectionAttention(nn.Module):
     """CvT's convolutional projection attention (Wu et al. 2021): conv projections, then Linears."""
 
     def __init__(self, in_dim: int, dim: int, num_heads: int, grid: tuple[int, int], prefix: int,
-                 kernel: int = 3, kv_stride: int = 2, qkv_bias: bool = True, scale: float | None = None):
+                 kernel: int = 3, kv_stride: int = 2, qkv_bias: bool = True, scale: float | None = None,
+                 bn_eps: float = 1e-5):
         super().__init__()
         self.num_heads = num_heads
         # on QK^T; CvT's published code scales by 1/sqrt(dim), all heads together
         self.scale = (dim // num_heads) ** -0.5 if scale is None else scale
-        self.conv_q = ConvProjection(in_dim, kernel, 1, grid, prefix)
-        self.conv_k = ConvProjection(in_dim, kernel, kv_stride, grid, prefix)
-        self.conv_v = ConvProjection(in_dim, kernel, kv_stride, grid, prefix)
+        self.conv_q = ConvProjection(in_dim, kernel, 1, grid, prefix, bn_eps)
+        self.conv_k = ConvProjection(in_dim, kernel, kv_stride, grid, prefix, bn_eps)
+        self.conv_v = ConvProjection(in_dim, kernel, kv_stride, grid, prefix, bn_eps)
         self.q = nn.Linear(in_dim, dim, bias=qkv_bias)
         self.k = nn.Linear(in_dim, dim, bias=qkv_bias)
         self.v = nn.Linear(in_dim, dim, bias=qkv_bias)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from ...layers.names import Activation, Gate
+from ...layers.names import PADDING_HELP, Activation, Gate, Padding
 from .. import cost as C
 from ..base import BlockConfig, BlockContext, CheckpointNames, Complaint, odd_kernels, register_block
 
@@ -55,6 +55,8 @@ class MBConvConfig(BlockConfig):
     act: Activation = Field("gelu", description="Activation after the expand and depthwise convs.")
     norm: Literal["pre", "post"] = Field(
         "pre", description="`pre`: one BatchNorm before the block (CoAtNet); `post`: BatchNorm after each conv (MobileNetV2).")
+    norm_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the BatchNorms (TF ports: 1e-3).")
+    padding: Padding = Field("symmetric", description="Padding of the depthwise conv: " + PADDING_HELP)
     pre_norm_act: bool = Field(
         False, description="`pre` norm: an activation (`act`) after the pre-norm (timm's `_rw` CoAtNets).")
     stride_on: Literal["expand", "depthwise", "pool"] = Field(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 from pydantic import Field, field_validator
 
-from ...layers.names import Activation
+from ...layers.names import PADDING_HELP, Activation, Padding
 from .. import cost as C
 from ..base import StrictModel, downsample
 
@@ -33,6 +33,8 @@ class ConvStemConfig(_Stem):
     kernel: int = Field(3, ge=1, le=15, description="Kernel size of every conv (odd).")
     stride: int = Field(2, ge=1, le=8, description="Stride of the first conv.")
     norm: Literal["batchnorm", "none"] = Field("batchnorm", description="Norm after each conv.")
+    norm_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the BatchNorms (TF ports: 1e-3).")
+    padding: Padding = Field("symmetric", description="Padding of the convs: " + PADDING_HELP)
     act: Activation = Field("relu", description="Activation after each norm.")
     last_norm_act: bool = Field(True, description="Whether the last conv is also followed by norm and act (false in CoAtNet).")
     pool: Literal["none", "max"] = Field("none", description="`max`: a 3x3 stride-2 max-pool at the end (ResNet).")

@@ -89,6 +89,8 @@ class TransformerConfig(BlockConfig):
     ffn_se_reduction: int | None = Field(
         None, ge=1, description="`ffn: conv`: SE hidden width = FFN width / this (LocalViT: 192); none when unset.")
     norm_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the LayerNorms.")
+    bn_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the BatchNorms of `conv` attention and the "
+                                                            "`conv` FFN.")
     layer_scale: float | None = Field(None, gt=0, le=1, description="Initial value of a per-channel layer scale; none when unset.")
     pool: Literal["avg", "max"] = Field("max", description="Pooling used by a downsampling block (CoAtNet).")
 

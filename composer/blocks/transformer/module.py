@@ -42,7 +42,7 @@ def _attention(config: TransformerConfig, ctx: BlockContext, heads: int) -> nn.M
                                         scale=scale)
     if config.attention == "conv":
         return ConvProjectionAttention(c_in, c_out, heads, grid, ctx.prefix_tokens, config.proj_kernel,
-                                       config.kv_stride, config.qkv_bias, scale=scale)
+                                       config.kv_stride, config.qkv_bias, scale=scale, bn_eps=config.bn_eps)
     return Attention(c_in, config.width(ctx), heads, config.qkv_bias, grid if config.attention == "relative" else None,
                      out_dim=c_out, scale=scale)
 
@@ -67,7 +67,7 @@ class TransformerBlock(nn.Module):
         if self.conv_ffn:
             self.norm2 = nn.Identity()
             self.ffn = ConvFeedForward(c_out, hidden, config.act, ctx.out_resolution, config.ffn_kernel,
-                                       config.ffn_se_reduction)
+                                       config.ffn_se_reduction, bn_eps=config.bn_eps)
         else:
             self.norm2 = nn.LayerNorm(c_out, eps=config.norm_eps)
             self.ffn = Mlp(c_out, hidden, config.act)

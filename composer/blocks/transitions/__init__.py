@@ -2,7 +2,8 @@
 
 - `none`: nothing; the stage's first block carries the stride and the width change itself.
 - `conv`: a strided conv with a norm before it (ConvNeXt's downsample layer) or after it (CvT's
-  convolutional token embedding). Its stride is the stage's `stride`; padding is (k - s + 1) // 2.
+  convolutional token embedding). Its stride is the stage's `stride`; padding is (k - s + 1) // 2,
+  or TF's "SAME" (`padding: same`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Literal, Union
 from pydantic import Field
 
 from .. import cost as C
-from ..base import StrictModel
+from ...layers.names import Padding
+from ..base import StrictModel, downsample
 
 if TYPE_CHECKING:
     from torch import nn
@@ -47,12 +49,18 @@ class ConvTransitionConfig(_Transition):
         "before", description="Where the LayerNorm sits: before the conv (ConvNeXt) or after it (CvT).")
     norm_eps: float = Field(1e-6, ge=1e-12, le=1, description="Epsilon of the LayerNorm.")
     bias: bool = Field(True, description="Bias on the conv.")
+    padding: Padding = Field(
+        "symmetric", description="`symmetric`: (k - stride + 1) // 2 on every side; `same`: TensorFlow's \"SAME\", "
+                                 "out = ceil(in / stride), the odd pixel of padding at the bottom and right.")
 
-    def padding(self, stride: int) -> int:
+    def pad(self, stride: int) -> int:
+        """The symmetric padding on every side."""
         return max(0, (self.kernel - stride + 1) // 2)
 
     def output_size(self, size: int, stride: int) -> int:
-        return (size + 2 * self.padding(stride) - self.kernel) // stride + 1
+        if self.padding == "same":
+            return downsample(size, stride)
+        return (size + 2 * self.pad(stride) - self.kernel) // stride + 1
 
     def cost(self, in_channels: int, out_channels: int, stride: int, hw: tuple[int, int]) -> C.Cost:
         out = tuple(self.output_size(n, stride) for n in hw)
