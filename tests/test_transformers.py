@@ -22,7 +22,10 @@ from .conftest import BLUEPRINTS
 transformers = pytest.importorskip("transformers", reason="transformers (the `test` extra) is not installed")
 
 runner = CliRunner()
-X = torch.Generator().manual_seed(1)
+
+
+def _input(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(1))
 
 
 def _randomised(model: torch.nn.Module) -> torch.nn.Module:
@@ -53,7 +56,7 @@ def _compare(model: torch.nn.Module, blueprint: str, overrides: dict, size: int 
     theirs = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
     assert set(report.ignored) <= {k for k in model.state_dict() if k.endswith("num_batches_tracked")}
     assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in model.parameters())
-    x = torch.randn(2, 3, size, size, generator=X)
+    x = _input(2, 3, size, size)
     with torch.no_grad():
         ref = model(pixel_values=x).logits
         out = net(x)
@@ -62,27 +65,38 @@ def _compare(model: torch.nn.Module, blueprint: str, overrides: dict, size: int 
 
 
 CVT = dict(num_labels=10, depth=[1, 2, 3], embed_dim=[16, 32, 48], num_heads=[1, 2, 3])
-CVT_SETS = {"blocks.T.act": "gelu", "stages.0.channels": 16, "stages.1.channels": 32, "stages.2.channels": 48,
-            "stages.1.depth": 2, "stages.2.depth": 3, "stages.1.block.heads": 2, "stages.2.block.heads": 3}
+CVT_NARROW = {"stages.0.channels": 16, "stages.1.channels": 32, "stages.2.channels": 48,
+              "stages.1.depth": 2, "stages.2.depth": 3, "stages.1.block.heads": 2, "stages.2.block.heads": 3}
+CVT_SETS = {"blocks.T.act": "gelu", **CVT_NARROW}
 
 
-@pytest.mark.parametrize("blueprint", ["cvt13.yaml", "cvt21.yaml"])
-def test_cvt(blueprint):
-    """transformers' CvT uses exact GELU (the blueprints: QuickGELU, as Microsoft's code), and scales
-    attention by 1/sqrt(embed_dim) as the blueprints do."""
-    _compare(_model("CvtForImageClassification", "CvtConfig", **CVT), blueprint, CVT_SETS)
+@pytest.mark.parametrize("blueprint,sets", [("cvt13.yaml", CVT_SETS), ("cvt21.yaml", CVT_SETS),
+                                           ("transformers/cvt-13.yaml", CVT_NARROW),
+                                           ("transformers/cvt-21.yaml", CVT_NARROW)])
+def test_cvt(blueprint, sets):
+    """transformers' CvT uses exact GELU (blueprints/cvt*.yaml: QuickGELU, as Microsoft's code;
+    blueprints/transformers/cvt-*.yaml: GELU), and scales attention by 1/sqrt(embed_dim) as both do."""
+    _compare(_model("CvtForImageClassification", "CvtConfig", **CVT), blueprint, sets)
 
 
 def test_cvt_with_per_head_scaling_is_another_function():
-    """The scale is what makes CvT CvT: with ViT's 1/sqrt(head_dim) the logits move."""
+    """The scale is what makes CvT CvT: with ViT's 1/sqrt(head_dim) the logits move (queries and keys
+    enlarged, so that attention is far from uniform)."""
     model = _model("CvtForImageClassification", "CvtConfig", **CVT)
-    bp = composer.load(BLUEPRINTS / "cvt13.yaml",
-                       overrides={"input.size": 64, "classes": 10, **CVT_SETS, "blocks.T.scale": "head_dim"})
-    net = composer.build(bp, weights=model.state_dict()).eval()
-    x = torch.randn(2, 3, 64, 64, generator=X)
     with torch.no_grad():
-        ref, out = model(pixel_values=x).logits, net(x)
-    assert (out - ref).abs().max().item() > 1e-3 * ref.abs().max().item()
+        for name, p in model.named_parameters():
+            if "projection_query.weight" in name or "projection_key.weight" in name:
+                p.mul_(30)
+    x = _input(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(pixel_values=x).logits
+    for scale, close in (("embed_dim", True), ("head_dim", False)):
+        bp = composer.load(BLUEPRINTS / "cvt13.yaml",
+                           overrides={"input.size": 64, "classes": 10, **CVT_SETS, "blocks.T.scale": scale})
+        net = composer.build(bp, weights=model.state_dict()).eval()
+        with torch.no_grad():
+            diff = (net(x) - ref).abs().max().item() / ref.abs().max().item()
+        assert (diff <= 1e-5) if close else (diff > 1e-2), (scale, diff)
 
 
 CONVNEXT_SETS = {"stem.channels": 16, "stages.0.channels": 16, "stages.1.channels": 32, "stages.2.channels": 48,
@@ -90,25 +104,52 @@ CONVNEXT_SETS = {"stem.channels": 16, "stages.0.channels": 16, "stages.1.channel
                  "stages.3.depth": 1}
 
 
-@pytest.mark.parametrize("blueprint", ["timm/convnext_tiny.yaml", "convnext_tiny.yaml"])
-def test_convnext(blueprint):
+@pytest.mark.parametrize("blueprint,sets", [("timm/convnext_tiny.yaml", {"head.norm_eps": 1e-12}),
+                                           ("convnext_tiny.yaml", {"head.norm_eps": 1e-12}),
+                                           ("transformers/convnext-tiny-224.yaml", {})])
+def test_convnext(blueprint, sets):
     """transformers' final LayerNorm takes the config's eps (1e-12 in facebook/convnext-*)."""
     model = _model("ConvNextForImageClassification", "ConvNextConfig", num_labels=10, hidden_sizes=[16, 32, 48, 64],
                    depths=[1, 1, 2, 1], layer_scale_init_value=0.5)
-    _compare(model, blueprint, {**CONVNEXT_SETS, "head.norm_eps": 1e-12})
+    _compare(model, blueprint, {**CONVNEXT_SETS, **sets})
 
 
 VIT = dict(num_labels=10, hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=192,
            image_size=64, patch_size=16)
-VIT_SETS = {"stem.channels": 48, "stages.0.channels": 48, "stages.0.depth": 2, "blocks.T.heads": 3,
-            "blocks.T.norm_eps": 1e-12, "head.norm_eps": 1e-12}
+VIT_NARROW = {"stem.channels": 48, "stages.0.channels": 48, "stages.0.depth": 2, "blocks.T.heads": 3}
+VIT_SETS = {**VIT_NARROW, "blocks.T.norm_eps": 1e-12, "head.norm_eps": 1e-12}
 
 
-@pytest.mark.parametrize("blueprint", ["timm/vit_base_patch16_224.yaml", "vit_b16.yaml"])
-def test_vit(blueprint):
+@pytest.mark.parametrize("blueprint,sets", [("timm/vit_base_patch16_224.yaml", VIT_SETS), ("vit_b16.yaml", VIT_SETS),
+                                           ("transformers/vit-base-patch16-224.yaml", VIT_NARROW)])
+def test_vit(blueprint, sets):
     """transformers' ViT: separate query, key and value Linears, joined into composer's qkv; LayerNorm
     eps 1e-12 (google/vit-*)."""
-    _compare(_model("ViTForImageClassification", "ViTConfig", **VIT), blueprint, VIT_SETS)
+    _compare(_model("ViTForImageClassification", "ViTConfig", **VIT), blueprint, sets)
+
+
+# blueprints/transformers/: the published checkpoints' architectures, at full size
+PUBLISHED = {
+    "cvt-13": ("CvtForImageClassification", "CvtConfig", {}),
+    "cvt-21": ("CvtForImageClassification", "CvtConfig", {"depth": [1, 4, 16]}),
+    "convnext-tiny-224": ("ConvNextForImageClassification", "ConvNextConfig", {}),
+    "vit-base-patch16-224": ("ViTForImageClassification", "ViTConfig", {}),
+}
+
+
+def test_every_transformers_blueprint_is_checked():
+    assert sorted(p.stem for p in (BLUEPRINTS / "transformers").glob("*.yaml")) == sorted(PUBLISHED)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_transformers_blueprints_have_the_published_parameter_counts(name):
+    cls_name, config_name, config = PUBLISHED[name]
+    config = getattr(transformers, config_name)(num_labels=1000, **config)
+    with torch.device("meta"):
+        model = getattr(transformers, cls_name)(config)
+    bp = BLUEPRINTS / "transformers" / f"{name}.yaml"
+    assert composer.profile(bp).params == sum(p.numel() for p in model.parameters())
+    assert bp.read_text().startswith("# yaml-language-server: $schema=../blueprint.schema.json\n")
 
 
 def _hub_names(state: dict) -> dict:
@@ -133,7 +174,7 @@ def test_vit_with_the_names_published_on_the_hub(tmp_path):
     bp = composer.load(BLUEPRINTS / "vit_b16.yaml", overrides={"input.size": 64, "classes": 10, **VIT_SETS})
     net = composer.build(bp, weights=tmp_path / "vit.safetensors", weights_from="transformers").eval()
     assert net.weights_report.layout == "transformers" and not net.weights_report.ignored
-    x = torch.randn(1, 3, 64, 64, generator=X)
+    x = _input(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(net(x), model(pixel_values=x).logits, atol=1e-5)
 
