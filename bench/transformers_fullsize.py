@@ -1,6 +1,7 @@
 """Dev script: full-size Hugging Face transformers models through `composer build --from transformers`.
 
-For CvT-13, CvT-21, ConvNeXt-T and ViT-B/16 at 224x224 with 1000 classes: build transformers' model
+For CvT-13, CvT-21, ConvNeXt-T, ViT-B/16, ResNet-50, MobileNetV2 1.0 and EfficientNet-B0 at
+224x224 with 1000 classes: build transformers' model
 from its config (random weights, BatchNorm running statistics randomised, seed 0), save its state
 dict as safetensors under a temporary folder, run
 
@@ -30,16 +31,24 @@ sys.path.insert(0, str(ROOT))
 import composer  # noqa: E402
 
 # name -> (transformers class, config class, config, blueprint, --set overrides)
+CVT, CONVNEXT, VIT = "CvtForImageClassification", "ConvNextForImageClassification", "ViTForImageClassification"
 CASES = {
-    "cvt-13": ("CvtForImageClassification", "CvtConfig", {}, "blueprints/cvt13.yaml", ["blocks.T.act=gelu"]),
-    "cvt-21": ("CvtForImageClassification", "CvtConfig", {"depth": [1, 4, 16]}, "blueprints/cvt21.yaml",
-               ["blocks.T.act=gelu"]),
-    "convnext-t": ("ConvNextForImageClassification", "ConvNextConfig", {}, "blueprints/timm/convnext_tiny.yaml", []),
-    "convnext-t eps 1e-12": ("ConvNextForImageClassification", "ConvNextConfig", {},
-                             "blueprints/timm/convnext_tiny.yaml", ["head.norm_eps=1e-12"]),
-    "vit-b/16": ("ViTForImageClassification", "ViTConfig", {}, "blueprints/vit_b16.yaml", []),
-    "vit-b/16 eps 1e-12": ("ViTForImageClassification", "ViTConfig", {}, "blueprints/vit_b16.yaml",
-                           ["blocks.T.norm_eps=1e-12", "head.norm_eps=1e-12"]),
+    "cvt-13": (CVT, "CvtConfig", {}, "blueprints/cvt13.yaml", ["blocks.T.act=gelu"]),
+    "cvt-13 (transformers/)": (CVT, "CvtConfig", {}, "blueprints/transformers/cvt-13.yaml", []),
+    "cvt-21": (CVT, "CvtConfig", {"depth": [1, 4, 16]}, "blueprints/cvt21.yaml", ["blocks.T.act=gelu"]),
+    "cvt-21 (transformers/)": (CVT, "CvtConfig", {"depth": [1, 4, 16]}, "blueprints/transformers/cvt-21.yaml", []),
+    "convnext-t": (CONVNEXT, "ConvNextConfig", {}, "blueprints/convnext_tiny.yaml", []),
+    "convnext-t (timm/)": (CONVNEXT, "ConvNextConfig", {}, "blueprints/timm/convnext_tiny.yaml", []),
+    "convnext-t (transformers/)": (CONVNEXT, "ConvNextConfig", {},
+                                   "blueprints/transformers/convnext-tiny-224.yaml", []),
+    "vit-b/16": (VIT, "ViTConfig", {}, "blueprints/vit_b16.yaml", []),
+    "vit-b/16 (transformers/)": (VIT, "ViTConfig", {}, "blueprints/transformers/vit-base-patch16-224.yaml", []),
+    "resnet-50": ("ResNetForImageClassification", "ResNetConfig", {}, "blueprints/timm/resnet50.yaml", []),
+    "mobilenet_v2_1.0_224": ("MobileNetV2ForImageClassification", "MobileNetV2Config", {},
+                             "blueprints/timm/tf_mobilenetv2_100.yaml", []),
+    "efficientnet-b0": ("EfficientNetForImageClassification", "EfficientNetConfig",
+                        {"width_coefficient": 1.0, "depth_coefficient": 1.0, "hidden_dim": 1280},
+                        "blueprints/timm/tf_efficientnet_b0.yaml", []),
 }
 
 
@@ -69,7 +78,7 @@ def main() -> None:
     for name, (cls_name, config_name, config, blueprint, sets) in CASES.items():
         if args.only and args.only not in name:
             continue
-        key = (cls_name, tuple(sorted((k, str(v)) for k, v in config.items())))
+        key = (cls_name, repr(sorted(config.items())))
         if key not in built:
             net = model(cls_name, config_name, config)
             ckpt = folder / f"{name.split()[0].replace('/', '')}.safetensors"
@@ -89,7 +98,7 @@ def main() -> None:
         ours = composer.load_model(out).eval()
         with torch.no_grad():
             diff = (ours(x) - ref).abs().max().item()
-        print(f"{name:22s} {blueprint:36s} {' '.join(sets) or '-':44s} max |diff| {diff:.3e}  "
+        print(f"{name:26s} {blueprint:46s} {' '.join(sets) or '-':18s} max |diff| {diff:.3e}  "
               f"relative {diff / ref.abs().max().item():.3e}  ({loaded.split(': ')[-1]})", flush=True)
 
 

@@ -74,9 +74,10 @@ def load_weights(net: ComposedNet, plan: Plan, source: Source, *, layout: Layout
     """Load a checkpoint (path, state dict or Checkpoint) into `net`, built from `plan`.
 
     `layout`: "composer" (our key names), "timm" (timm's), "transformers" (Hugging Face
-    transformers' image classifiers), or "auto" (whichever names most of our tensors). Strict: every tensor must be found and fit, except a classifier for another class
-    count (re-initialised) and position tables for another grid (resized); `strict=False` loads
-    what fits and reports the rest.
+    transformers' image classifiers), or "auto" (whichever names most of our tensors). Strict:
+    every tensor must be found and fit, except a classifier for another class count
+    (re-initialised) and position tables for another grid (resized); `strict=False` loads what
+    fits and reports the rest.
     """
     if layout not in LAYOUTS:
         raise weights_error(None, f"unknown checkpoint layout `{layout}`", "use auto, composer, timm or transformers")

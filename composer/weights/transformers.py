@@ -32,8 +32,9 @@ TRANSFORMERS = Spelling(
         "mobilenet_v2": lambda s, i, g: "mobilenet_v2.conv_stem" if g == 0 else f"mobilenet_v2.layer.{g - 1}",
         "efficientnet": lambda s, i, g: f"efficientnet.encoder.blocks.{g}",
     },
-    stage_names=lambda s: [{"cls_token": f"cvt.encoder.stages.{s}.cls_token"},
-                           {"cls_token": "vit.embeddings.cls_token", "pos_embed": "vit.embeddings.position_embeddings"}],
+    stage_names=lambda s: [
+        {"cls_token": f"cvt.encoder.stages.{s}.cls_token"},
+        {"cls_token": "vit.embeddings.cls_token", "pos_embed": "vit.embeddings.position_embeddings"}],
 )
 
 

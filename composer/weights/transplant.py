@@ -49,8 +49,8 @@ def _source_tensors(ckpt, source_plan: Plan | None, layout: str) -> tuple[dict[s
     if layout == "composer":
         return ckpt.tensors, layout
     if source_plan is None:
-        raise weights_error(ckpt.file, f"a checkpoint in {layout}'s layout needs the blueprint of its architecture to be "
-                                       "transplanted",
+        raise weights_error(ckpt.file, f"a checkpoint in {layout}'s layout needs the blueprint of its architecture "
+                                       "to be transplanted",
                             "give it (`--weights-blueprint`, or `blueprint:` in `pretrained`)")
     meta = build(source_plan, device="meta")
     tensors, _ = (from_timm if layout == "timm" else from_transformers)(source_plan, list(meta.state_dict()),

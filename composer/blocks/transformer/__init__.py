@@ -65,13 +65,6 @@ class TransformerConfig(BlockConfig):
         "head_dim", description="Factor on the attention logits QK^T: `head_dim`: 1/sqrt(width per head) (ViT, "
                                 "CoAtNet, ConViT); `embed_dim`: 1/sqrt(width of Q, all heads together) (CvT's "
                                 "published code); or a number (above 0, at most 1000).")
-
-    @field_validator("scale")
-    @classmethod
-    def _positive_scale(cls, value):
-        if not isinstance(value, str) and not 0 < value <= 1000:
-            raise ValueError("a number for `scale` must be above 0 and at most 1000")
-        return value
     attn_width: Literal["out", "in"] = Field(
         "out", description="Width of queries, keys and values when the block changes width: the output width "
                            "(the paper: qkv widens) or the input width (timm's `_rw` CoAtNets: the output projection "
@@ -93,6 +86,13 @@ class TransformerConfig(BlockConfig):
                                                             "`conv` FFN.")
     layer_scale: float | None = Field(None, gt=0, le=1, description="Initial value of a per-channel layer scale; none when unset.")
     pool: Literal["avg", "max"] = Field("max", description="Pooling used by a downsampling block (CoAtNet).")
+
+    @field_validator("scale")
+    @classmethod
+    def _positive_scale(cls, value):
+        if not isinstance(value, str) and not 0 < value <= 1000:
+            raise ValueError("a number for `scale` must be above 0 and at most 1000")
+        return value
 
     def width(self, ctx: BlockContext) -> int:
         """Width of queries, keys and values."""
@@ -191,7 +191,6 @@ class TransformerConfig(BlockConfig):
                       "attn.relative.table": ("attn.rel_pos.relative_position_bias_table", _transposed)}
         return names
 
-
     def transformers_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
         """Hugging Face transformers' `CvtLayer` (`cvt` layout) and `ViTLayer`: as published on the hub
         (`vit`: `attention.attention.query`, ...) and as transformers 5 names it (`vit_layers`:
@@ -202,13 +201,15 @@ class TransformerConfig(BlockConfig):
                                     "ffn.fc2": "output.dense"})
             for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value")):
                 conv = f"attention.attention.convolution_projection_{theirs}.convolution_projection"
-                names |= {f"attn.conv_{ours}.conv": f"{conv}.convolution", f"attn.conv_{ours}.norm": f"{conv}.normalization",
+                names |= {f"attn.conv_{ours}.conv": f"{conv}.convolution",
+                          f"attn.conv_{ours}.norm": f"{conv}.normalization",
                           f"attn.{ours}": f"attention.attention.projection_{theirs}"}
             return names
         if layout in ("vit", "vit_layers"):
             if layout == "vit":
                 q, k, v = (f"attention.attention.{n}" for n in ("query", "key", "value"))
-                names = {"attn.proj": "attention.output.dense", "ffn.fc1": "intermediate.dense", "ffn.fc2": "output.dense"}
+                names = {"attn.proj": "attention.output.dense", "ffn.fc1": "intermediate.dense",
+                         "ffn.fc2": "output.dense"}
             else:
                 q, k, v = (f"attention.{n}_proj" for n in "qkv")
                 names = {"attn.proj": "attention.o_proj", "ffn.fc1": "mlp.fc1", "ffn.fc2": "mlp.fc2"}
