@@ -20,7 +20,7 @@ def build(
     weights: Annotated[Optional[Path], typer.Option(
         "--weights", "-w", help="Initialise from this checkpoint (.safetensors, or a .pt/.pth/.bin torch pickle).")] = None,
     weights_from: Annotated[str, typer.Option(
-        "--from", help="Layout of the checkpoint's names: auto, composer or timm.")] = "auto",
+        "--from", help="Layout of the checkpoint's names: auto, composer, timm or transformers.")] = "auto",
     partial: Annotated[bool, typer.Option(
         "--partial", help="Load what fits and leave the rest at initialisation, instead of refusing.")] = False,
     parts: Annotated[Optional[str], typer.Option(
@@ -35,8 +35,8 @@ def build(
         plan = composer.plan(bp)
     if output is not None:
         check_output(output)
-    if weights_from not in ("auto", "composer", "timm"):
-        fail(f"--from {weights_from}: expected auto, composer or timm")
+    if weights_from not in ("auto", "composer", "timm", "transformers"):
+        fail(f"--from {weights_from}: expected auto, composer, timm or transformers")
     part_list = None
     if parts is not None:
         if weights is None:

@@ -188,3 +188,96 @@ def test_class_token_bypasses_convolutions(options):
         x2[:, 0] += 1.0
         a, b = block.attn.conv_k(x), block.attn.conv_k(x2)
         assert torch.equal(a[:, 1:], b[:, 1:]) and a.shape == (1, 1 + 4, 16)  # keys strided to 2x2 + class
+
+
+# Each choice of `scale` and the published code it reproduces:
+#   head_dim  -> 1/sqrt(width per head): ViT (google-research/vision_transformer; timm's `Attention`,
+#                `head_dim ** -0.5`), CoAtNet (timm's MaxxVit), ConViT (facebookresearch/convit's GPSA).
+#   embed_dim -> 1/sqrt(width of Q over all heads): CvT (microsoft/CvT, lib/models/cls_cvt.py,
+#                `self.scale = dim_out ** -0.5`; Hugging Face transformers' `CvtSelfAttention`,
+#                `embed_dim**-0.5`).
+#   a number  -> that factor, for code that states its own.
+@pytest.mark.parametrize("attention", ["plain", "relative", "gpsa", "conv"])
+@pytest.mark.parametrize("scale,expected", [("head_dim", 16 ** -0.5), ("embed_dim", 48 ** -0.5), (0.3, 0.3)])
+def test_attention_scale_choices(attention, scale, expected):
+    config = resolve_block({"type": "transformer", "attention": attention, "heads": 3, "scale": scale})
+    ctx = BlockContext(48, 48, 1, (4, 4))
+    assert config.attention_scale(ctx) == pytest.approx(expected, rel=1e-12)
+    attn = config.build(ctx).attn.eval()
+    assert attn.scale == pytest.approx(expected, rel=1e-12)
+    if attention != "conv":
+        return
+    # CvT's attention written out: softmax(s Q K^T) V, with Q, K, V from the conv projections
+    x = torch.randn(2, 16, 48, dtype=torch.float64)
+    attn = attn.double()
+
+    def heads(t):
+        return t.view(2, -1, 3, 16).transpose(1, 2)
+
+    q, k, v = (heads(lin(conv(x))) for lin, conv in ((attn.q, attn.conv_q), (attn.k, attn.conv_k),
+                                                       (attn.v, attn.conv_v)))
+    out = ((q @ k.transpose(-2, -1)) * expected).softmax(-1) @ v
+    reference = attn.proj(out.transpose(1, 2).reshape(2, 16, 48))
+    with torch.no_grad():
+        assert torch.allclose(attn(x), reference, atol=1e-12)
+
+
+def test_cvt_blueprints_scale_by_the_stage_width():
+    """CvT-13 and CvT-21 scale as CvT's published code does; the analytic cost is unchanged by it."""
+    import composer
+
+    from .conftest import BLUEPRINTS
+
+    for name in ("cvt13", "cvt21"):
+        plan = composer.plan(composer.load(BLUEPRINTS / f"{name}.yaml", overrides={"input.size": 64, "classes": 10}))
+        for sp, width in zip(plan.stages, (64, 192, 384)):
+            assert sp.block.scale == "embed_dim"
+            assert sp.block.attention_scale(sp.contexts[0]) == width ** -0.5
+        assert composer.check(plan).ok
+
+
+@pytest.mark.parametrize("size", [7, 8, 9, 64, 65])
+@pytest.mark.parametrize("kernel,stride", [(3, 2), (5, 2), (3, 1), (1, 2), (2, 2), (7, 4)])
+def test_same_padding_is_tensorflows(size, kernel, stride):
+    """TF "SAME": out = ceil(in / stride); the total padding split with the odd pixel after (bottom/right)."""
+    from composer.layers.padding import conv2d, same_padding
+
+    before, after = same_padding(size, kernel, stride)
+    out = -(-size // stride)
+    assert before + after == max((out - 1) * stride + kernel - size, 0) and after - before in (0, 1)
+    conv = conv2d(2, 3, kernel, stride, padding="same")
+    x = torch.randn(1, 2, size, size + 1)
+    y = conv(x)
+    assert y.shape[-2:] == (out, -(-(size + 1) // stride))
+    # the same as padding explicitly, then a conv without padding
+    (t, b), (l, r) = same_padding(size, kernel, stride), same_padding(size + 1, kernel, stride)
+    ref = torch.nn.functional.conv2d(torch.nn.functional.pad(x, [l, r, t, b]), conv.weight, conv.bias, stride)
+    assert torch.allclose(y, ref, atol=1e-6)
+
+
+def test_same_padding_blocks_keep_their_analytic_cost_at_odd_sizes():
+    """`padding: same` in a stem, MBConv and ResNet blocks and a transition: shapes as planned, costs exact."""
+    import composer
+
+    text = """
+name: tf-style
+input: {channels: 3, size: 45}
+classes: 10
+stem: {type: conv, channels: [8], stride: 2, padding: same, norm_eps: 1e-3}
+layout: M-B-C
+blocks:
+  M: {type: mbconv, norm: post, expand: 2, expand_from: in, kernel: 5, stride_on: depthwise, padding: same, norm_eps: 1e-3}
+  B: {type: basic, padding: same, norm_eps: 1e-3}
+  C: {type: convnext}
+stages:
+  - {depth: 1, channels: 16, stride: 2}
+  - {depth: 1, channels: 24, stride: 2}
+  - {depth: 1, channels: 32, stride: 2, transition: {type: conv, kernel: 3, padding: same}}
+head: {type: pool, conv: 40, conv_norm_eps: 1e-3}
+"""
+    plan = composer.plan(composer.loads(text))
+    assert [sp.out_resolution for sp in plan.stages] == [(12, 12), (6, 6), (3, 3)]
+    net = composer.build(plan).eval()
+    assert net(torch.randn(1, 3, 45, 45)).shape == (1, 10)
+    assert {m.eps for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {1e-3}
+    assert composer.check(plan).ok

@@ -27,7 +27,7 @@ FAMILIES = {
     "deit_tiny_patch16": ("vit_b16", ["stem.channels=192", "stages.0.channels=192", "blocks.T.heads=3"]),
     "efficientnet_b1": ("efficientnet_b0", ["input.size=240"] + [f"stages.{i}.depth={d}" for i, d in
                                                                  enumerate([2, 3, 3, 4, 4, 5, 2])]),
-    "cvt_21": ("cvt13", ["stages.1.depth=4", "stages.2.depth=16"]),
+    "cvt_21": ("cvt21", []),
     "convnext_small": ("convnext_tiny", ["stages.2.depth=27"]),
     "convnext_base": ("convnext_tiny", ["stem.channels=128", "stages.0.channels=128", "stages.1.channels=256",
                                         "stages.2.channels=512", "stages.3.channels=1024", "stages.2.depth=27"]),

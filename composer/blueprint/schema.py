@@ -66,7 +66,8 @@ class PretrainedSpec(_Model):
     blueprint: Optional[str] = Field(
         None, description="Blueprint of the checkpoint's architecture, relative to this blueprint's folder; needed "
                           "for a checkpoint in timm's layout (a composer model carries its own).")
-    layout: Literal["auto", "composer", "timm"] = Field("auto", description="Layout of the checkpoint's tensor names.")
+    layout: Literal["auto", "composer", "timm", "transformers"] = Field(
+        "auto", description="Layout of the checkpoint's tensor names.")
     parts: list[Union[Literal["stem", "head"], Annotated[int, Field(ge=0)]]] = Field(
         min_length=1, description="What to take: `stem`, `head`, and stage indices (stage N from the checkpoint's "
                                   "stage N), e.g. [stem, 0, 1].")

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from .names import NORMS, Activation, Gate, Norm
+from .names import NORMS, Activation, Gate, Norm, Padding
 
 _LAZY = {"ACTIVATIONS": "activations", "make_act": "activations", "DropPath": "drop_path",
-         "LayerNorm2d": "norms", "make_norm": "norms", "SqueezeExcite": "se"}
+         "LayerNorm2d": "norms", "make_norm": "norms", "SqueezeExcite": "se",
+         "conv2d": "padding", "Conv2dSame": "padding"}
 
 __all__ = [
     "ACTIVATIONS", "Activation", "make_act", "DropPath", "NORMS", "LayerNorm2d", "Norm",
-    "make_norm", "Gate", "SqueezeExcite",
+    "make_norm", "Gate", "SqueezeExcite", "Padding", "conv2d", "Conv2dSame",
 ]
 
 

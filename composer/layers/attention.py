@@ -71,10 +71,12 @@ class Attention(nn.Module):
     """Multi-head self-attention; the qkv projection or the output projection may change the width."""
 
     def __init__(self, in_dim: int, dim: int, num_heads: int, qkv_bias: bool = True,
-                 relative_grid: tuple[int, int] | None = None, out_dim: int | None = None):
+                 relative_grid: tuple[int, int] | None = None, out_dim: int | None = None,
+                 scale: float | None = None):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5 if scale is None else scale  # on QK^T
         self.qkv = nn.Linear(in_dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, out_dim or dim)
         self.relative = RelativePositionBias(num_heads, relative_grid) if relative_grid else None
@@ -84,7 +86,7 @@ class Attention(nn.Module):
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, head_dim)
         bias = self.relative().to(q.dtype) if self.relative is not None else None
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, heads, N, head_dim)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B, heads, N, head_dim)
         return self.proj(_merge_heads(x))
 
 
@@ -102,15 +104,16 @@ def relative_offsets(height: int, width: int) -> torch.Tensor:
 class GatedPositionalAttention(nn.Module):
     """ConViT's gated positional self-attention (d'Ascoli et al. 2021), on grid tokens only.
 
-    Per head: A = (1 - g) softmax(QK^T / sqrt(d)) + g softmax(r W_pos), g = sigmoid(gate), each row
-    renormalised to sum 1; r = (dx, dy, dx^2 + dy^2) is the key's offset from the query.
+    Per head: A = (1 - g) softmax(s QK^T) + g softmax(r W_pos), g = sigmoid(gate), each row
+    renormalised to sum 1; r = (dx, dy, dx^2 + dy^2) is the key's offset from the query; s is
+    1/sqrt(head_dim) unless given.
     """
 
     def __init__(self, in_dim: int, dim: int, num_heads: int, grid: tuple[int, int], qkv_bias: bool = False,
-                 locality_strength: float = 1.0):
+                 locality_strength: float = 1.0, scale: float | None = None):
         super().__init__()
         self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
+        self.scale = (dim // num_heads) ** -0.5 if scale is None else scale
         self.locality_strength = locality_strength
         self.qk = nn.Linear(in_dim, 2 * dim, bias=qkv_bias)
         self.v = nn.Linear(in_dim, dim, bias=qkv_bias)
@@ -152,11 +155,11 @@ class GatedPositionalAttention(nn.Module):
 class ConvProjection(nn.Module):
     """Depthwise kxk conv (no bias) + BatchNorm over the token map; prefix tokens pass by it."""
 
-    def __init__(self, dim: int, kernel: int, stride: int, grid: tuple[int, int], prefix: int):
+    def __init__(self, dim: int, kernel: int, stride: int, grid: tuple[int, int], prefix: int, eps: float = 1e-5):
         super().__init__()
         self.grid, self.prefix = grid, prefix
         self.conv = nn.Conv2d(dim, dim, kernel, stride, kernel // 2, groups=dim, bias=False)
-        self.norm = nn.BatchNorm2d(dim)
+        self.norm = nn.BatchNorm2d(dim, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cls, grid = x[:, :self.prefix], x[:, self.prefix:]
@@ -168,12 +171,15 @@ class ConvProjectionAttention(nn.Module):
     """CvT's convolutional projection attention (Wu et al. 2021): conv projections, then Linears."""
 
     def __init__(self, in_dim: int, dim: int, num_heads: int, grid: tuple[int, int], prefix: int,
-                 kernel: int = 3, kv_stride: int = 2, qkv_bias: bool = True):
+                 kernel: int = 3, kv_stride: int = 2, qkv_bias: bool = True, scale: float | None = None,
+                 bn_eps: float = 1e-5):
         super().__init__()
         self.num_heads = num_heads
-        self.conv_q = ConvProjection(in_dim, kernel, 1, grid, prefix)
-        self.conv_k = ConvProjection(in_dim, kernel, kv_stride, grid, prefix)
-        self.conv_v = ConvProjection(in_dim, kernel, kv_stride, grid, prefix)
+        # on QK^T; CvT's published code scales by 1/sqrt(dim), all heads together
+        self.scale = (dim // num_heads) ** -0.5 if scale is None else scale
+        self.conv_q = ConvProjection(in_dim, kernel, 1, grid, prefix, bn_eps)
+        self.conv_k = ConvProjection(in_dim, kernel, kv_stride, grid, prefix, bn_eps)
+        self.conv_v = ConvProjection(in_dim, kernel, kv_stride, grid, prefix, bn_eps)
         self.q = nn.Linear(in_dim, dim, bias=qkv_bias)
         self.k = nn.Linear(in_dim, dim, bias=qkv_bias)
         self.v = nn.Linear(in_dim, dim, bias=qkv_bias)
@@ -183,4 +189,4 @@ class ConvProjectionAttention(nn.Module):
         q = _split_heads(self.q(self.conv_q(x)), self.num_heads)
         k = _split_heads(self.k(self.conv_k(x)), self.num_heads)
         v = _split_heads(self.v(self.conv_v(x)), self.num_heads)
-        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v, scale=self.scale)))

@@ -30,18 +30,19 @@ class ConvFeedForward(nn.Module):
     """Takes grid tokens (B, H*W, C) and returns the FFN's output for them (no residual)."""
 
     def __init__(self, dim: int, hidden: int, act: str, grid: tuple[int, int], kernel: int = 3,
-                 se_reduction: int | None = None):
+                 se_reduction: int | None = None, bn_eps: float = 1e-5):
         super().__init__()
         self.grid = grid
-        self.expand = nn.Sequential(nn.Conv2d(dim, hidden, 1, bias=False), nn.BatchNorm2d(hidden), make_act(act))
+        self.expand = nn.Sequential(nn.Conv2d(dim, hidden, 1, bias=False), nn.BatchNorm2d(hidden, eps=bn_eps),
+                                    make_act(act))
         self.depthwise = nn.Sequential(
             nn.Conv2d(hidden, hidden, kernel, 1, kernel // 2, groups=hidden, bias=False),
-            nn.BatchNorm2d(hidden), make_act(act))
+            nn.BatchNorm2d(hidden, eps=bn_eps), make_act(act))
         if se_reduction:
             self.se = SqueezeExcite(hidden, max(1, hidden // se_reduction), "relu", "hardsigmoid")
         else:
             self.se = nn.Identity()
-        self.project = nn.Sequential(nn.Conv2d(hidden, dim, 1, bias=False), nn.BatchNorm2d(dim))
+        self.project = nn.Sequential(nn.Conv2d(hidden, dim, 1, bias=False), nn.BatchNorm2d(dim, eps=bn_eps))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.depthwise(self.expand(tokens_to_map(x, self.grid)))

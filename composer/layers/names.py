@@ -14,3 +14,8 @@ Norm = Literal["batchnorm", "layernorm", "none"]
 NORMS = ("batchnorm", "layernorm", "none")
 
 Gate = Literal["sigmoid", "hardsigmoid"]  # gates SE may use
+
+# how convs pad: k // 2 on every side (PyTorch ports), or TensorFlow's "SAME" (TF ports)
+Padding = Literal["symmetric", "same"]
+PADDING_HELP = ("`symmetric`: k // 2 on every side; `same`: TensorFlow's \"SAME\", out = ceil(in / stride), "
+                "the odd pixel of padding at the bottom and right (Google's TF-trained checkpoints).")

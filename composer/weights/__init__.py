@@ -18,10 +18,12 @@ from ..plan import Plan
 from .load import LoadReport, load_tensors
 from .read import Checkpoint, WeightsError, read_checkpoint, weights_error
 from .timm import from_timm, timm_hits
+from .transformers import from_transformers, transformers_hits
 from .transplant import transplant
 
 Source = Union[str, os.PathLike, Mapping[str, torch.Tensor], Checkpoint]
-Layout = Literal["auto", "composer", "timm"]
+Layout = Literal["auto", "composer", "timm", "transformers"]
+LAYOUTS = ("auto", "composer", "timm", "transformers")
 
 __all__ = ["load_weights", "transplant_weights", "to_our_layout", "LoadReport", "WeightsError", "Checkpoint",
            "read_checkpoint"]
@@ -44,36 +46,46 @@ def to_our_layout(plan: Plan, net: ComposedNet, ckpt: Checkpoint, layout: Layout
     """The checkpoint's tensors under our names, the layout it was in, and the tensors nothing used."""
     own = list(net.state_dict().keys())
     if layout == "auto":
-        ours = sum(k in ckpt.tensors for k in own)
-        layout = "composer" if ours > 0 and ours >= timm_hits(plan, own, ckpt.tensors) else "timm"
-        if ours == 0 and timm_hits(plan, own, ckpt.tensors) == 0:
+        # the layout that names most of our tensors; composer's wins ties
+        found = {"composer": sum(k in ckpt.tensors for k in own), "timm": timm_hits(plan, own, ckpt.tensors)}
+        if not any(k.startswith(_TRANSFORMERS_ROOTS) for k in ckpt.tensors):
+            found["transformers"] = 0  # cheap: no need to spell the names out
+        else:
+            found["transformers"] = transformers_hits(plan, own, ckpt.tensors)
+        layout = max(found, key=found.get)
+        if found[layout] == 0:
             raise weights_error(ckpt.file, "none of its tensors has a name of this blueprint's tensors, in composer's "
-                                           "layout or in timm's",
+                                           "layout, timm's or Hugging Face transformers'",
                                 "is it a checkpoint of this architecture? e.g. "
                                 f"{', '.join(list(ckpt.tensors)[:3]) or 'no tensors'}")
     if layout == "composer":
         tensors = ckpt.tensors
         return tensors, "composer", sorted(k for k in tensors if k not in set(own))
-    tensors, used = from_timm(plan, own, ckpt.tensors)
-    return tensors, "timm", sorted(k for k in ckpt.tensors if k not in used)
+    tensors, used = (from_timm if layout == "timm" else from_transformers)(plan, own, ckpt.tensors)
+    return tensors, layout, sorted(k for k in ckpt.tensors if k not in used)
+
+
+# the first names of transformers' image classifiers' state dicts
+_TRANSFORMERS_ROOTS = ("cvt.", "vit.", "convnext.", "resnet.", "mobilenet_v2.", "efficientnet.")
 
 
 def load_weights(net: ComposedNet, plan: Plan, source: Source, *, layout: Layout = "auto",
                  strict: bool = True) -> LoadReport:
     """Load a checkpoint (path, state dict or Checkpoint) into `net`, built from `plan`.
 
-    `layout`: "composer" (our key names), "timm" (timm's), or "auto" (whichever names more of our
-    tensors). Strict: every tensor must be found and fit, except a classifier for another class
-    count (re-initialised) and position tables for another grid (resized); `strict=False` loads
-    what fits and reports the rest.
+    `layout`: "composer" (our key names), "timm" (timm's), "transformers" (Hugging Face
+    transformers' image classifiers), or "auto" (whichever names most of our tensors). Strict:
+    every tensor must be found and fit, except a classifier for another class count
+    (re-initialised) and position tables for another grid (resized); `strict=False` loads what
+    fits and reports the rest.
     """
-    if layout not in ("auto", "composer", "timm"):
-        raise weights_error(None, f"unknown checkpoint layout `{layout}`", "use auto, composer or timm")
+    if layout not in LAYOUTS:
+        raise weights_error(None, f"unknown checkpoint layout `{layout}`", "use auto, composer, timm or transformers")
     ckpt = _checkpoint(source)
     tensors, layout, ignored = to_our_layout(plan, net, ckpt, layout)
     droppable: set[str] = set()
     if plan.classes == 0:  # a feature extractor: the checkpoint's classifier has no place
-        for names in [{"fc": "head.fc"}, *plan.head.timm_names()]:
+        for names in [{"fc": "head.fc"}, *plan.head.timm_names(), *plan.head.transformers_names()]:
             droppable |= {f"{names['fc']}.weight", f"{names['fc']}.bias"} if "fc" in names else set()
     return load_tensors(net, tensors, file=ckpt.file, layout=layout, strict=strict, ignored=ignored,
                         droppable=droppable)

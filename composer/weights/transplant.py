@@ -16,6 +16,7 @@ from ..plan import Plan
 from .load import LoadReport, load_tensors
 from .read import weights_error
 from .timm import from_timm, timm_hits
+from .transformers import from_transformers
 
 Part = Union[str, int]
 
@@ -48,11 +49,12 @@ def _source_tensors(ckpt, source_plan: Plan | None, layout: str) -> tuple[dict[s
     if layout == "composer":
         return ckpt.tensors, layout
     if source_plan is None:
-        raise weights_error(ckpt.file, "a checkpoint in timm's layout needs the blueprint of its architecture to be "
-                                       "transplanted",
+        raise weights_error(ckpt.file, f"a checkpoint in {layout}'s layout needs the blueprint of its architecture "
+                                       "to be transplanted",
                             "give it (`--weights-blueprint`, or `blueprint:` in `pretrained`)")
     meta = build(source_plan, device="meta")
-    tensors, _ = from_timm(source_plan, list(meta.state_dict()), ckpt.tensors)
+    tensors, _ = (from_timm if layout == "timm" else from_transformers)(source_plan, list(meta.state_dict()),
+                                                                        ckpt.tensors)
     return tensors, layout
 
 

@@ -61,6 +61,13 @@ class ConvNeXtConfig(BlockConfig):
         return {"dwconv": "conv_dw", "norm": "norm", "fc1": "mlp.fc1", "fc2": "mlp.fc2", "gamma": "gamma",
                 "se.reduce": "se.fc1", "se.expand": "se.fc2"}
 
+    def transformers_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
+        """Hugging Face transformers' `ConvNextLayer` (its pointwise Linears are ours)."""
+        if layout != "convnext":
+            return {}
+        return {"dwconv": "dwconv", "norm": "layernorm", "fc1": "pwconv1", "fc2": "pwconv2",
+                "gamma": "layer_scale_parameter"}
+
 
 def __getattr__(name: str):
     """The nn.Module (`ConvNeXtBlock`) lives in `.module`, which imports torch; it loads on first use."""

@@ -52,11 +52,26 @@ class _Head(StrictModel):
                 {"norm": "norm", "fc": "head"},
                 {"norm": "head.norm", "pre_logits.0": "head.pre_logits.fc", "fc": "head.fc", "map_norm": "norm"}]
 
+    def transformers_names(self) -> list[dict[str, str]]:
+        """Spellings of the head in Hugging Face transformers: CvT's, ViT's and ConvNeXt's final
+        LayerNorm and `classifier`; ResNet's `classifier.1`; MobileNetV2's and EfficientNet's feature
+        conv before the classifier."""
+        return [{"norm": "layernorm", "fc": "classifier"},
+                {"norm": "vit.layernorm", "fc": "classifier"},
+                {"norm": "convnext.layernorm", "fc": "classifier"},
+                {"fc": "classifier.1"},
+                {"conv.0": "mobilenet_v2.conv_1x1.convolution", "conv.1": "mobilenet_v2.conv_1x1.normalization",
+                 "fc": "classifier"},
+                {"conv.0": "efficientnet.encoder.top_conv", "conv.1": "efficientnet.encoder.top_bn",
+                 "fc": "classifier"}]
+
 
 class PoolHeadConfig(_Head):
     type: Literal["pool"] = Field("pool", description="Head kind: global average pooling.")
     conv: int | None = Field(None, ge=1, le=65536, description="Width of a 1x1 conv + BatchNorm + act before pooling (MobileNetV2: 1280); none when unset.")
     conv_act: Activation = Field("relu", description="Activation after the feature conv.")
+    conv_norm_eps: float = Field(
+        1e-5, ge=1e-12, le=1, description="Epsilon of the feature conv's BatchNorm (TF ports: 1e-3).")
     norm_on: Literal["pooled", "map"] = Field(
         "pooled", description="Where the norm applies: to the pooled features, or (`layernorm` only) to the map at "
                               "every position before pooling.")

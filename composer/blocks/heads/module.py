@@ -17,7 +17,8 @@ class Head(nn.Module):
         self.use_token = config.type == "token"
         conv = getattr(config, "conv", None)
         if conv:
-            self.conv = nn.Sequential(nn.Conv2d(channels, conv, 1, bias=False), nn.BatchNorm2d(conv),
+            self.conv = nn.Sequential(nn.Conv2d(channels, conv, 1, bias=False),
+                                      nn.BatchNorm2d(conv, eps=config.conv_norm_eps),
                                       make_act(config.conv_act))
             channels = conv
         else:

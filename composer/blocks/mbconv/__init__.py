@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from ...layers.names import Activation, Gate
+from ...layers.names import PADDING_HELP, Activation, Gate, Padding
 from .. import cost as C
 from ..base import BlockConfig, BlockContext, CheckpointNames, Complaint, odd_kernels, register_block
 
@@ -55,6 +55,8 @@ class MBConvConfig(BlockConfig):
     act: Activation = Field("gelu", description="Activation after the expand and depthwise convs.")
     norm: Literal["pre", "post"] = Field(
         "pre", description="`pre`: one BatchNorm before the block (CoAtNet); `post`: BatchNorm after each conv (MobileNetV2).")
+    norm_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the BatchNorms (TF ports: 1e-3).")
+    padding: Padding = Field("symmetric", description="Padding of the depthwise conv: " + PADDING_HELP)
     pre_norm_act: bool = Field(
         False, description="`pre` norm: an activation (`act`) after the pre-norm (timm's `_rw` CoAtNets).")
     stride_on: Literal["expand", "depthwise", "pool"] = Field(
@@ -124,6 +126,22 @@ class MBConvConfig(BlockConfig):
         return {"pre_norm": "pre_norm", "expand.0": "conv1_1x1", "expand.1": "norm1", "depthwise.0": "conv2_kxk",
                 "depthwise.1": "norm2", "se.reduce": "se.fc1", "se.expand": "se.fc2", "se_early.reduce": "se_early.fc1",
                 "se_early.expand": "se_early.fc2", "project": "conv3_1x1", "shortcut.1": "shortcut.expand"}
+
+    def transformers_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
+        """Hugging Face transformers' TF ports: `MobileNetV2InvertedResidual` (`mobilenet_v2`; the first
+        block, without an expand conv, sits in its `conv_stem`) and `EfficientNetBlock` (`efficientnet`)."""
+        if self.norm != "post":
+            return {}
+        if layout == "mobilenet_v2":
+            return {"expand.0": "expand_1x1.convolution", "expand.1": "expand_1x1.normalization",
+                    "depthwise.0": "conv_3x3.convolution", "depthwise.1": "conv_3x3.normalization",
+                    "project": "reduce_1x1.convolution", "project_norm": "reduce_1x1.normalization"}
+        if layout == "efficientnet":
+            return {"expand.0": "expansion.expand_conv", "expand.1": "expansion.expand_bn",
+                    "depthwise.0": "depthwise_conv.depthwise_conv", "depthwise.1": "depthwise_conv.depthwise_norm",
+                    "se.reduce": "squeeze_excite.reduce", "se.expand": "squeeze_excite.expand",
+                    "project": "projection.project_conv", "project_norm": "projection.project_bn"}
+        return {}
 
 
 def __getattr__(name: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...layers import DropPath, SqueezeExcite, make_act
+from ...layers import DropPath, SqueezeExcite, conv2d, make_act
 from ..base import BlockContext
 from . import MBConvConfig, _hidden, _se_width
 
@@ -22,22 +22,23 @@ class MBConv(nn.Module):
         if not has_expand:
             hidden = c_in
         pool = nn.MaxPool2d if config.pool == "max" else nn.AvgPool2d
+        eps = config.norm_eps
 
-        self.pre_norm = nn.BatchNorm2d(c_in) if pre else nn.Identity()
+        self.pre_norm = nn.BatchNorm2d(c_in, eps=eps) if pre else nn.Identity()
         self.pre_act = make_act(config.act) if pre and config.pre_norm_act else nn.Identity()
         self.down = pool(stride, stride, ceil_mode=True) if config.stride_on == "pool" and stride > 1 else nn.Identity()
         if has_expand:
             self.expand = nn.Sequential(
                 nn.Conv2d(c_in, hidden, 1, expand_stride, bias=False),
-                nn.BatchNorm2d(hidden),
+                nn.BatchNorm2d(hidden, eps=eps),
                 make_act(config.act),
             )
         else:
             self.expand = nn.Identity()
         k = config.kernel
         self.depthwise = nn.Sequential(
-            nn.Conv2d(hidden, hidden, k, dw_stride, k // 2, groups=hidden, bias=False),
-            nn.BatchNorm2d(hidden),
+            conv2d(hidden, hidden, k, dw_stride, groups=hidden, padding=config.padding),
+            nn.BatchNorm2d(hidden, eps=eps),
             make_act(config.act),
         )
         se = (SqueezeExcite(hidden, _se_width(config, ctx, hidden), config.se_act or config.act, config.se_gate)
@@ -46,7 +47,7 @@ class MBConv(nn.Module):
         self.se_early = se if early else nn.Identity()  # between the depthwise conv and its norm
         self.se = nn.Identity() if early else se
         self.project = nn.Conv2d(hidden, c_out, 1, bias=pre and config.project_bias)
-        self.project_norm = nn.Identity() if pre else nn.BatchNorm2d(c_out)
+        self.project_norm = nn.Identity() if pre else nn.BatchNorm2d(c_out, eps=eps)
         self.drop_path = DropPath(ctx.drop_path)
 
         self.residual = True

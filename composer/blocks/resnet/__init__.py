@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
-from ...layers.names import Activation, Gate
+from ...layers.names import PADDING_HELP, Activation, Gate, Padding
 from .. import cost as C
 from ..base import BlockConfig, BlockContext, CheckpointNames, Complaint, divisors_near, odd_kernels, register_block
 
@@ -29,6 +29,8 @@ class _ResNetOptions(BlockConfig):
     se: float = Field(0.0, ge=0, le=1, description="SE ratio of the output width (SE-ResNet: 0.0625 = 1/16); 0 is off.")
     se_act: Activation = Field("relu", description="Activation inside SE.")
     se_gate: Gate = Field("sigmoid", description="Gate of SE.")
+    norm_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the BatchNorms (TF ports: 1e-3).")
+    padding: Padding = Field("symmetric", description="Padding of the kxk convs: " + PADDING_HELP)
 
     def check(self, ctx: BlockContext) -> list[Complaint]:
         return odd_kernels(self, "kernel")
@@ -54,6 +56,16 @@ class _ResNetOptions(BlockConfig):
             names[f"branch.{i}"], names[f"branch.{i + 1}"] = f"conv{j}", f"bn{j}"
         names |= {f"branch.{self._se_index}.reduce": "se.fc1", f"branch.{self._se_index}.expand": "se.fc2",
                   "shortcut.0": "downsample.0", "shortcut.1": "downsample.1"}
+        return names
+
+    def transformers_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
+        """Hugging Face transformers' `ResNetBottleNeckLayer` / `ResNetBasicLayer`: `layer.J.convolution`
+        and `.normalization` per conv, `shortcut.convolution/normalization` (no SE there)."""
+        if layout != "resnet":
+            return {}
+        names: CheckpointNames = {"shortcut.0": "shortcut.convolution", "shortcut.1": "shortcut.normalization"}
+        for j, i in enumerate(self._convs):
+            names[f"branch.{i}"], names[f"branch.{i + 1}"] = f"layer.{j}.convolution", f"layer.{j}.normalization"
         return names
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 from pydantic import Field, field_validator
 
-from ...layers.names import Activation
+from ...layers.names import PADDING_HELP, Activation, Padding
 from .. import cost as C
 from ..base import StrictModel, downsample
 
@@ -33,6 +33,8 @@ class ConvStemConfig(_Stem):
     kernel: int = Field(3, ge=1, le=15, description="Kernel size of every conv (odd).")
     stride: int = Field(2, ge=1, le=8, description="Stride of the first conv.")
     norm: Literal["batchnorm", "none"] = Field("batchnorm", description="Norm after each conv.")
+    norm_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the BatchNorms (TF ports: 1e-3).")
+    padding: Padding = Field("symmetric", description="Padding of the convs: " + PADDING_HELP)
     act: Activation = Field("relu", description="Activation after each norm.")
     last_norm_act: bool = Field(True, description="Whether the last conv is also followed by norm and act (false in CoAtNet).")
     pool: Literal["none", "max"] = Field("none", description="`max`: a 3x3 stride-2 max-pool at the end (ResNet).")
@@ -82,6 +84,13 @@ class ConvStemConfig(_Stem):
             maxxvit[str(step * i + 1)] = f"stem.norm{i + 1}"
         return [maxxvit, {"0": "conv1", "1": "bn1"}, {"0": "conv_stem", "1": "bn1"}]
 
+    def transformers_names(self) -> list[dict[str, str]]:
+        """Hugging Face transformers' ResNet embedder, MobileNetV2's first conv, EfficientNet's embeddings."""
+        return [{"0": "resnet.embedder.embedder.convolution", "1": "resnet.embedder.embedder.normalization"},
+                {"0": "mobilenet_v2.conv_stem.first_conv.convolution",
+                 "1": "mobilenet_v2.conv_stem.first_conv.normalization"},
+                {"0": "efficientnet.embeddings.convolution", "1": "efficientnet.embeddings.batchnorm"}]
+
 
 class PatchStemConfig(_Stem):
     """Non-overlapping patch embedding: conv with kernel = stride = patch."""
@@ -118,6 +127,11 @@ class PatchStemConfig(_Stem):
         """ViT's `patch_embed.proj/norm`, ConvNeXt's `stem.0/1`."""
         return [{"0": "patch_embed.proj", "1": "patch_embed.norm"}, {"0": "stem.0", "1": "stem.1"}]
 
+    def transformers_names(self) -> list[dict[str, str]]:
+        """Hugging Face transformers' ViT patch embedding, ConvNeXt's embeddings."""
+        return [{"0": "vit.embeddings.patch_embeddings.projection"},
+                {"0": "convnext.embeddings.patch_embeddings", "1": "convnext.embeddings.layernorm"}]
+
 
 class NoStemConfig(_Stem):
     """No stem: the first stage receives the image."""
@@ -138,6 +152,9 @@ class NoStemConfig(_Stem):
         return no_stem(self, in_channels)
 
     def timm_names(self) -> list[dict[str, str]]:
+        return [{}]
+
+    def transformers_names(self) -> list[dict[str, str]]:
         return [{}]
 
 

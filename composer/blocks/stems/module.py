@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ...layers import make_act, make_norm
+from ...layers import conv2d, make_act, make_norm
 from . import ConvStemConfig, NoStemConfig, PatchStemConfig
 
 
@@ -13,10 +13,10 @@ def conv_stem(config: ConvStemConfig, in_channels: int) -> nn.Module:
     c = in_channels
     for i, width in enumerate(config.channels):
         last = i == len(config.channels) - 1
-        layers.append(nn.Conv2d(c, width, config.kernel, config.stride if i == 0 else 1,
-                                config.kernel // 2, bias=config.norm == "none"))
+        layers.append(conv2d(c, width, config.kernel, config.stride if i == 0 else 1, bias=config.norm == "none",
+                             padding=config.padding))
         if not last or config.last_norm_act:
-            layers += [make_norm(config.norm, width), make_act(config.act)]
+            layers += [make_norm(config.norm, width, eps=config.norm_eps), make_act(config.act)]
         c = width
     if config.pool == "max":
         layers.append(nn.MaxPool2d(3, 2, 1))

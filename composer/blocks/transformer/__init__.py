@@ -13,9 +13,9 @@ keys and values strided). FFN (`ffn`): `mlp` (ViT), or `conv` (LocalViT: 1x1 -> 
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ...layers.names import Activation
 from .. import cost as C
@@ -61,6 +61,10 @@ class TransformerConfig(BlockConfig):
     heads: int | None = Field(None, ge=1, le=65536, description="Number of attention heads (or give `head_dim`).")
     head_dim: int | None = Field(None, ge=1, le=65536, description="Width per head; heads = channels / head_dim. Default 64.")
     qkv_bias: bool = Field(True, description="Bias on the query/key/value projections.")
+    scale: Union[Literal["head_dim", "embed_dim"], float] = Field(
+        "head_dim", description="Factor on the attention logits QK^T: `head_dim`: 1/sqrt(width per head) (ViT, "
+                                "CoAtNet, ConViT); `embed_dim`: 1/sqrt(width of Q, all heads together) (CvT's "
+                                "published code); or a number (above 0, at most 1000).")
     attn_width: Literal["out", "in"] = Field(
         "out", description="Width of queries, keys and values when the block changes width: the output width "
                            "(the paper: qkv widens) or the input width (timm's `_rw` CoAtNets: the output projection "
@@ -78,12 +82,30 @@ class TransformerConfig(BlockConfig):
     ffn_se_reduction: int | None = Field(
         None, ge=1, description="`ffn: conv`: SE hidden width = FFN width / this (LocalViT: 192); none when unset.")
     norm_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the LayerNorms.")
+    bn_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the BatchNorms of `conv` attention and the "
+                                                            "`conv` FFN.")
     layer_scale: float | None = Field(None, gt=0, le=1, description="Initial value of a per-channel layer scale; none when unset.")
     pool: Literal["avg", "max"] = Field("max", description="Pooling used by a downsampling block (CoAtNet).")
+
+    @field_validator("scale")
+    @classmethod
+    def _positive_scale(cls, value):
+        if not isinstance(value, str) and not 0 < value <= 1000:
+            raise ValueError("a number for `scale` must be above 0 and at most 1000")
+        return value
 
     def width(self, ctx: BlockContext) -> int:
         """Width of queries, keys and values."""
         return ctx.in_channels if self.attn_width == "in" else ctx.out_channels
+
+    def attention_scale(self, ctx: BlockContext) -> float:
+        """The factor on QK^T that `scale` asks for, in `ctx`."""
+        if not isinstance(self.scale, str):
+            return float(self.scale)
+        width = self.width(ctx)
+        if self.scale == "embed_dim":
+            return width ** -0.5
+        return (width // num_heads(self.heads, self.head_dim, width)) ** -0.5
 
     def check(self, ctx: BlockContext) -> list[Complaint]:
         out = check_heads(self.heads, self.head_dim, self.width(ctx))
@@ -168,6 +190,40 @@ class TransformerConfig(BlockConfig):
                       "attn.qkv.weight": ("attn.qkv.weight", qkv), "attn.qkv.bias": ("attn.qkv.bias", qkv),
                       "attn.relative.table": ("attn.rel_pos.relative_position_bias_table", _transposed)}
         return names
+
+    def transformers_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
+        """Hugging Face transformers' `CvtLayer` (`cvt` layout) and `ViTLayer`: as published on the hub
+        (`vit`: `attention.attention.query`, ...) and as transformers 5 names it (`vit_layers`:
+        `attention.q_proj`, ...); ViT's separate query, key and value Linears are joined into our qkv."""
+        common: CheckpointNames = {"norm1": "layernorm_before", "norm2": "layernorm_after"}
+        if layout == "cvt":
+            names = dict(common, **{"attn.proj": "attention.output.dense", "ffn.fc1": "intermediate.dense",
+                                    "ffn.fc2": "output.dense"})
+            for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value")):
+                conv = f"attention.attention.convolution_projection_{theirs}.convolution_projection"
+                names |= {f"attn.conv_{ours}.conv": f"{conv}.convolution",
+                          f"attn.conv_{ours}.norm": f"{conv}.normalization",
+                          f"attn.{ours}": f"attention.attention.projection_{theirs}"}
+            return names
+        if layout in ("vit", "vit_layers"):
+            if layout == "vit":
+                q, k, v = (f"attention.attention.{n}" for n in ("query", "key", "value"))
+                names = {"attn.proj": "attention.output.dense", "ffn.fc1": "intermediate.dense",
+                         "ffn.fc2": "output.dense"}
+            else:
+                q, k, v = (f"attention.{n}_proj" for n in "qkv")
+                names = {"attn.proj": "attention.o_proj", "ffn.fc1": "mlp.fc1", "ffn.fc2": "mlp.fc2"}
+            for t in ("weight", "bias"):
+                names[f"attn.qkv.{t}"] = ((f"{q}.{t}", f"{k}.{t}", f"{v}.{t}"), _joined)
+            return common | names
+        return {}
+
+
+def _joined(*parts: torch.Tensor) -> torch.Tensor:
+    """Separate query, key and value tensors -> one qkv tensor, in that order along the output channels."""
+    import torch
+
+    return torch.cat(parts, dim=0)
 
 
 def _qkv_from_head_first(t: torch.Tensor, heads: int) -> torch.Tensor:

@@ -36,13 +36,15 @@ class LayerScale(nn.Module):
 
 def _attention(config: TransformerConfig, ctx: BlockContext, heads: int) -> nn.Module:
     c_in, c_out, grid = ctx.in_channels, ctx.out_channels, ctx.out_resolution
+    scale = config.attention_scale(ctx)
     if config.attention == "gpsa":
-        return GatedPositionalAttention(c_in, c_out, heads, grid, config.qkv_bias, config.locality_strength)
+        return GatedPositionalAttention(c_in, c_out, heads, grid, config.qkv_bias, config.locality_strength,
+                                        scale=scale)
     if config.attention == "conv":
         return ConvProjectionAttention(c_in, c_out, heads, grid, ctx.prefix_tokens, config.proj_kernel,
-                                       config.kv_stride, config.qkv_bias)
+                                       config.kv_stride, config.qkv_bias, scale=scale, bn_eps=config.bn_eps)
     return Attention(c_in, config.width(ctx), heads, config.qkv_bias, grid if config.attention == "relative" else None,
-                     out_dim=c_out)
+                     out_dim=c_out, scale=scale)
 
 
 class TransformerBlock(nn.Module):
@@ -65,7 +67,7 @@ class TransformerBlock(nn.Module):
         if self.conv_ffn:
             self.norm2 = nn.Identity()
             self.ffn = ConvFeedForward(c_out, hidden, config.act, ctx.out_resolution, config.ffn_kernel,
-                                       config.ffn_se_reduction)
+                                       config.ffn_se_reduction, bn_eps=config.bn_eps)
         else:
             self.norm2 = nn.LayerNorm(c_out, eps=config.norm_eps)
             self.ffn = Mlp(c_out, hidden, config.act)

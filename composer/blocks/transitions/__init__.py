@@ -2,7 +2,8 @@
 
 - `none`: nothing; the stage's first block carries the stride and the width change itself.
 - `conv`: a strided conv with a norm before it (ConvNeXt's downsample layer) or after it (CvT's
-  convolutional token embedding). Its stride is the stage's `stride`; padding is (k - s + 1) // 2.
+  convolutional token embedding). Its stride is the stage's `stride`; padding is (k - s + 1) // 2,
+  or TF's "SAME" (`padding: same`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Literal, Union
 from pydantic import Field
 
 from .. import cost as C
-from ..base import StrictModel
+from ...layers.names import Padding
+from ..base import StrictModel, downsample
 
 if TYPE_CHECKING:
     from torch import nn
@@ -34,6 +36,9 @@ class NoTransitionConfig(_Transition):
     def timm_names(self, stage: int) -> dict[str, str]:
         return {}
 
+    def transformers_names(self, stage: int) -> list[dict[str, str]]:
+        return [{}]
+
 
 class ConvTransitionConfig(_Transition):
     """Strided conv with an optional LayerNorm before or after it."""
@@ -44,12 +49,18 @@ class ConvTransitionConfig(_Transition):
         "before", description="Where the LayerNorm sits: before the conv (ConvNeXt) or after it (CvT).")
     norm_eps: float = Field(1e-6, ge=1e-12, le=1, description="Epsilon of the LayerNorm.")
     bias: bool = Field(True, description="Bias on the conv.")
+    padding: Padding = Field(
+        "symmetric", description="`symmetric`: (k - stride + 1) // 2 on every side; `same`: TensorFlow's \"SAME\", "
+                                 "out = ceil(in / stride), the odd pixel of padding at the bottom and right.")
 
-    def padding(self, stride: int) -> int:
+    def pad(self, stride: int) -> int:
+        """The symmetric padding on every side."""
         return max(0, (self.kernel - stride + 1) // 2)
 
     def output_size(self, size: int, stride: int) -> int:
-        return (size + 2 * self.padding(stride) - self.kernel) // stride + 1
+        if self.padding == "same":
+            return downsample(size, stride)
+        return (size + 2 * self.pad(stride) - self.kernel) // stride + 1
 
     def cost(self, in_channels: int, out_channels: int, stride: int, hw: tuple[int, int]) -> C.Cost:
         out = tuple(self.output_size(n, stride) for n in hw)
@@ -68,6 +79,14 @@ class ConvTransitionConfig(_Transition):
     def timm_names(self, stage: int) -> dict[str, str]:
         """ConvNeXt's `stages.N.downsample` (norm, conv); keys relative to the network."""
         return {"0": f"stages.{stage}.downsample.0", "1": f"stages.{stage}.downsample.1"}
+
+    def transformers_names(self, stage: int) -> list[dict[str, str]]:
+        """Hugging Face transformers' CvT token embedding (conv, then LayerNorm) and ConvNeXt's
+        `downsampling_layer` (LayerNorm, then conv); keys relative to the network."""
+        embedding = f"cvt.encoder.stages.{stage}.embedding.convolution_embeddings"
+        down = f"convnext.encoder.stages.{stage}.downsampling_layer"
+        return [{"1": f"{embedding}.projection", "2": f"{embedding}.normalization"},
+                {"0": f"{down}.0", "1": f"{down}.1"}]
 
 
 TransitionConfig = Annotated[Union[NoTransitionConfig, ConvTransitionConfig], Field(discriminator="type")]

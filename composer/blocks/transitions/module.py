@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from torch import nn
 
-from ...layers import make_norm
+from ...layers import Conv2dSame, make_norm
 from . import ConvTransitionConfig
 
 
 def conv_transition(config: ConvTransitionConfig, in_channels: int, out_channels: int, stride: int) -> nn.Module:
-    padding = config.padding(stride)
+    if config.padding == "same":
+        conv = Conv2dSame(in_channels, out_channels, config.kernel, stride, 0, bias=config.bias)
+    else:
+        conv = nn.Conv2d(in_channels, out_channels, config.kernel, stride, config.pad(stride), bias=config.bias)
     return nn.Sequential(
         make_norm("layernorm" if config.norm == "before" else "none", in_channels, eps=config.norm_eps),
-        nn.Conv2d(in_channels, out_channels, config.kernel, stride, padding, bias=config.bias),
+        conv,
         make_norm("layernorm" if config.norm == "after" else "none", out_channels, eps=config.norm_eps),
     )
