@@ -8,7 +8,7 @@ import typer
 
 from . import blocks, build, compare, draw, export, profile, schema, search, validate
 from . import eval as eval_cmd, predict as predict_cmd, train as train_cmd
-from .common import STATE
+from .common import STATE, new_command
 
 app = typer.Typer(
     name="composer",
@@ -24,6 +24,7 @@ def _options(
     debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks of internal errors.")] = False,
 ) -> None:
     STATE["debug"] = debug
+    new_command()
 
 
 app.command("validate")(validate.validate)

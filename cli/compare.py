@@ -12,7 +12,7 @@ import composer
 from composer.blueprint import BlueprintError
 from composer.compare import compare as compare_rows, plot
 
-from .common import SetOption, check_output, fail, out, parse_sets, si, table, user_errors, write_picture
+from .common import SetOption, check_output, fail, out, parse_sets, reading, si, table, user_errors, write_picture
 from .profile import DType, Optimizer, bytes_text
 
 
@@ -28,6 +28,7 @@ def compare(
     set_: SetOption = None,
 ) -> None:
     """Compare networks: parameters, MACs, per-stage split and (with --train) training memory."""
+    reading(*files)
     if train and batch is None:
         fail("`--train` needs `--batch N`, the batch of the training step")
     if plot_file is not None:

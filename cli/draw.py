@@ -23,7 +23,7 @@ def draw(
 
     if output.suffix.lower().lstrip(".") not in FORMATS:
         fail(f"cannot draw to `{output}`: the file must end in .svg or .png")
-    check_output(output)
+    check_output(output, file)
     with user_errors():
         plan = composer.plan(composer.load(file, overrides=parse_sets(set_)))
         report = composer.profile(plan)

@@ -42,7 +42,7 @@ def export(
         fail(f"cannot export to `{output}`: `--format {format.value}` writes a {FORMATS[format.value]} file")
     if not (math.isfinite(tolerance) and tolerance >= 0):
         fail(f"`--tolerance {tolerance}`: expected a finite number of at least 0")
-    check_output(output)
+    check_output(output, source)
     with user_errors():
         if source.suffix.lower() in MODEL_SUFFIXES:
             if set_:

@@ -21,7 +21,7 @@ import torch
 
 from ..blueprint import Blueprint
 from ..blueprint.loader import MAX_FILE_BYTES, dump_text
-from ..fileio import atomic_write
+from ..fileio import atomic_write, inputs
 from .read import _check_path, file_kind, load_pickle, weights_error
 
 FORMAT = "composer/1"
@@ -33,6 +33,13 @@ def is_safetensors_path(path: str | os.PathLike) -> bool:
 
 def save_model(net: torch.nn.Module, blueprint: Blueprint, path: str | os.PathLike, *,
                extra: dict[str, Any] | None = None) -> None:
+    """Write the model; never over the blueprint file it was built from (an OSError naming `path`)."""
+    with inputs(blueprint.source.file):
+        _save_model(net, blueprint, path, extra)
+
+
+def _save_model(net: torch.nn.Module, blueprint: Blueprint, path: str | os.PathLike,
+                extra: dict[str, Any] | None) -> None:
     text = dump_text(blueprint.source.data)  # with any --set overrides applied; reads back exactly as written
     header = {"format": FORMAT, "blueprint": text, "blueprint_file": blueprint.source.file}
     if is_safetensors_path(path):

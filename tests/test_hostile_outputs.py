@@ -1,0 +1,236 @@
+"""Hostile and careless outputs, weights files and pictures: every writer keeps the user's files.
+
+One output rule for every command (composer/fileio.py): an input of the command is never replaced,
+names from inside files never leave the named folder, every failure names the target (never the
+temporary file) and is one line with exit 1. Budgets before work: names in pictures, safetensors
+headers, the uncompressed size of a zip checkpoint, non-finite weights.
+
+As in tests/test_hostile.py, CI runs the cases in-process (typer's CliRunner) and a sample as real
+processes; the long profile (`HOSTILE_PROFILE=long`) runs every case as its own process under a
+2 GB address-space limit and a timeout.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import composer
+from cli.app import app
+from composer.fileio import InputTargetError, WriteError, child, safe_name, write_text
+
+from .conftest import ROOT, TINY
+from .test_hostile import LONG, _check_refusal, runner
+
+SPACE = TINY.replace("layout: C-T", "layout: {one_of: [C-T, C-C]}")
+# two candidates, both on the front (more MACs or more parameters)
+SPACE_2 = TINY.replace("  - {depth: 1, channels: 16, stride: 2}",
+                       "  - {one_of: [{depth: 1, channels: 16, stride: 1}, {depth: 1, channels: 48, stride: 2}]}")
+LIMIT = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.RLIM_INFINITY));"
+         "{extra}from cli.app import main; sys.argv = ['composer'] + sys.argv[1:]; main()")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (links as their target text), to compare before and after."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_symlink():
+            out[str(p.relative_to(folder))] = os.readlink(p).encode()
+        elif p.is_file():
+            out[str(p.relative_to(folder))] = p.read_bytes()
+    return out
+
+
+def _saved_model(tmp: Path) -> Path:
+    bp = tmp / "bp.yaml"
+    bp.write_text(TINY)
+    composer.save(composer.build(composer.load(bp)), composer.load(bp), tmp / "model.pt")
+    return tmp / "model.pt"
+
+
+# --- 1. never replace an input of the same command ---------------------------------------------------
+# (id, setup(tmp) -> command-line arguments, run in tmp); every file in tmp must be unchanged after
+
+def _same(tmp: Path, name: str, text: str = TINY) -> None:
+    (tmp / name).write_text(text)
+
+
+SAME_INPUT = {
+    "build-self": lambda t: (_same(t, "bp.yaml"), ["build", "bp.yaml", "-o", "bp.yaml"])[1],
+    "build-self-spelled-otherwise": lambda t: (_same(t, "bp.yaml"), ["build", "bp.yaml", "-o", "./sub/../bp.yaml"])[1],
+    "build-through-symlink": lambda t: (_same(t, "real.yaml"), os.symlink("real.yaml", t / "bp.yaml"),
+                                        ["build", "bp.yaml", "-o", "real.yaml"])[2],
+    "build-hard-link": lambda t: (_same(t, "bp.yaml"), os.link(t / "bp.yaml", t / "other.pt"),
+                                  ["build", "bp.yaml", "-o", "other.pt"])[2],
+    "build-over-weights": lambda t: (_saved_model(t), ["build", "bp.yaml", "--weights", "model.pt", "-o", "model.pt"])[1],
+    "draw-self": lambda t: (_same(t, "bp.svg"), ["draw", "bp.svg", "-o", "bp.svg"])[1],
+    "compare-plot-over-input": lambda t: (_same(t, "a.yaml"), _same(t, "b.png"),
+                                          ["compare", "a.yaml", "b.png", "--plot", "b.png"])[2],
+    "search-plot-over-space": lambda t: (_same(t, "space.svg", SPACE),
+                                         ["search", "space.svg", "--budget", "params=1G", "--plot", "space.svg"])[1],
+    "search-emit-over-space": lambda t: (_same(t, "tiny-0.yaml", SPACE),
+                                         ["search", "tiny-0.yaml", "--budget", "params=1G", "--emit", "."])[1],
+    "export-self": lambda t: (_same(t, "bp.onnx"), ["export", "bp.onnx", "-o", "bp.onnx"])[1],
+}
+
+
+def _in(tmp: Path, monkeypatch, args: list[str]):
+    monkeypatch.chdir(tmp)
+    return runner.invoke(app, args)
+
+
+@pytest.mark.parametrize("name", sorted(SAME_INPUT))
+def test_no_command_replaces_its_own_input(name, tmp_path, monkeypatch):
+    args = SAME_INPUT[name](tmp_path)
+    (tmp_path / "sub").mkdir()
+    before = _files(tmp_path)
+    r = _in(tmp_path, monkeypatch, args)
+    _check_refusal(r, "it is an input of this command", False)
+    assert "cannot write `" in r.output and ".tmp" not in r.output
+    assert _files(tmp_path) == before
+
+
+def test_search_emit_refuses_all_before_writing_any(tmp_path, monkeypatch):
+    """One emitted name is the space itself: nothing is written, not even the candidates before it."""
+    (tmp_path / "tiny-1.yaml").write_text(SPACE_2)
+    before = _files(tmp_path)
+    r = _in(tmp_path, monkeypatch, ["search", "tiny-1.yaml", "--budget", "params=1G", "--emit", "."])
+    _check_refusal(r, "it is an input of this command", False)
+    assert _files(tmp_path) == before
+
+
+def test_the_library_never_saves_over_the_blueprint_it_read(tmp_path):
+    path = tmp_path / "bp.yaml"
+    path.write_text(TINY)
+    bp = composer.load(path)
+    with pytest.raises(InputTargetError):
+        composer.save(composer.build(bp), bp, path)
+    assert path.read_text() == TINY and sorted(p.name for p in tmp_path.iterdir()) == ["bp.yaml"]
+
+
+def test_inputs_are_forgotten_between_commands(tmp_path, monkeypatch):
+    """A declared input belongs to its command: the next command may write that file."""
+    (tmp_path / "a.yaml").write_text(TINY)
+    assert _in(tmp_path, monkeypatch, ["build", "a.yaml", "-o", "b.pt"]).exit_code == 0
+    (tmp_path / "c.yaml").write_text(TINY)
+    r = runner.invoke(app, ["build", "c.yaml", "-o", "a.pt"])
+    assert r.exit_code == 0, r.output
+
+
+# --- 2. names from files never leave the named folder -----------------------------------------------
+
+@pytest.mark.parametrize("name", ["../../escape", "/etc/passwd", "a/b\\\\c", ".hidden", "..", "x" * 5000,
+                                  "caf\u00e9 \u202e", "CON:*?<>|"])
+def test_search_emit_names_stay_in_the_folder(name, tmp_path, monkeypatch):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE.replace("name: tiny", f"name: {yaml_quote(name)}"))
+    out = tmp_path / "out"
+    r = _in(tmp_path, monkeypatch, ["search", "space.yaml", "--budget", "params=1G", "--emit", "out", "--top", "1"])
+    assert r.exit_code == 0, r.output
+    written = list(out.iterdir())
+    assert len(written) == 1 and written[0].parent == out
+    assert not written[0].name.startswith(".") and "/" not in written[0].name
+    assert len(written[0].name.encode()) <= 255 and written[0].suffix == ".yaml"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "space.yaml"]
+    assert composer.load(written[0]).name.startswith(name[:50])  # the blueprint keeps its name inside
+
+
+def yaml_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def test_safe_name_and_child():
+    assert safe_name("../a/b") == "a_b" and safe_name("a b.") == "a_b"
+    assert safe_name("...") == "unnamed" and safe_name("", ".yaml", fallback="space") == "space.yaml"
+    assert len(safe_name("\u00e9" * 300, ".yaml").encode()) <= 255
+    assert safe_name("a\ud800b") == "a_b"  # a lone surrogate is no file-name character
+    for bad in ("../x", "a/b", "..", ""):
+        with pytest.raises(ValueError):
+            child("out", bad)
+    assert child("out", "x.yaml") == Path("out/x.yaml")
+
+
+# --- 3. every OSError: one line naming the target, exit 1, nothing left behind ---------------------
+
+def _fail_with(err: int):
+    def fsync(fd):
+        raise OSError(err, os.strerror(err))
+    return fsync
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EDQUOT])
+@pytest.mark.parametrize("command", [["build", "bp.yaml", "-o", "out.pt"], ["build", "bp.yaml", "-o", "out.safetensors"],
+                                     ["schema", "-o", "out.json"], ["draw", "bp.yaml", "-o", "out.svg"],
+                                     ["compare", "bp.yaml", "--plot", "out.png"]],
+                         ids=["build-pt", "build-safetensors", "schema", "draw", "compare-plot"])
+def test_a_failing_disk_is_one_line_naming_the_target(command, err, tmp_path, monkeypatch):
+    (tmp_path / "bp.yaml").write_text(TINY)
+    (tmp_path / command[-1]).write_bytes(b"previous")  # an existing output survives a failed write
+    monkeypatch.setattr("composer.fileio.os.fsync", _fail_with(err))
+    r = _in(tmp_path, monkeypatch, command)
+    _check_refusal(r, f"cannot write `{command[-1]}`: {os.strerror(err)}", False)
+    assert ".tmp" not in r.output and r.output.count("error:") == 1
+    assert (tmp_path / command[-1]).read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["bp.yaml", command[-1]])
+
+
+@pytest.mark.parametrize("err", [errno.EROFS, errno.EACCES, errno.ENAMETOOLONG])
+def test_a_refused_temporary_file_is_reported_under_the_target(err, tmp_path, monkeypatch):
+    def mkstemp(prefix="", suffix="", dir=None):  # noqa: A002
+        raise OSError(err, os.strerror(err), os.path.join(dir, prefix + "abc" + suffix))
+
+    (tmp_path / "bp.yaml").write_text(TINY)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    for command in (["build", "bp.yaml", "-o", "m.pt"], ["schema", "-o", "s.json"], ["export", "bp.yaml", "-o", "m.onnx"]):
+        r = _in(tmp_path, monkeypatch, command)
+        _check_refusal(r, f"cannot write `{command[-1]}`: {os.strerror(err)}", False)
+        assert ".tmp" not in r.output and ".abc" not in r.output
+
+
+def test_write_errors_of_the_library_name_the_target(tmp_path, monkeypatch):
+    monkeypatch.setattr("composer.fileio.os.fsync", _fail_with(errno.ENOSPC))
+    with pytest.raises(WriteError) as e:
+        write_text(tmp_path / "x.json", "{}")
+    assert e.value.filename == str(tmp_path / "x.json") and e.value.errno == errno.ENOSPC
+
+
+def _process(args: list[str], cwd: Path, extra: str = "", timeout: int = 60):
+    code = LIMIT.format(extra=extra)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_a_file_size_limit_while_saving_is_one_line(tmp_path):
+    """A real EFBIG (RLIMIT_FSIZE): torch.save reports it as its own RuntimeError; the cause is told."""
+    (tmp_path / "bp.yaml").write_text(TINY)
+    fsize = "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000));"
+    for out in ("m.pt", "m.safetensors"):
+        r = _process(["build", "bp.yaml", "-o", out], tmp_path, fsize)
+        err = r.stderr.decode()
+        assert r.returncode == 1 and f"error: cannot write `{out}`: File too large" in err, err
+        assert "Traceback" not in err and "internal error" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bp.yaml"]
+
+
+# --- the long profile: every case above as its own bounded process ------------------------------------
+
+PROCESS = sorted(SAME_INPUT) if LONG else ["build-self", "search-emit-over-space"]
+
+
+@pytest.mark.parametrize("name", PROCESS)
+def test_same_input_cases_as_processes(name, tmp_path):
+    args = SAME_INPUT[name](tmp_path)
+    (tmp_path / "sub").mkdir()
+    before = _files(tmp_path)
+    r = _process(args, tmp_path, timeout=30)
+    output = r.stdout.decode() + r.stderr.decode()
+    assert r.returncode == 1 and "it is an input of this command" in output, output
+    assert "Traceback" not in output and "internal error" not in output
+    assert _files(tmp_path) == before
+
