@@ -127,8 +127,17 @@ def _state_dict_of(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a `.safetensors` file or a torch pickle (`.pt`, `.pth`, `.bin`) into named tensors.
 
+    A name `hf-hub:OWNER/NAME` (timm's spelling) is fetched into, or read from, the Hugging Face cache
+    (composer/weights/hub.py) and reported under that name.
+
     Raises WeightsError naming the file for anything unreadable, empty, foreign or unsafe.
     """
+    from .hub import is_hub_name, resolve
+
+    if is_hub_name(path):
+        ckpt = read_checkpoint(resolve(path))
+        ckpt.file = os.fspath(path)
+        return ckpt
     p = Path(path)
     _check_path(p)
     kind = file_kind(p)
