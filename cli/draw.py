@@ -9,7 +9,7 @@ import typer
 
 import composer
 
-from .common import SetOption, check_output, fail, out, parse_sets, user_errors, write_picture
+from .common import SetOption, check_output, fail, out, parse_sets, quote, user_errors, write_picture
 
 
 def draw(
@@ -28,4 +28,4 @@ def draw(
         plan = composer.plan(composer.load(file, overrides=parse_sets(set_)))
         report = composer.profile(plan)
     write_picture(lambda: draw_picture(plan, report, output), output)
-    out(f"drew {plan.name} to {output}")
+    out(f"drew {quote(plan.name)} to {output}")
