@@ -15,7 +15,7 @@ from composer.blueprint.loader import dump_text
 from composer.fileio import check_target, child, safe_name, write_text
 from composer.search import parse_budget, plot, search as run_search
 
-from .common import SetOption, check_output, command_line_error, fail, out, parse_sets, reading, si, table, user_errors, write_error, write_picture
+from .common import SetOption, check_output, command_line_error, fail, out, parse_sets, quote, reading, si, table, user_errors, write_error, write_picture
 from .profile import DType, Optimizer, bytes_text
 
 
@@ -88,7 +88,7 @@ def search(
         out(json.dumps(d, indent=2))
         return
     how = f"sampled {result.evaluated:,} of {result.size:,}" if result.sampled else f"all {result.size:,}"
-    out(f"{result.name}: {how} candidates; {result.invalid:,} invalid, {len(result.fitting):,} within "
+    out(f"{quote(result.name)}: {how} candidates; {result.invalid:,} invalid, {len(result.fitting):,} within "
         f"{_budget_text(limits)}, {len(result.front)} on the Pareto front")
     for example in result.invalid_examples:
         out(f"  invalid, e.g. {example}")

@@ -13,17 +13,22 @@ processes; the long profile (`HOSTILE_PROFILE=long`) runs every case as its own 
 from __future__ import annotations
 
 import errno
+import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 import composer
 from cli.app import app
 from composer.fileio import InputTargetError, WriteError, child, safe_name, write_text
+from composer.weights import WeightsError
 
 from .conftest import ROOT, TINY
 from .test_hostile import LONG, _check_refusal, runner
@@ -164,11 +169,12 @@ def _fail_with(err: int):
     return fsync
 
 
-@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EDQUOT])
-@pytest.mark.parametrize("command", [["build", "bp.yaml", "-o", "out.pt"], ["build", "bp.yaml", "-o", "out.safetensors"],
-                                     ["schema", "-o", "out.json"], ["draw", "bp.yaml", "-o", "out.svg"],
-                                     ["compare", "bp.yaml", "--plot", "out.png"]],
-                         ids=["build-pt", "build-safetensors", "schema", "draw", "compare-plot"])
+DISK_CASES = [(["schema", "-o", "out.json"], err) for err in (errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EDQUOT)] + [
+    (["build", "bp.yaml", "-o", "out.pt"], errno.ENOSPC), (["build", "bp.yaml", "-o", "out.safetensors"], errno.EDQUOT),
+    (["draw", "bp.yaml", "-o", "out.svg"], errno.ENOSPC), (["compare", "bp.yaml", "--plot", "out.png"], errno.EIO)]
+
+
+@pytest.mark.parametrize("command,err", DISK_CASES, ids=[f"{c[0]}-{c[-1]}-{errno.errorcode[e]}" for c, e in DISK_CASES])
 def test_a_failing_disk_is_one_line_naming_the_target(command, err, tmp_path, monkeypatch):
     (tmp_path / "bp.yaml").write_text(TINY)
     (tmp_path / command[-1]).write_bytes(b"previous")  # an existing output survives a failed write
@@ -187,7 +193,10 @@ def test_a_refused_temporary_file_is_reported_under_the_target(err, tmp_path, mo
 
     (tmp_path / "bp.yaml").write_text(TINY)
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
-    for command in (["build", "bp.yaml", "-o", "m.pt"], ["schema", "-o", "s.json"], ["export", "bp.yaml", "-o", "m.onnx"]):
+    commands = [["build", "bp.yaml", "-o", "m.pt"], ["schema", "-o", "s.json"]]
+    if err == errno.EROFS:  # an export is checked before it is written: the slowest way to meet the error
+        commands.append(["export", "bp.yaml", "-o", "m.onnx"])
+    for command in commands:
         r = _in(tmp_path, monkeypatch, command)
         _check_refusal(r, f"cannot write `{command[-1]}`: {os.strerror(err)}", False)
         assert ".tmp" not in r.output and ".abc" not in r.output
@@ -234,3 +243,110 @@ def test_same_input_cases_as_processes(name, tmp_path):
     assert "Traceback" not in output and "internal error" not in output
     assert _files(tmp_path) == before
 
+
+
+# --- 4. weights files: budgets from the directory before reading, non-finite weights refused --------
+
+def _safetensors_with_header(path: Path, header: bytes, length: int | None = None) -> Path:
+    path.write_bytes(struct.pack("<Q", len(header) if length is None else length) + header)
+    return path
+
+
+def _zip_checkpoint(path: Path, pickle_bytes: int, compress: int = zipfile.ZIP_DEFLATED) -> Path:
+    """A zip archive shaped like torch.save's, whose object stream inflates to `pickle_bytes`."""
+    with zipfile.ZipFile(path, "w", compression=compress) as z:
+        with z.open("archive/data.pkl", "w", force_zip64=True) as fh:
+            block = b"\0" * (1 << 20)
+            for _ in range(pickle_bytes >> 20):
+                fh.write(block)
+        z.writestr("archive/version", "3\n")
+    return path
+
+
+def _nan_model(tmp: Path, suffix: str) -> Path:
+    bp = composer.load(_write(tmp / "bp.yaml", TINY))
+    net = composer.build(bp)
+    with torch.no_grad():
+        net.stages[0].blocks[0].parameters().__next__().view(-1)[3] = float("nan")
+    composer.save(net, bp, tmp / f"nan{suffix}")
+    return tmp / f"nan{suffix}"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _nan_checkpoint(tmp: Path) -> Path:
+    net = composer.build(composer.load(_write(tmp / "bp.yaml", TINY)))
+    state = net.state_dict()
+    state["head.fc.bias"][0] = float("inf")
+    torch.save(state, tmp / "inf.pt")
+    return tmp / "inf.pt"
+
+
+# (id, make(tmp) -> the file, command (with {f} for it), expected words)
+WEIGHTS_CASES = {
+    "safetensors-huge-header": (lambda t: _safetensors_with_header(t / "w.safetensors", b"{}", 50_000_000),
+                                ["build", "bp.yaml", "--weights", "{f}"], "over the budget of 16,777,216"),
+    "safetensors-too-many-tensors": (
+        lambda t: _safetensors_with_header(t / "w.safetensors", json.dumps(
+            {f"t{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]} for i in range(100_001)}).encode()),
+        ["build", "bp.yaml", "--weights", "{f}"], "100,001 tensors, over the budget of 100,000"),
+    "safetensors-header-past-end": (lambda t: _safetensors_with_header(t / "w.safetensors", b"{}", 1000),
+                                    ["build", "bp.yaml", "--weights", "{f}"], "truncated or corrupt"),
+    "safetensors-header-not-json": (lambda t: _safetensors_with_header(t / "w.safetensors", b"{" * 64),
+                                    ["build", "bp.yaml", "--weights", "{f}"], "its header is not JSON"),
+    "zip-inflating-object-stream": (lambda t: _zip_checkpoint(t / "w.pt", 300 << 20),
+                                    ["build", "bp.yaml", "--weights", "{f}"], "over the budget of 268,435,456"),
+    "nan-saved-model-export": (lambda t: _nan_model(t, ".pt"), ["export", "{f}", "-o", "x.onnx"],
+                               "hold NaN or infinite values"),
+    "nan-saved-safetensors-load": (lambda t: _nan_model(t, ".safetensors"), ["export", "{f}", "-o", "x.onnx"],
+                                   "hold NaN or infinite values"),
+    "inf-checkpoint-weights": (_nan_checkpoint, ["build", "bp.yaml", "--weights", "{f}"],
+                               "tensor `head.fc.bias` hold NaN or infinite values"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHTS_CASES))
+def test_hostile_weights_files_are_refused_before_reading(name, tmp_path, monkeypatch):
+    make, command, expected = WEIGHTS_CASES[name]
+    _write(tmp_path / "bp.yaml", TINY)
+    f = make(tmp_path)
+    before = _files(tmp_path)
+    r = _in(tmp_path, monkeypatch, [a.replace("{f}", f.name) for a in command])
+    _check_refusal(r, expected, False)
+    assert f"{f.name}" in r.output  # the file is named
+    assert _files(tmp_path) == before
+
+
+def test_non_finite_weights_are_refused_by_the_library_too(tmp_path):
+    path = _nan_model(tmp_path, ".pt")
+    with pytest.raises(WeightsError, match=r"stages\.0\.blocks\.0\.\S+` hold NaN"):
+        composer.load_model(path)
+
+
+# --- 5. names shown in pictures -------------------------------------------------------------------------
+
+PICTURE_NAMES = {"mathtext": r"$\frac$", "dollars": "$5 and $6 and $", "huge": "n" * 100_000,
+                 "newlines-tabs": "a\tb", "backslashes": "\\\\x\\y"}
+
+
+@pytest.mark.parametrize("name", sorted(PICTURE_NAMES))
+def test_names_in_pictures_are_escaped_and_cut(name, tmp_path, monkeypatch):
+    import xml.etree.ElementTree as ET
+
+    text = PICTURE_NAMES[name]
+    _write(tmp_path / "bp.yaml", TINY.replace("name: tiny", f"name: {yaml_quote(text)}"))
+    _write(tmp_path / "b.yaml", TINY)
+    _write(tmp_path / "c.yaml", TINY.replace("name: tiny", "name: other"))
+    _write(tmp_path / "space.yaml", SPACE.replace("name: tiny", f"name: {yaml_quote(text)}"))
+    for command in (["draw", "bp.yaml", "-o", "d.svg"], ["compare", "bp.yaml", "b.yaml", "c.yaml", "--plot", "c.svg"],
+                    ["search", "space.yaml", "--budget", "params=1G", "--plot", "s.svg"]):
+        r = _in(tmp_path, monkeypatch, command)
+        assert r.exit_code == 0, r.output
+        assert len(r.output) < 5000  # a huge name is quoted short on the terminal too
+        words = [t.text or "" for t in ET.parse(tmp_path / command[-1]).getroot().iter("{http://www.w3.org/2000/svg}text")]
+        shown = [w for w in words if w.startswith(" ".join(text.split())[:20])]
+        assert shown, (command, words[:5])
+        assert all(len(w) < 200 for w in words)

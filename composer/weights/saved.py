@@ -22,7 +22,7 @@ import torch
 from ..blueprint import Blueprint
 from ..blueprint.loader import MAX_FILE_BYTES, dump_text
 from ..fileio import atomic_write, inputs
-from .read import _check_path, file_kind, load_pickle, weights_error
+from .read import _check_path, check_finite, check_safetensors_header, file_kind, load_pickle, weights_error
 
 FORMAT = "composer/1"
 
@@ -97,6 +97,7 @@ def read_saved(path: str | os.PathLike) -> Saved:
         from safetensors import SafetensorError
         from safetensors.torch import safe_open
 
+        check_safetensors_header(p)
         try:
             with safe_open(str(p), framework="pt") as fh:
                 metadata = dict(fh.metadata() or {})
@@ -107,7 +108,9 @@ def read_saved(path: str | os.PathLike) -> Saved:
         def tensors() -> dict[str, torch.Tensor]:
             from .read import read_safetensors
 
-            return read_safetensors(p).tensors
+            tensors = read_safetensors(p).tensors
+            check_finite(p, tensors)
+            return tensors
 
         return Saved(str(p), text, name, _once(tensors), metadata)
     if kind == "unknown":
@@ -120,7 +123,12 @@ def read_saved(path: str | os.PathLike) -> Saved:
     state = payload.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise weights_error(p, "has no `state_dict` of tensors")
-    return Saved(str(p), text, name, lambda: state, payload)
+
+    def checked() -> dict[str, torch.Tensor]:
+        check_finite(p, state)
+        return state
+
+    return Saved(str(p), text, name, _once(checked), payload)
 
 
 def _once(fn: Callable[[], Any]) -> Callable[[], Any]:
