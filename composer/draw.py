@@ -37,7 +37,7 @@ def _require_matplotlib():
     try:
         import matplotlib
     except ImportError:
-        raise ImportError("drawing needs matplotlib: pip install 'composer-vision[draw]'") from None
+        raise ImportError("drawing needs matplotlib: pip install -e '.[draw]' in composer's clone") from None
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     return plt

@@ -268,7 +268,7 @@ def require_export_extra():
         except ImportError:
             missing.append(module)
     if missing:
-        raise ExportError(f"ONNX export needs {', '.join(missing)}: pip install 'composer-vision[export]'")
+        raise ExportError(f"ONNX export needs {', '.join(missing)}: pip install -e '.[export]' in composer's clone")
     import onnxruntime
 
     return onnxruntime

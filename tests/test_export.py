@@ -26,7 +26,7 @@ from .conftest import BLUEPRINTS, ROOT
 
 ALL = sorted(p.stem for p in BLUEPRINTS.glob("*.yaml"))
 runner = CliRunner()
-ort = pytest.importorskip("onnxruntime", reason="needs the `export` extra: pip install 'composer-vision[export]'")
+ort = pytest.importorskip("onnxruntime", reason="needs the `export` extra: pip install -e '.[export]'")
 
 
 def small(name: str, sets: dict | None = None) -> composer.Blueprint:
@@ -195,7 +195,7 @@ def test_importing_composer_does_not_import_the_export_extra():
 
 def test_a_missing_extra_says_how_to_install_it(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # makes `import onnxscript` fail
-    with pytest.raises(ExportError, match=r"needs onnxscript: pip install 'composer-vision\[export\]'"):
+    with pytest.raises(ExportError, match=r"needs onnxscript: pip install -e '\.\[export\]' in composer's clone"):
         export_onnx(composer.build(small("resnet50")), tmp_path / "net.onnx")
 
 
