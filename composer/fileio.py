@@ -220,7 +220,7 @@ def _temporary_name(target: Path) -> str:
     return f".{target.name[:64]}."  # the prefix of the temporary file beside the target
 
 
-def _about_target(exc: OSError, target: Path) -> OSError:
+def _about_target(exc: OSError, target: Path, stage: str = "") -> OSError:
     """The same failure, told of the target: never the temporary file's name."""
     name = os.path.basename(str(exc.filename)) if exc.filename is not None else None
     ours = name is None or str(exc.filename) == str(target) or (
@@ -228,7 +228,7 @@ def _about_target(exc: OSError, target: Path) -> OSError:
     if isinstance(exc, (NotRegularFileError, InputTargetError)) or not ours:
         return exc  # already about the target, or about some other file
     why = exc.strerror or str(exc) or type(exc).__name__
-    return WriteError(exc.errno, why, str(target))
+    return WriteError(exc.errno, f"{stage}{why}", str(target))
 
 
 @contextlib.contextmanager
@@ -257,8 +257,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise _about_target(exc, target) from None
+            if isinstance(exc, OSError):  # before the temporary file exists, its folder refused it
+                stage = "" if tmp is not None else "its folder takes no new file: "
+                raise _about_target(exc, target, stage) from None
             if recording is not None and recording.error is not None and isinstance(exc, Exception):
                 raise _about_target(recording.error, target) from exc  # the cause of the writer's error
             raise

@@ -15,6 +15,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
+import shlex
 import struct
 import subprocess
 import sys
@@ -198,7 +200,7 @@ def test_a_refused_temporary_file_is_reported_under_the_target(err, tmp_path, mo
         commands.append(["export", "bp.yaml", "-o", "m.onnx"])
     for command in commands:
         r = _in(tmp_path, monkeypatch, command)
-        _check_refusal(r, f"cannot write `{command[-1]}`: {os.strerror(err)}", False)
+        _check_refusal(r, f"cannot write `{command[-1]}`: its folder takes no new file: {os.strerror(err)}", False)
         assert ".tmp" not in r.output and ".abc" not in r.output
 
 
@@ -300,11 +302,11 @@ WEIGHTS_CASES = {
     "zip-inflating-object-stream": (lambda t: _zip_checkpoint(t / "w.pt", 300 << 20),
                                     ["build", "bp.yaml", "--weights", "{f}"], "over the budget of 268,435,456"),
     "nan-saved-model-export": (lambda t: _nan_model(t, ".pt"), ["export", "{f}", "-o", "x.onnx"],
-                               "hold NaN or infinite values"),
+                               "holds NaN or infinite values"),
     "nan-saved-safetensors-load": (lambda t: _nan_model(t, ".safetensors"), ["export", "{f}", "-o", "x.onnx"],
-                                   "hold NaN or infinite values"),
+                                   "holds NaN or infinite values"),
     "inf-checkpoint-weights": (_nan_checkpoint, ["build", "bp.yaml", "--weights", "{f}"],
-                               "tensor `head.fc.bias` hold NaN or infinite values"),
+                               "tensor `head.fc.bias` holds NaN or infinite values"),
 }
 
 
@@ -322,7 +324,7 @@ def test_hostile_weights_files_are_refused_before_reading(name, tmp_path, monkey
 
 def test_non_finite_weights_are_refused_by_the_library_too(tmp_path):
     path = _nan_model(tmp_path, ".pt")
-    with pytest.raises(WeightsError, match=r"stages\.0\.blocks\.0\.\S+` hold NaN"):
+    with pytest.raises(WeightsError, match=r"stages\.0\.blocks\.0\.\S+` holds NaN"):
         composer.load_model(path)
 
 
@@ -350,3 +352,57 @@ def test_names_in_pictures_are_escaped_and_cut(name, tmp_path, monkeypatch):
         shown = [w for w in words if w.startswith(" ".join(text.split())[:20])]
         assert shown, (command, words[:5])
         assert all(len(w) < 200 for w in words)
+
+
+# --- the catalogue in docs/errors.md shows real output --------------------------------------------------
+
+def _doc_examples() -> list[tuple[str, str]]:
+    text = (ROOT / "docs" / "errors.md").read_text()
+    section = text[text.index("## Output files, weights files and pictures"):]
+    return re.findall(r"```sh\n\$ (.*?)\n```\n\n```text\n(.*?)\n```", section, re.S)
+
+
+def test_the_output_section_of_the_error_catalogue_is_real(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    examples = _doc_examples()
+    assert len(examples) >= 8
+    _write(tmp_path / "bp.yaml", TINY)
+    os.symlink("bp.yaml", tmp_path / "link.yaml")
+    bp = composer.load(tmp_path / "bp.yaml")
+    net = composer.build(bp)
+    with torch.no_grad():
+        net.head.fc.bias[1] = float("nan")
+    composer.save(net, bp, tmp_path / "nan.pt")
+    _safetensors_with_header(tmp_path / "huge.safetensors", b"{}", 50_000_000)
+    cache = "/home/me/.cache/huggingface/hub"  # as shown; never created: the lookup finds nothing there
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    gib = re.compile(r"\d+\.\d GiB")
+    for command, expected in examples:
+        words = shlex.split(command.removeprefix("HF_HUB_OFFLINE=1 "))
+        if command.startswith("(ulimit -f 20; "):
+            words = shlex.split(command.removeprefix("(ulimit -f 20; ").removesuffix(")"))
+            r = _process(words[1:], tmp_path, "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000));")
+            stderr = r.stderr.decode()
+        else:
+            assert words[0] == "composer"
+            r = _in(tmp_path, monkeypatch, words[1:])
+            stderr = r.stderr.replace(str(tmp_path / "hub"), cache)
+        assert gib.sub("N GiB", stderr.rstrip("\n")) == gib.sub("N GiB", expected), command
+
+
+WEIGHTS_PROCESS = sorted(WEIGHTS_CASES) if LONG else ["safetensors-huge-header"]
+
+
+@pytest.mark.parametrize("name", WEIGHTS_PROCESS)
+def test_weights_cases_as_processes(name, tmp_path):
+    make, command, expected = WEIGHTS_CASES[name]
+    _write(tmp_path / "bp.yaml", TINY)
+    f = make(tmp_path)
+    before = _files(tmp_path)
+    r = _process([a.replace("{f}", f.name) for a in command], tmp_path, timeout=60)
+    output = r.stdout.decode() + r.stderr.decode()
+    assert r.returncode == 1 and expected in output, output
+    assert "Traceback" not in output and "internal error" not in output
+    assert _files(tmp_path) == before

@@ -82,7 +82,7 @@ def resolve(spec: str | os.PathLike) -> Path:
     cache = constants.HF_HUB_CACHE
     if offline:
         raise weights_error(spec, f"not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE=1 forbids downloading",
-                            f"fetch it once online (unset HF_HUB_OFFLINE), or copy the cache folder "
+                            f"fetch it once online, without HF_HUB_OFFLINE, or copy the cache folder "
                             f"models--{repo.replace('/', '--')} into {cache}")
     raise weights_error(spec, f"the repository has none of {', '.join(FILES)} in the cache ({cache}) or on the Hub",
                         "is the Hub reachable from here? set HF_HUB_OFFLINE=1 to use the cache only")

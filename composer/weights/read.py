@@ -134,7 +134,7 @@ def check_finite(file: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> N
     if bad:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise weights_error(file, f"tensor{'s' if len(bad) > 1 else ''} {', '.join(f'`{k}`' for k in bad[:5])}{more} "
-                                  "hold NaN or infinite values",
+                                  f"hold{'' if len(bad) > 1 else 's'} NaN or infinite values",
                             "the run that wrote them diverged; use an earlier checkpoint")
 
 
