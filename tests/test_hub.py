@@ -91,7 +91,9 @@ def test_pytorch_model_bin_is_the_fallback(offline_cache, tmp_path):
     pt = tmp_path / "w.bin"
     torch.save(tensors, pt)
     lay_out_cache(offline_cache, "timm/convnext_atto.d2_in1k", {"pytorch_model.bin": pt.read_bytes()})
-    net = composer.build(blueprint_for(name), weights="hf-hub:timm/convnext_atto.d2_in1k")
+    # a Path, as a command-line option typed Path passes it (train --weights)
+    net = composer.build(blueprint_for(name), weights=Path("hf-hub:timm/convnext_atto.d2_in1k"))
+    assert net.weights_report.file == "hf-hub:timm/convnext_atto.d2_in1k"
     io = load_file(DATA / f"{name}.io.safetensors")
     assert (logits(net, io["input"]) - io["logits"]).abs().max().item() <= 1e-5 * max(1.0, io["logits"].abs().max().item())
 
