@@ -10,7 +10,7 @@ import typer
 
 import composer
 
-from .common import SetOption, check_output, fail, out, parse_sets, shape, table, user_errors, write_error
+from .common import SetOption, check_output, fail, out, parse_sets, reading, shape, table, user_errors, write_error
 
 
 def build(
@@ -30,6 +30,7 @@ def build(
     set_: SetOption = None,
 ) -> None:
     """Build the network and print its stages, output shapes and parameters."""
+    reading(file, weights, weights_blueprint)
     with user_errors():
         bp = composer.load(file, overrides=parse_sets(set_))
         plan = composer.plan(bp)

@@ -11,7 +11,7 @@ import typer
 from composer.blueprint import BlueprintError, Problem
 from composer.blueprint.errors import printable
 from composer.blueprint.loader import load_value
-from composer.fileio import Interrupted, check_target
+from composer.fileio import Interrupted, WriteError, check_target, forget_inputs, reading as _reading
 
 STATE = {"debug": False}
 
@@ -46,9 +46,23 @@ def command_line_error(message: str) -> BlueprintError:
     return BlueprintError(Problem(message, (), "<command line>"))
 
 
+def reading(*paths: Any) -> None:
+    """Declare the files this command reads (blueprints, weights, images, ...): no output of the
+    command may replace one of them, whatever the spelling of its path (composer.fileio.reading).
+    Call it before `check_output`."""
+    _reading(*paths)
+
+
+def new_command() -> None:
+    """Every command starts with no declared input (the app's callback calls this)."""
+    forget_inputs()
+
+
 def write_error(path: Any, exc: OSError) -> None:
-    """One line for any reason a file cannot be written (and exit 1)."""
-    fail(f"cannot write `{path}`: {exc.strerror or exc}")
+    """One line for any reason a file cannot be written (and exit 1): the target's name, never a
+    temporary file's, and the system's reason."""
+    target = exc.filename if isinstance(exc, WriteError) and exc.filename else path
+    fail(f"cannot write `{target}`: {exc.strerror or exc}")
 
 
 def write_picture(render: Callable[[], None], path: Any) -> None:
@@ -61,9 +75,11 @@ def write_picture(render: Callable[[], None], path: Any) -> None:
         write_error(path, exc)
 
 
-def check_output(path: Any) -> None:
+def check_output(path: Any, *inputs: Any) -> None:
     """Refuse an output path before the work that fills it: a missing directory, a directory or
-    device at the path, a name too long, ..."""
+    device at the path, a name too long, one of the command's inputs (declared with `reading`, or
+    given here), ..."""
+    reading(*inputs)
     try:
         check_target(path)
     except OSError as exc:
@@ -92,6 +108,8 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt as exc:
         typer.echo(f"error: {exc if isinstance(exc, Interrupted) else 'interrupted'}; no file was changed", err=True)
         raise typer.Exit(1) from None
+    except WriteError as exc:  # the target of a write, never its temporary file
+        fail(f"cannot write `{exc.filename}`: {exc.strerror or exc}")
     except OSError as exc:  # a file that cannot be read or written: the system's reason, on one line
         where = f" `{exc.filename}`" if exc.filename else ""
         fail(f"cannot access{where}: {exc.strerror or exc}")

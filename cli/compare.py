@@ -12,7 +12,7 @@ import composer
 from composer.blueprint import BlueprintError
 from composer.compare import compare as compare_rows, plot
 
-from .common import SetOption, check_output, fail, out, parse_sets, si, table, user_errors, write_picture
+from .common import SetOption, check_output, fail, out, parse_sets, quote, reading, si, table, user_errors, write_picture
 from .profile import DType, Optimizer, bytes_text
 
 
@@ -28,6 +28,7 @@ def compare(
     set_: SetOption = None,
 ) -> None:
     """Compare networks: parameters, MACs, per-stage split and (with --train) training memory."""
+    reading(*files)
     if train and batch is None:
         fail("`--train` needs `--batch N`, the batch of the training step")
     if plot_file is not None:
@@ -57,7 +58,7 @@ def compare(
     for r in rows:
         split = " ".join(f"{name} {100 * p['share']:.0f}%" for name, p in r.parts.items())
         memory = [bytes_text(r.train_memory)] if train else []
-        lines.append([r.name, "x".join(map(str, r.input)), f"{r.params:,}", si(r.macs), *memory, split])
+        lines.append([quote(r.name), "x".join(map(str, r.input)), f"{r.params:,}", si(r.macs), *memory, split])
     out(table(lines, right={2, 3} | ({4} if train else set())))
     if train:
         out(f"training memory: batch {batch}, {dtype.value}, {optimizer.value} (weights, gradients, optimizer state, saved activations)")

@@ -9,7 +9,7 @@ import typer
 
 import composer
 
-from .common import SetOption, check_output, fail, out, parse_sets, user_errors, write_picture
+from .common import SetOption, check_output, fail, out, parse_sets, quote, user_errors, write_picture
 
 
 def draw(
@@ -23,9 +23,9 @@ def draw(
 
     if output.suffix.lower().lstrip(".") not in FORMATS:
         fail(f"cannot draw to `{output}`: the file must end in .svg or .png")
-    check_output(output)
+    check_output(output, file)
     with user_errors():
         plan = composer.plan(composer.load(file, overrides=parse_sets(set_)))
         report = composer.profile(plan)
     write_picture(lambda: draw_picture(plan, report, output), output)
-    out(f"drew {plan.name} to {output}")
+    out(f"drew {quote(plan.name)} to {output}")

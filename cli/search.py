@@ -12,10 +12,10 @@ import yaml
 
 from composer.blueprint import read_file
 from composer.blueprint.loader import dump_text
-from composer.fileio import write_text
+from composer.fileio import check_target, child, safe_name, write_text
 from composer.search import parse_budget, plot, search as run_search
 
-from .common import SetOption, check_output, command_line_error, fail, out, parse_sets, si, table, user_errors, write_error, write_picture
+from .common import SetOption, check_output, command_line_error, fail, out, parse_sets, quote, reading, si, table, user_errors, write_error, write_picture
 from .profile import DType, Optimizer, bytes_text
 
 
@@ -33,6 +33,7 @@ def search(
     set_: SetOption = None,
 ) -> None:
     """Enumerate (or sample) a space, keep the networks within the budget, report their Pareto front."""
+    reading(space)
     if emit is not None and emit.exists() and not emit.is_dir():
         fail(f"cannot emit into `{emit}`: it is not a directory")
     if plot_file is not None:
@@ -62,13 +63,17 @@ def search(
     front = result.front[:top]
     written = []
     if emit is not None:
+        # file names from the space's name (text from a file): one plain name inside the folder each
+        stem = safe_name(result.name, fallback="space", limit=100)
+        paths = [child(emit, f"{stem}-{c.index}.yaml") for c in front]
         try:
             emit.mkdir(parents=True, exist_ok=True)
-            for rank, c in enumerate(front, 1):
-                path = emit / f"{result.name}-{c.index}.yaml"
+            for path in paths:  # every target checked before the first is written: all or none refused
+                check_target(path)
+            for rank, (c, path) in enumerate(zip(front, paths), 1):
                 data = {**c.data, "name": f"{result.name}-{c.index}"}
                 picks = ", ".join(f"{k}={_flow(v)}" for k, v in c.picks.items())
-                header = (f"# Candidate {c.index} of the space {space.name} (rank {rank} of its Pareto front):\n"
+                header = (f"# Candidate {c.index} of the space {safe_name(space.name, limit=200)} (rank {rank} of its Pareto front):\n"
                           f"# {picks}\n# {c.params:,} parameters, {si(c.macs)}MACs\n")
                 write_text(path, header + dump_text(data))  # reads back exactly as written
                 written.append(path)
@@ -83,7 +88,7 @@ def search(
         out(json.dumps(d, indent=2))
         return
     how = f"sampled {result.evaluated:,} of {result.size:,}" if result.sampled else f"all {result.size:,}"
-    out(f"{result.name}: {how} candidates; {result.invalid:,} invalid, {len(result.fitting):,} within "
+    out(f"{quote(result.name)}: {how} candidates; {result.invalid:,} invalid, {len(result.fitting):,} within "
         f"{_budget_text(limits)}, {len(result.front)} on the Pareto front")
     for example in result.invalid_examples:
         out(f"  invalid, e.g. {example}")

@@ -19,13 +19,25 @@ from .profile import Profile
 
 FORMATS = ("svg", "png")
 _MAP, _TOKENS, _EDGE = "#d8e8f4", "#fbe3c8", "#e6e6e6"
+NAME_LIMIT = 60  # characters of a name shown in a picture (draw, compare --plot, search --plot)
+
+
+def picture_text(text: str, limit: int = NAME_LIMIT) -> str:
+    """A name from a file as a picture shows it: on one line, cut to `limit` characters (a huge
+    name would take matplotlib minutes to lay out), dollar signs escaped (matplotlib reads `$...$`
+    as mathtext and fails on what it cannot parse), lone surrogates replaced (SVG is UTF-8)."""
+    text = " ".join(str(text).split())
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    if len(text) > limit:
+        text = text[: limit - 1] + "\u2026"
+    return text.replace("$", r"\$")
 
 
 def _require_matplotlib():
     try:
         import matplotlib
     except ImportError:
-        raise ImportError("drawing needs matplotlib: pip install 'composer-vision[draw]'") from None
+        raise ImportError("drawing needs matplotlib: pip install -e '.[draw]' in composer's clone") from None
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     return plt
@@ -87,7 +99,7 @@ def draw(plan: Plan, profile: Profile, path: str | os.PathLike) -> None:
         top.set_xlim(-0.3, max(width, 7.0) - 0.3)
         top.set_ylim(-0.9, box_h + 0.5)
         top.axis("off")
-        top.set_title(f"{plan.name}: {profile.params:,} parameters, {profile.macs / 1e9:.3f} GMACs "
+        top.set_title(f"{picture_text(plan.name)}: {profile.params:,} parameters, {profile.macs / 1e9:.3f} GMACs "
                       f"at {_shape(plan.input_shape)}", fontsize=11)
         prev_fmt = "map"
         for i, b in enumerate(boxes):

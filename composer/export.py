@@ -9,6 +9,11 @@ batch dimension free. The file is written atomically and only after the check pa
 outputs differ from PyTorch's by more than `tolerance` is never written. When the exporter fails,
 the parts of the network are exported one by one to name the block that cannot be exported.
 
+The file says how to use the network: the input is named `images` and the output `logits`, and
+the facts a user needs travel inside it (`ExportFacts`: class names when the model knows them,
+mean, std, input size, crop_pct): ONNX metadata_props (strings, lists as JSON), and in a `.pt2`
+the extra file `composer.json` (`torch.export.load(f, extra_files={"composer.json": ""})`).
+
 ONNX needs the optional `export` extra (onnx, onnxscript, onnxruntime); `import composer` does not
 import them.
 """
@@ -17,12 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -33,6 +39,9 @@ from .fileio import atomic_write
 TOLERANCE = 1e-4
 ONNX_LIMIT = 2**31 - 1  # protobuf's limit on one serialised ONNX model
 FORMATS = {"onnx": ".onnx", "export": ".pt2"}
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+FACTS_FILE = "composer.json"  # the facts inside a .pt2 archive
+MAX_SIDE = 16384  # the blueprint language's limit on input.size
 
 
 class ExportError(Exception):
@@ -49,16 +58,115 @@ class ExportReport:
     tolerance: float
     bytes: int
     checked_with: str  # "onnxruntime 1.x" or "torch.export.load"
+    facts: "ExportFacts | None" = None
+
+
+@dataclass(frozen=True)
+class ExportFacts:
+    """What a user of the exported file needs to feed it and read its answer."""
+
+    input_size: tuple[int, int, int]  # (C, H, W) of `images`
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pct: float
+    classes: tuple[str, ...] | None = None  # None: the model does not know its class names
+    normalisation_from: str = "composer's default recipe"  # or "the training recipe"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, str]:
+        """String keys and values (ONNX metadata_props); lists as JSON."""
+        out = {
+            "producer": "composer",
+            "input": f"{INPUT_NAME}: float32 (batch, {', '.join(map(str, self.input_size))}), RGB scaled to 0-1, "
+                     "then (x - mean) / std per channel",
+            "output": f"{OUTPUT_NAME}: float32 (batch, {self.num_classes}), before softmax"
+                      if self.num_classes else f"{OUTPUT_NAME}: float32 (batch, features); the network has no classifier",
+            "input_size": json.dumps(list(self.input_size)),
+            "num_classes": str(self.num_classes),
+            "mean": json.dumps(list(self.mean)),
+            "std": json.dumps(list(self.std)),
+            "crop_pct": repr(self.crop_pct),
+            "normalisation_from": self.normalisation_from,
+        }
+        if self.classes is not None:
+            out["classes"] = json.dumps(list(self.classes), ensure_ascii=False)
+        else:
+            out["classes_note"] = ("the model does not know its class names (a blueprint or a built model); "
+                                   "outputs are class indices 0 to num_classes - 1")
+        return {**self.extra, **out}
+
+    def summary(self) -> str:
+        names = (f"{len(self.classes)} class names" if self.classes is not None
+                 else "no class names (export a training checkpoint for them)")
+        return (f"metadata: {names}, mean {list(self.mean)}, std {list(self.std)} ({self.normalisation_from}), "
+                f"input {'x'.join(map(str, self.input_size))}, crop_pct {self.crop_pct:g}; "
+                f"`{INPUT_NAME}` -> `{OUTPUT_NAME}`")
+
+
+def facts_for(net: nn.Module, entries: Mapping[str, Any] | None = None,
+              size: int | tuple[int, int] | None = None) -> ExportFacts:
+    """The facts of `net` from a saved model's entries (a training checkpoint holds its class names
+    and recipe); what the entries do not say comes from composer's default recipe."""
+    from .train.recipe import AugmentConfig
+
+    entries = entries or {}
+    c, h, w = net.input_shape
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else size
+    recipe = entries.get("recipe")
+    augment, origin = AugmentConfig(), "composer's default recipe"
+    if isinstance(recipe, Mapping) and isinstance(recipe.get("augment", {}), Mapping):
+        try:
+            augment, origin = AugmentConfig.model_validate(recipe.get("augment", {})), "the training recipe"
+        except ValueError:
+            pass  # a recipe this composer does not read: say the defaults, not a guess
+    names = entries.get("classes")
+    n = int(getattr(net, "num_classes", 0) or 0)
+    classes = (tuple(names) if isinstance(names, (list, tuple)) and len(names) == n and n
+               and all(isinstance(x, str) for x in names) else None)
+    return ExportFacts((c, h, w), n, tuple(augment.mean), tuple(augment.std), float(augment.crop_pct), classes, origin)
+
+
+def check_room(plan, batch: int = 1) -> None:
+    """Refuse, before any tensor exists, an export whose forward pass would not fit in this
+    process's memory: weights plus the activations a training step at that size saves (an upper
+    bound of a forward pass's), from a count on meta tensors."""
+    from .api import available_memory, train_memory
+
+    from .blueprint import BlueprintError
+
+    counted = max(batch, 2)  # BatchNorm in training mode needs two values per channel to be counted
+    try:
+        memory = train_memory(plan, batch=counted)
+    except BlueprintError:
+        raise
+    except Exception:  # a block that cannot run on meta tensors (data-dependent): the exporter names it
+        return
+    need = memory.weights + memory.activations * batch / counted
+    have = available_memory()
+    if need > 0.8 * have:
+        c, h, w = plan.input_shape
+        raise ExportError(f"exporting at {h}x{w} (batch {batch}) needs about {need / 2**30:.1f} GiB, more than the "
+                          f"{have / 2**30:.1f} GiB this process may use; export at a smaller `--size`")
 
 
 def example_input(net: nn.Module, size: int | tuple[int, int] | None = None, batch: int = 1,
                   dynamic_batch: bool = False) -> torch.Tensor:
     """A fixed (seeded) input of the network's input shape, at `size` if given."""
+    from .api import available_memory
+
     c, h, w = net.input_shape
     if dynamic_batch:
         batch = max(batch, 2)  # torch.export specialises a dimension of size 1 to a constant
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
+    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):  # before the tensor exists
+        from .features import InputSizeError
+        raise InputSizeError(f"an input of {h}x{w}: each side must be 1 to {MAX_SIDE:,}, as a blueprint's input.size")
+    if 4 * (batch + 2) * c * h * w > 0.5 * available_memory():  # the example and the check input
+        raise ExportError(f"an example input of {batch}x{c}x{h}x{w} does not fit in this process's memory; "
+                          "export at a smaller `--size`")
     x = torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(0))
     check_input(x, net.input_shape, getattr(net, "fixed_size", None))
     return x
@@ -66,18 +174,28 @@ def example_input(net: nn.Module, size: int | tuple[int, int] | None = None, bat
 
 def export_onnx(net: nn.Module, path: str | os.PathLike, *, size: int | tuple[int, int] | None = None,
                 batch: int = 1, dynamic_batch: bool = False, tolerance: float = TOLERANCE,
-                opset: int | None = None) -> ExportReport:
+                opset: int | None = None, facts: ExportFacts | None = None) -> ExportReport:
     """Export `net` to ONNX with torch.onnx, run the result in onnxruntime on a seeded input and
-    compare with PyTorch; write `path` (atomically) only when the outputs agree within `tolerance`."""
+    compare with PyTorch; write `path` (atomically) only when the outputs agree within `tolerance`.
+    The input is named `images`, the output `logits`; `facts` (default: `facts_for(net)`) go into
+    the model's metadata_props."""
     ort = require_export_extra()
+    import onnx
+
     x = example_input(net, size, batch, dynamic_batch)
+    facts = facts or facts_for(net, size=size)
 
     def convert(module: nn.Module, args: tuple) -> bytes:
-        dims = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch and module is net else None
+        whole = module is net
+        dims = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch and whole else None
+        names = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME]) if whole else {}
         with _quiet():
             program = torch.onnx.export(module, args, dynamo=True, dynamic_shapes=dims, opset_version=opset,
-                                        verbose=False)
-        return program.model_proto.SerializeToString()
+                                        verbose=False, **names)
+        model = program.model_proto
+        if whole:
+            onnx.helper.set_model_props(model, facts.metadata())
+        return model.SerializeToString()
 
     with _eval(net):
         data = _export_or_locate(net, x, convert, "ONNX")
@@ -93,21 +211,27 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, *, size: int | tuple[in
         with atomic_write(path) as fh:
             fh.write(data)
     return ExportReport(Path(path), "onnx", tuple(x.shape), dynamic_batch, diff, tolerance, len(data),
-                        f"onnxruntime {ort.__version__}")
+                        f"onnxruntime {ort.__version__}", facts)
 
 
 def export_program(net: nn.Module, path: str | os.PathLike, *, size: int | tuple[int, int] | None = None,
-                   batch: int = 1, dynamic_batch: bool = False, tolerance: float = TOLERANCE) -> ExportReport:
+                   batch: int = 1, dynamic_batch: bool = False, tolerance: float = TOLERANCE,
+                   facts: ExportFacts | None = None) -> ExportReport:
     """Export `net` with torch.export and save the program (`.pt2`); the saved bytes are loaded back
-    with torch.export.load and compared with PyTorch before `path` is written (atomically)."""
+    with torch.export.load and compared with PyTorch before `path` is written (atomically). The
+    input is named `images`; `facts` (default: `facts_for(net)`) are the archive's extra file
+    `composer.json`, as JSON (the same keys and values as the ONNX metadata)."""
     x = example_input(net, size, batch, dynamic_batch)
+    facts = facts or facts_for(net, size=size)
 
     def convert(module: nn.Module, args: tuple) -> bytes:
-        dims = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch and module is net else None
-        with _quiet():
-            program = torch.export.export(module, args, dynamic_shapes=dims)
+        whole = module is net
+        dims = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch and whole else None
+        with _quiet():  # the whole network's argument is called `images`, as in the ONNX file
+            program = torch.export.export(_Named(module) if whole else module, args, dynamic_shapes=dims)
         buf = io.BytesIO()
-        torch.export.save(program, buf)
+        torch.export.save(program, buf, extra_files={FACTS_FILE: json.dumps(facts.metadata(), ensure_ascii=False)}
+                          if whole else None)
         return buf.getvalue()
 
     with _eval(net):
@@ -121,7 +245,18 @@ def export_program(net: nn.Module, path: str | os.PathLike, *, size: int | tuple
         with atomic_write(path) as fh:
             fh.write(data)
     return ExportReport(Path(path), "export", tuple(x.shape), dynamic_batch, diff, tolerance, len(data),
-                        "torch.export.load")
+                        "torch.export.load", facts)
+
+
+class _Named(nn.Module):
+    """The network with its input called `images` (torch.export names inputs after the arguments)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
 
 
 def require_export_extra():
@@ -133,7 +268,7 @@ def require_export_extra():
         except ImportError:
             missing.append(module)
     if missing:
-        raise ExportError(f"ONNX export needs {', '.join(missing)}: pip install 'composer-vision[export]'")
+        raise ExportError(f"ONNX export needs {', '.join(missing)}: pip install -e '.[export]' in composer's clone")
     import onnxruntime
 
     return onnxruntime

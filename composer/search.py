@@ -1,8 +1,9 @@
 """search: a space of blueprints -> each candidate's cost -> those within a budget -> the Pareto front.
 
-The front holds the largest networks the budget affords: no other candidate within the budget is at
-least as large on every figure (MACs, parameters, training memory) and larger on one. Each member
-spends the budget differently (more compute, more weights, more activations).
+The front holds the largest networks the budget affords: capacity (MACs, parameters) is what a budget
+buys, training memory what it costs. A candidate is beaten when another has at least its MACs and
+its parameters without needing more memory, and is better on one of the three; the front holds the
+candidates no other beats. Each member is a different trade (more compute, more weights, less memory).
 
 A space is a blueprint in which some values are choices, spelled as a mapping with one key:
 
@@ -242,19 +243,31 @@ def _amount(text: str, units: dict[str, float], key: str) -> float:
 
 # --- the search -------------------------------------------------------------------------------------
 
+def _merit(c: Candidate) -> tuple:
+    """The figures, each oriented so that larger is better: MACs, parameters, and (when estimated)
+    training memory negated, because memory is a cost."""
+    return (c.macs, c.params) if c.train_memory is None else (c.macs, c.params, -c.train_memory)
+
+
+def dominates(b: Candidate, a: Candidate) -> bool:
+    """b beats a: at least a's MACs and parameters, no more training memory, better on one."""
+    mb, ma = _merit(b), _merit(a)
+    return all(x >= y for x, y in zip(mb, ma)) and mb != ma
+
+
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
-    """The largest networks a budget affords: the candidates that no other candidate matches or exceeds
-    on every figure (MACs, parameters, training memory when estimated) while exceeding it on one.
-    Each is a different way of spending the budget; largest MACs first. Equal figures keep the first.
+    """The candidates no other beats (`dominates`): the largest networks for their memory. Each is a
+    different way of spending the budget; largest MACs first. Equal figures keep the first.
     """
     front: list[Candidate] = []
     seen: set[tuple] = set()
-    for c in sorted(candidates, key=lambda c: tuple(-v for v in c.figures().values())):
-        f = tuple(c.figures().values())
+    # best first on every oriented figure: whatever beats a candidate comes before it, and if that
+    # one is beaten itself, what beats it is already on the front (dominance is transitive)
+    for c in sorted(candidates, key=lambda c: tuple(-v for v in _merit(c))):
+        f = _merit(c)
         if f in seen:
             continue
-        # sorted from the largest down, so a candidate that dominates c is already on the front
-        if any(all(a >= b for a, b in zip(o.figures().values(), f)) for o in front):
+        if any(all(a >= b for a, b in zip(_merit(o), f)) for o in front):
             continue
         seen.add(f)
         front.append(c)
@@ -320,7 +333,7 @@ def plot(result: SearchResult, path) -> None:
     budget limits dashed; written atomically (.png or .svg)."""
     from pathlib import Path
 
-    from .draw import _require_matplotlib
+    from .draw import _require_matplotlib, picture_text
     from .fileio import atomic_write
 
     target = Path(path)
@@ -328,23 +341,39 @@ def plot(result: SearchResult, path) -> None:
     if fmt not in ("png", "svg"):
         raise ValueError(f"cannot plot to `{target.name}`: the file must end in .png or .svg")
     plt = _require_matplotlib()
+    memory = result.budget.train_memory is not None
+    fitting, front = result.fitting, result.front
     with plt.rc_context({"svg.fonttype": "none", "font.size": 9}):
-        fig, ax = plt.subplots(figsize=(7.5, 5.5))
-        ax.scatter([c.macs / 1e9 for c in result.fitting], [c.params / 1e6 for c in result.fitting], s=10,
-                   color="#9ab6d6", label=f"within budget ({len(result.fitting):,})")
+        # with training memory, a second panel puts memory (the cost) against parameters
+        fig, axes = plt.subplots(1, 2 if memory else 1, figsize=(13, 5.5) if memory else (7.5, 5.5), squeeze=False)
+        ax = axes[0][0]
+        ax.scatter([c.macs / 1e9 for c in fitting], [c.params / 1e6 for c in fitting], s=10,
+                   color="#9ab6d6", label=f"within budget ({len(fitting):,})")
         # with training memory the front has three figures, so in this plane it is no staircase: markers only
-        ax.scatter([c.macs / 1e9 for c in result.front], [c.params / 1e6 for c in result.front], s=28,
-                   color="#c03020", edgecolors="#601010", label=f"Pareto front ({len(result.front)})")
+        ax.scatter([c.macs / 1e9 for c in front], [c.params / 1e6 for c in front], s=28,
+                   color="#c03020", edgecolors="#601010", label=f"Pareto front ({len(front)})")
         if result.budget.macs is not None:
             ax.axvline(result.budget.macs / 1e9, linestyle="--", color="#555555", linewidth=1)
         if result.budget.params is not None:
             ax.axhline(result.budget.params / 1e6, linestyle="--", color="#555555", linewidth=1)
         ax.set_xlabel("GMACs per image")
         ax.set_ylabel("parameters (M)")
-        ax.set_title(f"{result.name}: {result.evaluated:,} candidates evaluated"
+        ax.set_title(f"{picture_text(result.name)}: {result.evaluated:,} candidates evaluated"
                      + (" (sampled)" if result.sampled else ""))
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best", framealpha=0.9)
+        if memory:
+            right = axes[0][1]
+            right.scatter([c.train_memory / 2**30 for c in fitting], [c.params / 1e6 for c in fitting], s=10,
+                          color="#9ab6d6", label="within budget")
+            right.scatter([c.train_memory / 2**30 for c in front], [c.params / 1e6 for c in front], s=28,
+                          color="#c03020", edgecolors="#601010", label="Pareto front (less memory is better)")
+            right.axvline(result.budget.train_memory / 2**30, linestyle="--", color="#555555", linewidth=1)
+            right.set_xlabel(f"training memory (GiB) at batch {result.budget.batch}")
+            right.set_ylabel("parameters (M)")
+            right.set_title("memory is a cost: the front is up and to the left")
+            right.grid(True, alpha=0.3)
+            right.legend(loc="best", framealpha=0.9)
         try:
             with atomic_write(target, "wb") as fh:
                 fig.savefig(fh, format=fmt, dpi=150 if fmt == "png" else None, bbox_inches="tight")

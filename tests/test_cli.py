@@ -99,3 +99,33 @@ def test_set_values_are_read_like_blueprint_files():
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["validate", vit, "--set", "stages.0.depth=[1,"])
     assert r.exit_code == 1 and "<command line>: `--set stages.0.depth=[1,`: the value is not valid YAML" in r.stderr
+
+
+def _help_commands():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    return group, sorted(group.commands)
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.replace("│", " ").replace("╭", " ").replace("╰", " ").split())
+
+
+def test_every_help_shows_its_texts_whole_and_no_value_type_on_flags():
+    """Square brackets in help texts are words (rich markup would drop `[low, high, step]`), and a flag,
+    which takes no value, shows no `<bool>`: for every command and the app itself."""
+    group, names = _help_commands()
+    assert len(names) >= 12
+    for name in [None, *names]:
+        command = group if name is None else group.commands[name]
+        r = runner.invoke(app, ([name] if name else []) + ["--help"], env={"COLUMNS": "400"})
+        assert r.exit_code == 0, (name, r.output)
+        assert "<bool>" not in r.output, name
+        shown = _flat(r.output)
+        for param in command.params:
+            if getattr(param, "help", None):
+                text = _flat(param.help.replace("\\[", "["))
+                assert text in shown, (name, param.name, text)
+    r = runner.invoke(app, ["search", "--help"], env={"COLUMNS": "400"})
+    assert "{range: [low, high, step]}" in r.output

@@ -84,3 +84,39 @@ def test_compare_errors(write, tmp_path):
     bad = write((BLUEPRINTS / "resnet50.yaml").read_text().replace("depth: 6", "depth: 0"))
     r = runner.invoke(app, ["compare", FILES[0], str(bad)])
     assert r.exit_code == 1 and f"{bad}:15:" in r.output and "stages[2].depth" in r.output
+
+
+def _label_boxes(rows):
+    from matplotlib.text import Text
+
+    import matplotlib.pyplot as plt
+    from composer.compare import figure
+
+    fig = figure(rows)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        return [(a.get_text(), Text.get_window_extent(a, renderer)) for a in fig.composer_labels]
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("count", [3, 6, 12])
+def test_compare_plot_labels_never_overlap(count):
+    """Networks with (nearly) the same figures: their labels' boxes, as the renderer lays them out, are apart."""
+    from composer.compare import Row
+
+    rows = [Row(f"network-{i}-with-a-long-name", None, [3, 64, 64], 1_000_000 + i, 2_000_000 + 3 * i, {})
+            for i in range(count)]
+    boxes = _label_boxes(rows)
+    assert sorted(t for t, _ in boxes) == sorted(r.name for r in rows)
+    for i, (a, box_a) in enumerate(boxes):
+        for b, box_b in boxes[i + 1:]:
+            assert not box_a.overlaps(box_b), (a, b)
+
+
+def test_compare_plot_of_three_real_networks_has_separate_labels():
+    plans = [composer.plan(composer.load(f, overrides={"input.size": 64})) for f in FILES]
+    boxes = _label_boxes(compare(plans))
+    assert len(boxes) == 3
+    assert not any(a.overlaps(b) for i, (_, a) in enumerate(boxes) for _, b in boxes[i + 1:])

@@ -26,7 +26,7 @@ from .conftest import BLUEPRINTS, ROOT
 
 ALL = sorted(p.stem for p in BLUEPRINTS.glob("*.yaml"))
 runner = CliRunner()
-ort = pytest.importorskip("onnxruntime", reason="needs the `export` extra: pip install 'composer-vision[export]'")
+ort = pytest.importorskip("onnxruntime", reason="needs the `export` extra: pip install -e '.[export]'")
 
 
 def small(name: str, sets: dict | None = None) -> composer.Blueprint:
@@ -195,7 +195,7 @@ def test_importing_composer_does_not_import_the_export_extra():
 
 def test_a_missing_extra_says_how_to_install_it(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # makes `import onnxscript` fail
-    with pytest.raises(ExportError, match=r"needs onnxscript: pip install 'composer-vision\[export\]'"):
+    with pytest.raises(ExportError, match=r"needs onnxscript: pip install -e '\.\[export\]' in composer's clone"):
         export_onnx(composer.build(small("resnet50")), tmp_path / "net.onnx")
 
 
@@ -312,3 +312,72 @@ def test_cli_exports_a_model_saved_as_safetensors_and_checks_its_options_first(t
                           (["--tolerance", "-1", "-o", str(tmp_path / "n.onnx")], "expected a finite number")]:
         r = runner.invoke(app, ["export", str(tmp_path / "m.safetensors"), *args])
         assert r.exit_code == 1 and message in r.output and "exporting" not in r.output, r.output
+
+
+# -- what the exported file says about itself ----------------------------------------------------------
+
+CLASSES = ["cat", "dog", "10", "caf\u00e9", "=SUM(A1)", "a,b", "7", "8", "9", "zebra"]
+RECIPE = {"augment": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "crop_pct": 0.9}}
+
+
+def _checkpoint(tiny_text, write, tmp_path):
+    """A model saved as a training run saves it: class names and the recipe beside the weights."""
+    bp = composer.load(write(tiny_text))
+    composer.save(composer.build(bp), bp, tmp_path / "best.pt", extra={"classes": CLASSES, "recipe": RECIPE})
+    return tmp_path / "best.pt"
+
+
+def test_onnx_metadata_names_every_class_and_the_normalisation(tiny_text, write, tmp_path):
+    import json
+
+    import onnx
+
+    r = runner.invoke(app, ["export", str(_checkpoint(tiny_text, write, tmp_path)), "-o", str(tmp_path / "m.onnx")])
+    assert r.exit_code == 0, r.output
+    assert "metadata: 10 class names, mean [0.5, 0.4, 0.3], std [0.2, 0.25, 0.3] (the training recipe)" in r.output
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["classes"]) == CLASSES and meta["num_classes"] == "10"
+    assert json.loads(meta["mean"]) == [0.5, 0.4, 0.3] and json.loads(meta["std"]) == [0.2, 0.25, 0.3]
+    assert json.loads(meta["input_size"]) == [3, 32, 32] and float(meta["crop_pct"]) == 0.9
+    assert [i.name for i in model.graph.input] == ["images"] and [o.name for o in model.graph.output] == ["logits"]
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map["classes"] == meta["classes"]
+    (logits,) = session.run(["logits"], {"images": torch.randn(1, 3, 32, 32).numpy()})
+    assert logits.shape == (1, len(CLASSES))
+
+
+def test_pt2_carries_the_same_facts(tiny_text, write, tmp_path):
+    import json
+
+    r = runner.invoke(app, ["export", str(_checkpoint(tiny_text, write, tmp_path)), "-f", "export",
+                            "-o", str(tmp_path / "m.pt2")])
+    assert r.exit_code == 0, r.output
+    extra = {"composer.json": ""}
+    program = torch.export.load(tmp_path / "m.pt2", extra_files=extra)
+    meta = json.loads(extra["composer.json"])
+    assert json.loads(meta["classes"]) == CLASSES and json.loads(meta["std"]) == [0.2, 0.25, 0.3]
+    assert [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"] == ["images"]
+    assert program.module()(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_a_blueprint_export_says_it_knows_no_class_names(tiny_text, write, tmp_path):
+    import onnx
+
+    r = runner.invoke(app, ["export", str(write(tiny_text)), "-o", str(tmp_path / "a.onnx")])
+    assert r.exit_code == 0 and "no class names" in r.output and "(composer's default recipe)" in r.output
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "a.onnx")).metadata_props}
+    assert "classes" not in meta and "does not know its class names" in meta["classes_note"]
+    assert meta["mean"] == "[0.485, 0.456, 0.406]"
+
+
+def test_export_sizes_are_refused_before_any_tensor_exists(tiny_text, write, tmp_path, monkeypatch):
+    bp = composer.load(write(tiny_text))
+    composer.save(composer.build(bp), bp, tmp_path / "m.pt")
+    calls = []
+    monkeypatch.setattr(torch, "randn", lambda *a, **k: calls.append(a))  # no example input may be made
+    for args, expected in ((["--size", "100000"], "<command line>: input.size"),
+                           (["--size", "3000"], "export at a smaller `--size`")):
+        r = runner.invoke(app, ["export", str(tmp_path / "m.pt"), "-o", str(tmp_path / "m.onnx"), *args])
+        assert r.exit_code == 1 and expected in r.output and "Traceback" not in r.output, r.output
+    assert calls == [] and not (tmp_path / "m.onnx").exists()

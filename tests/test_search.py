@@ -180,3 +180,49 @@ def test_a_space_with_no_valid_candidate_is_an_error_and_nested_choices_are_refu
     assert r.exit_code == 1 and "s.yaml:" in r.output
     with pytest.raises(BlueprintError, match="cannot hold another choice"):
         find_choices(load_text(SPACE.replace("{range: [1, 2]}", "{one_of: [1, {one_of: [2, 3]}]}")))
+
+
+MEMORY_SPACE = SPACE.replace("stem: {type: conv, channels: [16], stride: 2}",
+                             "stem: {type: conv, channels: {one_of: [[8], [16], [24]]}, stride: {one_of: [1, 2]}}")
+
+
+def test_memory_is_a_cost_no_front_member_is_beaten():
+    """With a memory budget, b beats a when b has at least a's parameters and MACs and needs no more
+    memory (better on one): no front member is beaten by any candidate within the budget."""
+    from composer.search import dominates
+
+    result = search(load_text(MEMORY_SPACE), Budget(train_memory=1e18, batch=4))
+    fitting, front = result.fitting, result.front
+    assert len(fitting) == 48 * 6 and 1 < len(front) < len(fitting)
+
+    def beats(b, a):
+        return (b.params >= a.params and b.macs >= a.macs and b.train_memory <= a.train_memory
+                and (b.params, b.macs, b.train_memory) != (a.params, a.macs, a.train_memory))
+
+    for a in front:
+        assert not any(beats(b, a) for b in fitting), a.index
+    members = {c.index for c in front}
+    for a in fitting:  # everything off the front is beaten by a member, or equals one
+        if a.index not in members:
+            assert any(beats(b, a) or (b.params, b.macs, b.train_memory) == (a.params, a.macs, a.train_memory)
+                       for b in front)
+    assert all(dominates(b, a) == beats(b, a) for a in fitting[:20] for b in fitting[:20])
+
+
+def test_more_memory_is_no_merit():
+    from composer.search import Candidate
+    small_hungry = Candidate(0, {}, "n", 10, 10, train_memory=100)  # smaller, cheaper, needs more memory
+    big_lean = Candidate(1, {}, "n", 20, 20, train_memory=50)
+    lean_small = Candidate(2, {}, "n", 5, 5, train_memory=10)  # smaller but needs less: a different trade
+    assert [c.index for c in pareto_front([small_hungry, big_lean, lean_small])] == [1, 2]
+
+
+def test_search_plot_shows_the_memory_axis(tmp_path, write):
+    import xml.etree.ElementTree as ET
+
+    space = write(SPACE, "space.yaml")
+    out = tmp_path / "front.svg"
+    r = runner.invoke(app, ["search", str(space), "--budget", "train_memory=1GiB@4", "--plot", str(out)])
+    assert r.exit_code == 0, r.output
+    words = " ".join(t.text or "" for t in ET.parse(out).getroot().iter("{http://www.w3.org/2000/svg}text"))
+    assert "training memory (GiB) at batch 4" in words and "parameters (M)" in words

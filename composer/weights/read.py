@@ -22,6 +22,13 @@ from ..blueprint import BlueprintError, Problem
 
 SAFETENSORS_HEADER_LIMIT = 100_000_000  # the safetensors library's own limit on the JSON header
 
+# budgets decided from a file's directory before its contents are read (published checkpoints hold at
+# most a few thousand tensors, and a pickle's object stream of well under a megabyte)
+MAX_HEADER_BYTES = 16 << 20  # a safetensors JSON header
+MAX_TENSORS = 100_000  # tensors in one checkpoint
+MAX_PICKLE_BYTES = 256 << 20  # the object stream (data.pkl) of a torch zip checkpoint, uncompressed
+MAX_ZIP_ENTRIES = 200_000
+
 
 class WeightsError(BlueprintError):
     """A checkpoint that cannot be read, or whose tensors do not fit the blueprint."""
@@ -70,11 +77,73 @@ def _check_path(path: Path) -> None:
         raise weights_error(path, "the file is empty")
 
 
+def check_safetensors_header(path: Path) -> None:
+    """The header's size and tensor count within budget, read before the safetensors library parses it."""
+    import json
+
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+        if n > MAX_HEADER_BYTES:
+            raise weights_error(path, f"its safetensors header is {n:,} bytes, over the budget of {MAX_HEADER_BYTES:,}")
+        if n + 8 > size:
+            raise weights_error(path, f"not a readable safetensors file (truncated or corrupt?): the header says "
+                                      f"{n:,} bytes, the file has {size - 8:,} after its length")
+        try:
+            header = json.loads(fh.read(n))
+        except (ValueError, RecursionError) as exc:
+            raise weights_error(path, f"not a readable safetensors file (truncated or corrupt?): its header is not "
+                                      f"JSON ({str(exc)[:100]})") from None
+    if not isinstance(header, dict):
+        raise weights_error(path, "not a readable safetensors file: its header is not a JSON object")
+    count = len(header) - ("__metadata__" in header)
+    if count > MAX_TENSORS:
+        raise weights_error(path, f"holds {count:,} tensors, over the budget of {MAX_TENSORS:,}")
+
+
+def check_zip_directory(path: Path) -> None:
+    """From the zip directory, before torch reads anything: entry count, the object stream's
+    uncompressed size, and compressed entries (torch writes entries stored; a compressed one would
+    be inflated into memory) against the memory this process may use."""
+    from ..limits import memory_room
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise weights_error(path, f"not a readable torch checkpoint (truncated or corrupt?): {exc}") from None
+    if len(entries) > MAX_ZIP_ENTRIES:
+        raise weights_error(path, f"its archive holds {len(entries):,} entries, over the budget of {MAX_ZIP_ENTRIES:,}")
+    pickles = [e for e in entries if e.filename.endswith(".pkl")]
+    stream = sum(e.file_size for e in pickles)
+    if stream > MAX_PICKLE_BYTES:
+        raise weights_error(path, f"its object stream is {stream:,} bytes uncompressed, over the budget of "
+                                  f"{MAX_PICKLE_BYTES:,}", "a checkpoint's tensors are stored beside it, not in it")
+    inflated = sum(e.file_size for e in entries if e.compress_type != zipfile.ZIP_STORED)
+    have, why = memory_room()
+    if inflated > 0.5 * have:
+        raise weights_error(path, f"its compressed entries inflate to {inflated / 2**30:.1f} GiB, more than this "
+                                  f"process may use ({have / 2**30:.1f} GiB; {why})")
+
+
+def check_finite(file: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse weights holding NaN or infinity, naming the tensors (a diverged run saves such weights)."""
+    bad = [k for k, t in tensors.items() if t.is_floating_point() or t.is_complex()
+           if t.device.type != "meta" and t.numel() and not bool(torch.isfinite(t).all())]
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise weights_error(file, f"tensor{'s' if len(bad) > 1 else ''} {', '.join(f'`{k}`' for k in bad[:5])}{more} "
+                                  f"hold{'' if len(bad) > 1 else 's'} NaN or infinite values",
+                            "the run that wrote them diverged; use an earlier checkpoint")
+
+
 def read_safetensors(path: Path) -> Checkpoint:
     """Open lazily: tensors are memory-mapped views until used."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
+    check_safetensors_header(path)
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = dict(fh.metadata() or {})
@@ -85,8 +154,18 @@ def read_safetensors(path: Path) -> Checkpoint:
 
 
 def load_pickle(path: Path) -> Any:
-    """`torch.load` with `weights_only=True` (memory-mapped when the file is a zip archive)."""
+    """`torch.load` with `weights_only=True` (memory-mapped when the file is a zip archive), after the
+    budgets of its zip directory (or, for a legacy pickle read whole, its size) are checked."""
     kind = file_kind(path)
+    if kind == "zip":
+        check_zip_directory(path)
+    else:
+        from ..limits import memory_room
+
+        have, why = memory_room()
+        if path.stat().st_size > 0.5 * have:
+            raise weights_error(path, f"a legacy (non-zip) pickle of {path.stat().st_size / 2**30:.1f} GiB is read whole, "
+                                      f"more than this process may use ({why})", "save it again with torch.save")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # protocol notes: a file it cannot read is refused below
@@ -127,13 +206,24 @@ def _state_dict_of(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a `.safetensors` file or a torch pickle (`.pt`, `.pth`, `.bin`) into named tensors.
 
+    A name `hf-hub:OWNER/NAME` (timm's spelling) is fetched into, or read from, the Hugging Face cache
+    (composer/weights/hub.py) and reported under that name.
+
     Raises WeightsError naming the file for anything unreadable, empty, foreign or unsafe.
     """
+    from .hub import is_hub_name, resolve
+
+    if is_hub_name(path):
+        ckpt = read_checkpoint(resolve(path))
+        ckpt.file = os.fspath(path)
+        return ckpt
     p = Path(path)
     _check_path(p)
     kind = file_kind(p)
     if kind == "safetensors":
-        return read_safetensors(p)
+        ckpt = read_safetensors(p)
+        check_finite(p, ckpt.tensors)
+        return ckpt
     if kind == "unknown":
         raise weights_error(p, "is neither a safetensors file nor a torch checkpoint",
                             "composer reads .safetensors files and torch.save pickles (.pt, .pth, .bin)")
@@ -141,5 +231,8 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     for prefix in ("module.", "_orig_mod."):  # DataParallel / torch.compile wrappers
         if all(k.startswith(prefix) for k in tensors):
             tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+    if len(tensors) > MAX_TENSORS:
+        raise weights_error(p, f"holds {len(tensors):,} tensors, over the budget of {MAX_TENSORS:,}")
     metadata = {k: v for k, v in entries.items() if isinstance(v, str)}
+    check_finite(p, tensors)
     return Checkpoint(str(p), tensors, metadata, entries)

@@ -21,8 +21,8 @@ import torch
 
 from ..blueprint import Blueprint
 from ..blueprint.loader import MAX_FILE_BYTES, dump_text
-from ..fileio import atomic_write
-from .read import _check_path, file_kind, load_pickle, weights_error
+from ..fileio import atomic_write, inputs
+from .read import _check_path, check_finite, check_safetensors_header, file_kind, load_pickle, weights_error
 
 FORMAT = "composer/1"
 
@@ -33,6 +33,13 @@ def is_safetensors_path(path: str | os.PathLike) -> bool:
 
 def save_model(net: torch.nn.Module, blueprint: Blueprint, path: str | os.PathLike, *,
                extra: dict[str, Any] | None = None) -> None:
+    """Write the model; never over the blueprint file it was built from (an OSError naming `path`)."""
+    with inputs(blueprint.source.file):
+        _save_model(net, blueprint, path, extra)
+
+
+def _save_model(net: torch.nn.Module, blueprint: Blueprint, path: str | os.PathLike,
+                extra: dict[str, Any] | None) -> None:
     text = dump_text(blueprint.source.data)  # with any --set overrides applied; reads back exactly as written
     header = {"format": FORMAT, "blueprint": text, "blueprint_file": blueprint.source.file}
     if is_safetensors_path(path):
@@ -90,6 +97,7 @@ def read_saved(path: str | os.PathLike) -> Saved:
         from safetensors import SafetensorError
         from safetensors.torch import safe_open
 
+        check_safetensors_header(p)
         try:
             with safe_open(str(p), framework="pt") as fh:
                 metadata = dict(fh.metadata() or {})
@@ -100,7 +108,9 @@ def read_saved(path: str | os.PathLike) -> Saved:
         def tensors() -> dict[str, torch.Tensor]:
             from .read import read_safetensors
 
-            return read_safetensors(p).tensors
+            tensors = read_safetensors(p).tensors
+            check_finite(p, tensors)
+            return tensors
 
         return Saved(str(p), text, name, _once(tensors), metadata)
     if kind == "unknown":
@@ -113,7 +123,12 @@ def read_saved(path: str | os.PathLike) -> Saved:
     state = payload.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise weights_error(p, "has no `state_dict` of tensors")
-    return Saved(str(p), text, name, lambda: state, payload)
+
+    def checked() -> dict[str, torch.Tensor]:
+        check_finite(p, state)
+        return state
+
+    return Saved(str(p), text, name, _once(checked), payload)
 
 
 def _once(fn: Callable[[], Any]) -> Callable[[], Any]:
