@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import check_output, fail, out, table, user_errors
+from .common import check_output, fail, out, reading, table, user_errors
 
 
 def eval_(
@@ -29,6 +29,7 @@ def eval_(
         fail("give the images with `--data DIR` or a split the run recorded with `--split val` (one of them)")
     if split is not None and split not in ("val", "train"):
         fail(f"`--split {split}`: expected `val` or `train`")
+    reading(checkpoint, *([data] if data is not None else []))
     if confusion is not None:
         check_output(confusion)
     from composer.train import MissingExtra, evaluate

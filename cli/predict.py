@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import check_output, fail, out, quote, user_errors
+from .common import check_output, fail, out, quote, reading, user_errors
 
 
 def _scales(text: Optional[str]) -> Optional[list[float]]:
@@ -69,6 +69,7 @@ def predict(
     if id_column == label_column:
         fail(f"`--id-column` and `--label-column` are both `{quote(id_column)}`")
     scales = _scales(tta_scales)
+    reading(*checkpoints, images)
     for target in (csv_, probs):
         if target is not None:
             check_output(target)

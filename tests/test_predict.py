@@ -191,3 +191,18 @@ def test_grayscale_and_non_square_networks_train_eval_and_predict(inputs, tmp_pa
     _ok(runner.invoke(app, ["predict", str(out / "best.pt"), str(data / "val"), "--csv", str(target), "--tta",
                             "--tta-scales", "1,1.25"]))
     assert len(_rows(target)) == 7
+
+
+def test_predict_and_eval_never_write_over_their_own_inputs(numeric_run, tmp_path):
+    """The output rule of every writer holds for predict and eval: a checkpoint or an image they
+    read is never replaced, and the refusal comes before any work."""
+    best = numeric_run["run"] / "best.pt"
+    image = next(p for p in (numeric_run["data"] / "train").rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in (best, image)}
+    for args in (["predict", str(best), str(numeric_run["data"]), "--csv", str(best)],
+                 ["predict", str(best), str(image), "--probs", str(image)],
+                 ["eval", str(best), "--data", str(numeric_run["data"]), "--confusion", str(best)]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and "internal error" not in r.output, (args, r.output)
+        assert "reads" in r.output or "input" in r.output, r.output
+    assert {p: p.read_bytes() for p in before} == before
