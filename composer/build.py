@@ -1,6 +1,5 @@
 """build: plan -> ComposedNet (stem -> stages -> head), an ordinary nn.Module."""
 
-from __future__ import annotations
 
 import contextlib
 import gc
