@@ -124,8 +124,8 @@ def main() -> int:
     parser.add_argument("test_file", type=Path, help="timm's tests/test_models.py")
     parser.add_argument("--models", help="names to run, joined by commas (default: every shipped blueprint)")
     parser.add_argument("--stub-torchvision", action="store_true", help="stand in for torchvision (see above)")
-    parser.add_argument("pytest_args", nargs="*", help="more arguments for pytest (after --)")
-    a = parser.parse_args()
+    a, pytest_args = parser.parse_known_args()  # the rest (after --) goes to pytest
+    pytest_args = [arg for arg in pytest_args if arg != "--"]
     if not a.test_file.is_file():
         parser.error(f"no such file: {a.test_file}")
     stub = STUB if a.stub_torchvision else ""
@@ -148,7 +148,7 @@ def main() -> int:
         (Path(tmp) / "conftest.py").write_text(CONFTEST.format(root=str(ROOT), stub=stub))
         shutil.copy(a.test_file, Path(tmp) / "test_models_original.py.txt")
         cmd = [sys.executable, "-m", "pytest", str(Path(tmp) / "test_models.py"), "-q", "-p", "no:cacheprovider",
-               "-o", "addopts=", "-W", "ignore", "-k", " or ".join(chosen), *a.pytest_args]
+               "-o", "addopts=", "-W", "ignore", "-k", " or ".join(chosen), *pytest_args]
         return subprocess.call(cmd, cwd=tmp)
 
 

@@ -177,8 +177,9 @@ class ComposedNet(nn.Module):
     def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
         """Drop everything after the last feature level of `indices` (timm's convention); with
-        `prune_head` the classifier and pooling too (`reset_classifier(0, "")`), with `prune_norm`
-        the head's norm. Returns the levels taken, for `forward_intermediates(indices=...)`."""
+        `prune_head` the head too (forward then gives the last kept map or tokens, normed at each
+        position by the head's norm where it has one of that width), with `prune_norm` the head's
+        norm. Returns the levels taken, for `forward_intermediates(indices=...)`."""
         take = resolve_indices(indices, len(self.feature_taps), "indices")
         last = self.feature_taps[take[-1]]
         if last.where == "stem":
@@ -189,9 +190,12 @@ class ComposedNet(nn.Module):
                 self.stages[-1].blocks = self.stages[-1].blocks[: last.index + 1]
         self.feature_info = self.feature_info.select(range(take[-1] + 1))
         self.feature_taps = self.feature_taps[: take[-1] + 1]
+        width = self.feature_info[-1]["num_chs"]
         if prune_head:
-            self.reset_classifier(0, "")
-        if prune_norm:
+            self.head.strip(width, keep_norm=not prune_norm)
+            self.num_classes, self.num_features, self.head_hidden_size = 0, width, width
+            self.pretrained_cfg["num_classes"] = 0
+        elif prune_norm:
             self.head.drop_norm()
         return list(take)
 

@@ -201,6 +201,13 @@ def _run(net, x: torch.Tensor, taps: Sequence[Tap], take: set[int], stop_after: 
     return x, maps
 
 
+def apply_position_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A LayerNorm over the channels of a (B, C, H, W) map, whether it takes maps or channels-last."""
+    from .layers.norms import LayerNorm2d
+
+    return norm(x) if isinstance(norm, LayerNorm2d) else norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
 def block_taps(net) -> tuple[Tap, ...]:
     """Every block of the network, in order (for `forward_intermediates(..., blocks=True)`)."""
     return tuple(Tap("block", i, j) for i, stage in enumerate(net.stages) for j in range(len(stage.blocks)))
@@ -231,9 +238,9 @@ def forward_intermediates(net: ComposedNet, x: torch.Tensor, indices: int | Sequ
     last = len(taps) - 1
 
     def on_map(n: int, y: torch.Tensor, prefix: int, grid) -> torch.Tensor:
-        if head_norm is not None and (every or n == last) and y.shape[-1 if y.dim() == 3 else 1] == head_norm[1]:
-            y = head_norm[0](y) if y.dim() == 3 else head_norm[0](y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         y = to_map(y, prefix, grid)
+        if head_norm is not None and (every or n == last) and y.shape[1] == head_norm[1]:
+            y = apply_position_norm(head_norm[0], y)
         return y.flatten(2).transpose(1, 2) if output_fmt == "NLC" else y
 
     x, maps = _run(net, x, taps, set(take), take[-1] if stop_early else None, on_map)

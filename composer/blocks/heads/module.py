@@ -75,6 +75,20 @@ class Head(nn.Module):
     def drop_norm(self) -> None:
         self.map_norm, self.norm = nn.Identity(), nn.Identity()
 
+    def strip(self, width: int, keep_norm: bool) -> None:
+        """No pooling, feature conv, pre-logits or classifier: features of `width` pass through, normed
+        at each position by this head's norm if `keep_norm` and it has one of that width."""
+        kept = self.position_norm() if keep_norm else None
+        self.conv, self.map_norm, self.pre_logits, self.fc = nn.Identity(), nn.Identity(), nn.Identity(), nn.Identity()
+        self.norm = nn.Identity()
+        if kept is not None and kept[1] == width:  # a map norm stays on the map, a token norm on the tokens
+            if isinstance(kept[0], LayerNorm2d):
+                self.map_norm = kept[0]
+            else:
+                self.norm = kept[0]
+        self.global_pool = ""
+        self.num_features = width
+
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == "":
             return self._every_position(x, pre_logits)
