@@ -157,7 +157,8 @@ def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | N
     `weights`, the blueprint's own `pretrained:` entries are loaded (not on the meta device).
 
     `features_only=True` returns a backbone (composer.features.FeatureNet) whose forward gives the
-    (B, C, H, W) maps of the stages in `out_indices` (default all; negative count from the end),
+    (B, C, H, W) maps of the feature levels in `out_indices` (default all; negative count from the
+    end; the levels are the last map at each resolution, or every block of an isotropic network),
     described by its `feature_info`.
     """
     import torch
