@@ -59,6 +59,7 @@ def profile(
     train: Annotated[bool, typer.Option("--train", help="Estimate training memory: weights, gradients, optimizer state, saved activations.")] = False,
     dtype: Annotated[DType, typer.Option(help="With --train: dtype of weights, gradients, state and activations.")] = DType.float32,
     optimizer: Annotated[Optimizer, typer.Option(help="With --train: sgd (no state), momentum (1 buffer), adam/adamw (2).")] = Optimizer.adamw,
+    grad_checkpointing: Annotated[bool, typer.Option("--grad-checkpointing", help="With --train: count what gradient checkpointing (each block recomputed in the backward pass) keeps.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs (a list when several sizes are given).")] = False,
     set_: SetOption = None,
 ) -> None:
@@ -66,6 +67,8 @@ def profile(
     with user_errors():
         if size is not None and sizes is not None:
             raise command_line_error("give either `--size` or `--sizes`, not both")
+        if grad_checkpointing and not train:
+            raise command_line_error("`--grad-checkpointing` changes the training-memory estimate; give it with `--train`")
         size_list = parse_sizes(sizes) if sizes is not None else [size]
         overrides = parse_sets(set_)
         plans, problems = [], []
@@ -80,7 +83,8 @@ def profile(
         results = []
         for p in plans:
             report = composer.profile(p, batch=batch, elementwise=elementwise)
-            memory = composer.train_memory(p, batch=batch, dtype=dtype.value, optimizer=optimizer.value) if train else None
+            memory = composer.train_memory(p, batch=batch, dtype=dtype.value, optimizer=optimizer.value,
+                                           grad_checkpointing=grad_checkpointing) if train else None
             checked = composer.check(p, traced=report) if check else None
             results.append((report, memory, checked))
     if as_json:
@@ -122,10 +126,12 @@ def _print_profile(report: Profile) -> None:
 
 
 def _print_memory(m: TrainMemory) -> None:
-    out(f"training memory, batch {m.batch}, {m.dtype}, {m.optimizer}:")
+    out(f"training memory, batch {m.batch}, {m.dtype}, {m.optimizer}"
+        f"{', gradient checkpointing' if m.grad_checkpointing else ''}:")
     rows = [["  weights", bytes_text(m.weights)], ["  gradients", bytes_text(m.gradients)],
             ["  optimizer state", bytes_text(m.optimizer_state)], ["  saved activations", bytes_text(m.activations)]]
-    rows += [[f"    {part}", bytes_text(n)] for part, n in m.activations_by_part.items()]
+    rows += [[f"    {part}" if part != "recompute" else "    recompute (largest block, in backward)", bytes_text(n)]
+             for part, n in m.activations_by_part.items()]
     rows.append(["  total", bytes_text(m.total)])
     out(table(rows, right={1}))
 

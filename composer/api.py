@@ -157,7 +157,8 @@ def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | N
     `weights`, the blueprint's own `pretrained:` entries are loaded (not on the meta device).
 
     `features_only=True` returns a backbone (composer.features.FeatureNet) whose forward gives the
-    (B, C, H, W) maps of the stages in `out_indices` (default all; negative count from the end),
+    (B, C, H, W) maps of the feature levels in `out_indices` (default all; negative count from the
+    end; the levels are the last map at each resolution, or every block of an isotropic network),
     described by its `feature_info`.
     """
     import torch
@@ -219,9 +220,10 @@ def profile(spec: Spec, *, batch: int = 1, elementwise: bool = False) -> Profile
     return _profile(p, batch=batch, elementwise=elementwise)
 
 
-def train_memory(spec: Spec, *, batch: int, dtype: str = "float32", optimizer: str = "adamw") -> TrainMemory:
+def train_memory(spec: Spec, *, batch: int, dtype: str = "float32", optimizer: str = "adamw",
+                 grad_checkpointing: bool = False) -> TrainMemory:
     """Bytes a training step needs (weights, gradients, optimizer state, saved activations), from a
-    forward pass on meta tensors."""
+    forward pass on meta tensors; `grad_checkpointing` counts what `net.set_grad_checkpointing()` keeps."""
     from .choices import DTYPE_ALIASES, DTYPE_NAMES, OPTIMIZER_STATES
     from .memory import train_memory as _train_memory
 
@@ -229,8 +231,9 @@ def train_memory(spec: Spec, *, batch: int, dtype: str = "float32", optimizer: s
     args.check_batch(p, batch)
     args.check_choice("dtype", dtype, [*DTYPE_NAMES, *DTYPE_ALIASES])
     args.check_choice("optimizer", optimizer, OPTIMIZER_STATES)
+    args.check_flag("grad_checkpointing", grad_checkpointing)
     try:
-        return _train_memory(p, batch=batch, dtype=dtype, optimizer=optimizer)
+        return _train_memory(p, batch=batch, dtype=dtype, optimizer=optimizer, grad_checkpointing=grad_checkpointing)
     except ValueError as exc:  # torch's check that BatchNorm in training sees more than one value
         if "more than 1 value per channel" not in str(exc):
             raise

@@ -1,18 +1,25 @@
 """build: plan -> ComposedNet (stem -> stages -> head), an ordinary nn.Module."""
 
-from __future__ import annotations
 
 import contextlib
 import gc
+import math
 from typing import Iterator, Sequence
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .blocks.heads import Head
-from .features import FeatureInfo, check_input, fixed_size_reason, forward_intermediates
+from .features import check_input, feature_levels, fixed_size_reason, forward_intermediates, resolve_indices
 from .plan import Plan, StagePlan
+
+torch.fx.wrap("check_input")  # a leaf for torch.fx: the input-size guard runs on the real input
+
+# preprocessing a network expects when nothing else is known: the training recipes' defaults
+DEFAULT_PREPROCESSING = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "crop_pct": 0.875,
+                         "interpolation": "bilinear"}
 
 
 class Stage(nn.Module):
@@ -33,9 +40,24 @@ class Stage(nn.Module):
         n = sp.prefix_out + grid_in[0] * grid_in[1]
         self.pos_embed = nn.Parameter(torch.zeros(1, n, c)) if sp.pos_embed else None
         self.blocks = nn.Sequential(*(sp.block.build(ctx) for ctx in sp.contexts))
+        self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.leave(self.blocks(self.enter(x)))
+        x = self.enter(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            for block in self.blocks:
+                x = self.run_block(block, x)
+        else:
+            x = self.blocks(x)
+        return self.leave(x)
+
+    @torch.jit.unused
+    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """One block; with gradient checkpointing (while gradients are recorded) its activations are
+        recomputed in the backward pass instead of kept."""
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+        return block(x)
 
     def enter(self, x: torch.Tensor) -> torch.Tensor:
         """What comes before the blocks: transition, map -> tokens, class token, position embedding."""
@@ -51,12 +73,19 @@ class Stage(nn.Module):
     def leave(self, x: torch.Tensor) -> torch.Tensor:
         """What comes after the blocks: tokens -> map where the next stage (or the head) wants a map."""
         if self.unflatten:
-            x = x.transpose(1, 2).reshape(x.shape[0], -1, *self.grid)  # (B, N, C) -> (B, C, H, W)
+            x = x.transpose(1, 2).reshape(x.shape[0], -1, self.grid[0], self.grid[1])  # (B, N, C) -> (B, C, H, W)
         return x
 
 
 class ComposedNet(nn.Module):
-    """A network composed from a blueprint: stem -> stages -> head."""
+    """A network composed from a blueprint: stem -> stages -> head.
+
+    It has timm's model API, so code written for a timm model takes it unchanged: `num_classes`,
+    `num_features` (the width of `forward_features`' output), `head_hidden_size` (the width before
+    the classifier), `feature_info`, `pretrained_cfg` / `default_cfg`, `get_classifier`,
+    `reset_classifier`, `forward_features` / `forward_head`, `forward_intermediates`,
+    `prune_intermediate_layers`, `set_grad_checkpointing`, `group_matcher` and `no_weight_decay`.
+    """
 
     def __init__(self, plan: Plan):
         super().__init__()
@@ -64,29 +93,119 @@ class ComposedNet(nn.Module):
         self.stem = plan.stem.build(plan.input_shape[0])
         self.stages = nn.Sequential(*(Stage(sp) for sp in plan.stages))
         self.head = Head(plan.head, plan.stages[-1].out_channels, plan.classes)
-        self.num_features = self.head.num_features
+        self.head.prefix = plan.stages[-1].prefix_out
         self.num_classes = plan.classes
+        self.num_features = plan.stages[-1].out_channels
         self.input_shape = plan.input_shape
         self.fixed_size = fixed_size_reason(plan)
-        self.feature_info = FeatureInfo.from_plan(plan)
+        self.feature_info, self.feature_taps = feature_levels(plan, self.stem)
+        self.grad_checkpointing = False
+        c, h, w = plan.input_shape
+        reduction = plan.stem.total_stride * math.prod(sp.stride for sp in plan.stages)
+        self.pretrained_cfg = {
+            "architecture": plan.name, "url": "", "num_classes": plan.classes, "input_size": (c, h, w),
+            "pool_size": (math.ceil(h / reduction), math.ceil(w / reduction)), **DEFAULT_PREPROCESSING,
+            "fixed_input_size": self.fixed_size is not None, "first_conv": _first_conv(self), "classifier": "head.fc"}
+        self.default_cfg = self.pretrained_cfg  # timm's older name; the same dict
+        self.head_hidden_size = self.head.num_features  # the width the classifier takes (pre-logits)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.input_shape, self.fixed_size)
+        x = check_input(x, self.input_shape, self.fixed_size)
         return self.stages(self.stem(x))
 
     def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None, *,
-                              blocks: bool = False, intermediates_only: bool = False, stop_early: bool = False):
-        """Feature maps of chosen stages (or, with `blocks=True`, chosen blocks numbered across the
-        network) as (B, C, H, W), class tokens dropped; returns (final features, maps), or only the
-        maps with `intermediates_only` (see composer.features)."""
-        return forward_intermediates(self, x, indices, blocks=blocks, intermediates_only=intermediates_only,
-                                     stop_early=stop_early)
+                              norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False, blocks: bool = False):
+        """Maps of chosen feature levels (`feature_info`; or, with `blocks=True`, of chosen blocks
+        numbered across the network) as (B, C, H, W), class tokens dropped; returns (final features,
+        maps), or only the maps with `intermediates_only` (see composer.features)."""
+        return forward_intermediates(self, x, indices, norm=norm, stop_early=stop_early, output_fmt=output_fmt,
+                                     intermediates_only=intermediates_only, blocks=blocks)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    # -- timm's model API ---------------------------------------------------------------------------------
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for `num_classes` (0: none, the pre-logits features come out), and
+        optionally another pooling: "avg" or "max" for a pool head, "token" or "avg" for a token head,
+        "" for none (the head then works at every position: maps or tokens come out)."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes: expected a whole number >= 0, got {num_classes!r}")
+        self.head.reset(num_classes, global_pool)
+        self.num_classes = num_classes
+        self.pretrained_cfg["num_classes"] = num_classes
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of keeping them
+        (torch.utils.checkpoint, per block): less memory, about one more forward pass of time."""
+        if not isinstance(enable, bool):
+            raise ValueError(f"enable: expected True or False, got {enable!r}")
+        self.grad_checkpointing = enable
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups for layer-wise learning-rate decay, as timm's `group_parameters` reads them."""
+        if coarse:
+            return {"stem": r"^stem", "blocks": r"^stages\.(\d+)"}
+        return {"stem": r"^stem", "blocks": [(r"^stages\.(\d+)\.(?:transition|cls_token|pos_embed)", (0,)),
+                                              (r"^stages\.(\d+)\.blocks\.(\d+)", None)]}
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters weight decay should leave alone: class tokens, position embeddings
+        and relative-position tables."""
+        skip = set()
+        for name, _ in self.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in ("cls_token", "pos_embed") or name.endswith("relative.table"):
+                skip.add(name)
+        return skip
+
+    @torch.jit.ignore
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop everything after the last feature level of `indices` (timm's convention); with
+        `prune_head` the head too (forward then gives the last kept map or tokens, normed at each
+        position by the head's norm where it has one of that width), with `prune_norm` the head's
+        norm. Returns the levels taken, for `forward_intermediates(indices=...)`."""
+        take = resolve_indices(indices, len(self.feature_taps), "indices")
+        last = self.feature_taps[take[-1]]
+        if last.where == "stem":
+            self.stages = nn.Sequential()
+        else:
+            self.stages = self.stages[: last.stage + 1]
+            if last.where == "block":
+                self.stages[-1].blocks = self.stages[-1].blocks[: last.index + 1]
+        self.feature_info = self.feature_info.select(range(take[-1] + 1))
+        self.feature_taps = self.feature_taps[: take[-1] + 1]
+        width = self.feature_info[-1]["num_chs"]
+        if prune_head:
+            self.head.strip(width, keep_norm=not prune_norm)
+            self.num_classes, self.num_features, self.head_hidden_size = 0, width, width
+            self.pretrained_cfg["num_classes"] = 0
+        elif prune_norm:
+            self.head.drop_norm()
+        return list(take)
+
+
+def _first_conv(net: nn.Module) -> str:
+    """Name of the first convolution (or Linear) that sees the input, as timm's `first_conv`."""
+    for name, module in net.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            return name
+    return ""
 
 
 def init_weights(module: nn.Module) -> None:

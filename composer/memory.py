@@ -11,6 +11,12 @@ Everything is held in `dtype` (pure float32, bfloat16 or float16 training). Atte
 math form on meta tensors, so the attention probabilities are counted as saved; fused
 flash/memory-efficient kernels keep less. The figure leaves out the allocator's overhead and
 short-lived temporaries of the backward pass.
+
+With gradient checkpointing (`net.set_grad_checkpointing()`, which recomputes each block in the
+backward pass), a block keeps only its input; the largest block's saved activations exist again
+while it is recomputed, one block at a time:
+
+    activations = saved outside the blocks + inputs of the blocks + the largest block's saved (recompute)
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ class TrainMemory:
     gradients: int
     optimizer_state: int
     activations: int
-    activations_by_part: dict[str, int]
+    activations_by_part: dict[str, int]  # with checkpointing, also "recompute": the largest block's saved bytes
+    grad_checkpointing: bool = False
 
     @property
     def total(self) -> int:
@@ -49,8 +56,10 @@ class TrainMemory:
         return d
 
 
-def train_memory(plan: Plan, *, batch: int, dtype: str = "float32", optimizer: str = "adamw") -> TrainMemory:
-    """Bytes one training step needs: weights, gradients, optimizer state and saved activations."""
+def train_memory(plan: Plan, *, batch: int, dtype: str = "float32", optimizer: str = "adamw",
+                 grad_checkpointing: bool = False) -> TrainMemory:
+    """Bytes one training step needs: weights, gradients, optimizer state and saved activations
+    (with `grad_checkpointing`, as the network saves them after `set_grad_checkpointing()`)."""
     dtype = DTYPE_ALIASES.get(dtype, dtype)
     torch_dtype = DTYPES[dtype]
     net = build(plan, device="meta").to(torch_dtype).train()
@@ -72,6 +81,8 @@ def train_memory(plan: Plan, *, batch: int, dtype: str = "float32", optimizer: s
             part_bytes[current[0]] += storage.nbytes()
         return t
 
+    largest_block = [0]
+
     class PartLedger:  # saved bytes of the current part, for replaying repeated blocks
         def mark(self) -> int:
             return part_bytes[current[0]]
@@ -82,6 +93,12 @@ def train_memory(plan: Plan, *, batch: int, dtype: str = "float32", optimizer: s
         def add(self, delta: int) -> None:
             part_bytes[current[0]] += delta
 
+        def block(self, saved: int, input_shape: tuple[int, ...]) -> None:
+            """A block ran (or was replayed) that saved `saved` bytes; checkpointed, it keeps its input instead."""
+            if grad_checkpointing:
+                part_bytes[current[0]] += math.prod(input_shape) * item - saved
+                largest_block[0] = max(largest_block[0], saved)
+
     count_repeats_once(net, plan.stages, PartLedger())
     c, h, w = plan.input_shape
     x = torch.empty(batch, c, h, w, device="meta", dtype=torch_dtype)
@@ -89,13 +106,16 @@ def train_memory(plan: Plan, *, batch: int, dtype: str = "float32", optimizer: s
         for name, module in parts:
             current[0] = name
             x = module(x)
+    if grad_checkpointing:
+        part_bytes["recompute"] = largest_block[0]
     return TrainMemory(
         batch=batch, dtype=dtype, optimizer=optimizer, weights=weights, gradients=weights,
         optimizer_state=OPTIMIZER_STATES[optimizer] * weights, activations=sum(part_bytes.values()),
-        activations_by_part=part_bytes)
+        activations_by_part=part_bytes, grad_checkpointing=grad_checkpointing)
 
 
-def measure_train_peak(plan: Plan, *, batch: int, optimizer: str = "adamw", steps: int = 2) -> int:
+def measure_train_peak(plan: Plan, *, batch: int, optimizer: str = "adamw", steps: int = 2,
+                       grad_checkpointing: bool = False) -> int:
     """Bytes of resident memory a real float32 training step on the CPU adds to this process (Linux).
 
     Peak resident set (VmHWM) after `steps` steps minus the resident set before the weights are
@@ -124,6 +144,7 @@ def measure_train_peak(plan: Plan, *, batch: int, optimizer: str = "adamw", step
     target = torch.randint(0, max(1, plan.classes), (batch,))
     base = status("VmRSS")
     net = build(plan).train()
+    net.set_grad_checkpointing(grad_checkpointing)
     make = {"sgd": lambda ps: torch.optim.SGD(ps, lr=0.1),
             "momentum": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
             "adamw": lambda ps: torch.optim.AdamW(ps), "adam": lambda ps: torch.optim.Adam(ps)}

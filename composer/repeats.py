@@ -26,6 +26,7 @@ class Ledger(Protocol):
     def mark(self) -> Any: ...
     def since(self, mark: Any) -> Any: ...
     def add(self, delta: Any) -> None: ...
+    # optionally `block(delta, input_shape)`: told of each block, run or replayed (checkpointing's estimate)
 
 
 def _key(ctx) -> Any:
@@ -44,14 +45,20 @@ class CountedBlocks(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = None
+        told = getattr(self.ledger, "block", None)
         for block, key in zip(self.inner, self.keys):
             shape = tuple(x.shape)
             if last is not None and last[0] == key and last[1] == shape:
                 self.ledger.add(last[2])  # same block, same input: the same work again
+                if told:
+                    told(last[2], shape)
                 continue
             mark = self.ledger.mark()
             x = block(x)
-            last = (key, shape, self.ledger.since(mark)) if tuple(x.shape) == shape else None
+            delta = self.ledger.since(mark)
+            if told:
+                told(delta, shape)
+            last = (key, shape, delta) if tuple(x.shape) == shape else None
         # `x` is the output of the last block traced: as the real last output, nothing has saved it yet
         # unless the block itself did (an in-place activation), so the next part counts it as it would
         return x

@@ -66,7 +66,7 @@ def test_forward_backward_small(name):
     y.logsumexp(-1).sum().backward()
     grads = [p.grad for p in net.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert net.forward_head(net.forward_features(x), pre_logits=True).shape == (2, net.num_features)
+    assert net.forward_head(net.forward_features(x), pre_logits=True).shape == (2, net.head_hidden_size)
 
 
 @pytest.mark.parametrize("name", ALL)

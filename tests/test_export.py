@@ -210,7 +210,7 @@ def test_a_size_the_network_cannot_take_is_refused_before_any_work(name, fixed):
         with pytest.raises(composer.InputSizeError, match=r"built for 64x64 inputs and cannot take 96x96: stage \d \(transformer"):
             net(x)
     else:
-        assert net(x).shape == (1, net.num_features)
+        assert net(x).shape == (1, net.head_hidden_size)
     with pytest.raises(composer.InputSizeError, match=r"expected an input of shape \(batch, 3, height, width\)"):
         net(torch.randn(1, 4, 64, 64))
 
@@ -251,15 +251,36 @@ def test_feature_maps_have_the_documented_shapes(name):
     p = composer.plan(small(name))
     backbone = composer.build(p, features_only=True)
     maps = backbone(torch.randn(2, 3, 64, 64))
-    assert len(maps) == len(p.stages) == len(backbone.feature_info)
-    for m, info, sp in zip(maps, backbone.feature_info, p.stages):
+    assert len(maps) == len(backbone.feature_info) >= 2
+    for m, info in zip(maps, backbone.feature_info):
         side = math.ceil(64 / info["reduction"])
-        assert m.shape == (2, info["num_chs"], side, side) == (2, sp.out_channels, *sp.out_resolution)
+        assert m.shape == (2, info["num_chs"], side, side)
+    # the last level is the network's last map, at its final width and resolution
+    assert maps[-1].shape[1:] == (p.stages[-1].out_channels, *p.stages[-1].out_resolution)
+
+
+@pytest.mark.parametrize("name,levels,modules", [
+    # stem (reduction 2) and 4 stages
+    ("coatnet0", [(16, 2), (24, 4), (48, 8), (96, 16), (192, 32)], ["stem", "stages.0", "stages.1", "stages.2", "stages.3"]),
+    # the stem's activation before its max-pool, then 4 stages
+    ("resnet50", [(16, 2), (64, 4), (128, 8), (256, 16), (512, 32)], ["stem.2", "stages.0", "stages.1", "stages.2", "stages.3"]),
+    # the last stage at each resolution (stages 3 and 5 share theirs with the stage after)
+    ("efficientnet_b0", [(4, 2), (6, 4), (10, 8), (28, 16), (80, 32)], ["stages.0", "stages.1", "stages.2", "stages.4", "stages.6"]),
+    # one resolution throughout: one level per block
+    ("vit_b16", [(192, 16)] * 2, ["stages.0.blocks.0", "stages.0.blocks.1"]),
+    ("convnext_tiny", [(24, 4), (48, 8), (96, 16), (192, 32)], ["stages.0", "stages.1", "stages.2", "stages.3"]),
+    ("cvt13", [(16, 4), (48, 8), (96, 16)], ["stages.0", "stages.1", "stages.2"]),
+])
+def test_feature_levels_are_the_last_map_at_each_resolution(name, levels, modules):
+    info = composer.build(small(name), device="meta").feature_info
+    assert list(zip(info.channels(), info.reduction())) == levels and info.module_name() == modules
+    net = dict(composer.build(small(name)).named_modules())
+    assert all(m in net for m in modules)  # each names the module its map comes out of
 
 
 def test_out_indices_and_weights_shared_with_the_full_network():
     net = perturbed(composer.build(small("coatnet0")))
-    backbone = composer.build(small("coatnet0"), features_only=True, out_indices=(1, -1))
+    backbone = composer.build(small("coatnet0"), features_only=True, out_indices=(2, -1))
     assert backbone.feature_info.channels() == [48, 192] and backbone.feature_info.reduction() == [8, 32]
     assert backbone.feature_info.module_name() == ["stages.1", "stages.3"]
     missing, unexpected = backbone.load_state_dict(net.state_dict(), strict=False)
@@ -268,11 +289,24 @@ def test_out_indices_and_weights_shared_with_the_full_network():
     with torch.no_grad():
         c4, c5 = backbone.eval()(x)
         _, maps = net.forward_intermediates(x)
-    assert torch.equal(c4, maps[1]) and torch.equal(c5, maps[3])
-    with pytest.raises(ValueError, match="index 4 is out of range"):
-        composer.build(small("coatnet0"), features_only=True, out_indices=(4,))
-    head_less = composer.build(small("coatnet0"), features_only=True, out_indices=(0,))
+    assert torch.equal(c4, maps[2]) and torch.equal(c5, maps[4])
+    with pytest.raises(ValueError, match="index 5 is out of range"):
+        composer.build(small("coatnet0"), features_only=True, out_indices=(5,))
+    head_less = composer.build(small("coatnet0"), features_only=True, out_indices=(1,))
     assert len(head_less.stages) == 1  # later stages are not kept
+    stem_only = composer.build(small("resnet50"), features_only=True, out_indices=(0,))
+    assert len(stem_only.stages) == 0 and stem_only(x)[0].shape == (1, 16, 32, 32)  # before the max-pool
+
+
+def test_a_backbone_of_blocks_keeps_only_the_blocks_it_needs():
+    net = perturbed(composer.build(small("vit_b16")))
+    backbone = perturbed(composer.build(small("vit_b16"), features_only=True, out_indices=(0,)))
+    assert len(backbone.stages[0].blocks) == 1
+    backbone.load_state_dict(net.state_dict(), strict=False)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        (m,) = backbone(x)
+        assert torch.equal(m, net.forward_intermediates(x, [0], intermediates_only=True)[0])
 
 
 def test_forward_intermediates_of_blocks_drop_class_tokens():
@@ -286,11 +320,11 @@ def test_forward_intermediates_of_blocks_drop_class_tokens():
     assert torch.equal(maps[-1].flatten(2).transpose(1, 2), tokens[:, 1:])
     early = net.forward_intermediates(x, [1], blocks=True, stop_early=True, intermediates_only=True)
     assert len(early) == 1 and torch.equal(early[0], maps[1])
-    assert len(net.forward_intermediates(x, 2, intermediates_only=True)) == 2  # the last two stages
+    assert len(net.forward_intermediates(x, 2, intermediates_only=True)) == 2  # the last two levels
 
 
 def test_a_backbone_exports_its_feature_maps_to_onnx(tmp_path):
-    backbone = perturbed(composer.build(small("coatnet0"), features_only=True, out_indices=(1, 2, 3)))
+    backbone = perturbed(composer.build(small("coatnet0"), features_only=True, out_indices=(2, 3, 4)))
     report = export_onnx(backbone, tmp_path / "backbone.onnx")
     assert report.max_abs_diff <= 1e-4
     outs = run_onnx(tmp_path / "backbone.onnx", torch.randn(1, 3, 64, 64))

@@ -19,7 +19,7 @@ from torch import nn
 
 def tokens_to_map(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """(B, H*W, C) -> (B, C, H, W)."""
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *grid)
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], grid[0], grid[1])
 
 
 def map_to_tokens(x: torch.Tensor) -> torch.Tensor:

@@ -63,8 +63,8 @@ class MBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.expand(self.down(self.pre_act(self.pre_norm(x))))
-        conv, norm, act = self.depthwise
-        y = self.se(act(norm(self.se_early(conv(y)))))
+        y = self.se_early(self.depthwise[0](y))  # conv, (SE,) norm, act
+        y = self.se(self.depthwise[2](self.depthwise[1](y)))
         y = self.project_norm(self.project(y))
         if not self.residual:
             return y
