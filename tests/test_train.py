@@ -240,11 +240,17 @@ def test_batch_auto_is_the_largest_batch_the_estimate_fits(files, monkeypatch):
     assert auto_batch(plan, recipe, torch.device("cpu"), limit=7)[0] == 7
 
 
-def test_batch_auto_trains(files, tmp_path):
+def test_batch_auto_keeps_eight_steps_per_epoch_and_scales_the_lr(files, tmp_path):
     result = train(composer.load(files["hybrid"]), files["data"], _recipe(epochs=1), tmp_path / "auto", device="cpu",
                    progress=False, auto=True)
-    assert result.batch == 3 * 48  # this machine fits the whole (tiny) training set
-    assert (tmp_path / "auto" / "last.pt").exists()
+    assert result.batch == 16  # 144 images: at least 8 steps (18 fit, rounded down to a multiple of 8)
+    saved = torch.load(tmp_path / "auto" / "last.pt", weights_only=True)["recipe"]
+    assert saved["batch"] == 16 and saved["optimizer"]["lr"] == pytest.approx(1e-3)  # the recipe's batch is 16 too
+    recipe = _recipe(epochs=1, batch=64, lr_scale="linear")
+    result = train(composer.load(files["hybrid"]), files["data"], recipe, tmp_path / "linear", device="cpu",
+                   progress=False, auto=True)
+    saved = torch.load(tmp_path / "linear" / "last.pt", weights_only=True)["recipe"]
+    assert saved["optimizer"]["lr"] == pytest.approx(1e-3 * 16 / 64)
 
 
 def test_csv_data_with_a_held_out_split(files, tmp_path):
@@ -293,7 +299,15 @@ def test_recipes_validate_and_their_schema_is_current():
         assert path.read_text().startswith("# yaml-language-server: $schema=recipe.schema.json")
         names.add(load_recipe(path).name)
         jsonschema.validate(yaml.safe_load(path.read_text()), schema)
-    assert {"default", "resnet", "deit", "convnext", "coatnet", "mobilenet"} <= names
+    assert {"default", "resnet", "deit", "convnext", "coatnet", "mobilenet", "small"} <= names
+
+
+def test_the_recipe_reference_page_is_current():
+    from composer.train.recipe import recipe_markdown
+    page = (ROOT / "docs" / "recipes.md").read_text()
+    assert page == recipe_markdown(), "run `composer schema --recipe --markdown -o docs/recipes.md`"
+    for key in ("`lr_scale`", "`keep_top`", "`early_stop`", "`patience`", "`scale`", "## Augment", "## EarlyStop"):
+        assert key in page
 
 
 def test_importing_composer_leaves_the_training_extra_alone():
@@ -343,10 +357,20 @@ def test_empty_class_folder(files, tmp_path):
     _refused(_train(files, data, "--set", "classes=4"), "train/hexagon: class folder holds no images")
 
 
-def test_classes_differing_from_the_blueprint_offer_set_classes(files, tmp_path):
-    data = _tree(tmp_path / "d", classes=("circle", "square"))
-    _refused(_train(files, data), f"{files['hybrid']}:3:1: classes: the data has 2 classes (circle, square) but the "
-                                  "blueprint's `classes` is 3 (train with `--set classes=2`)")
+def test_a_data_set_of_another_class_count_gets_its_own_head(files, tmp_path):
+    """The default recipe (100 epochs, warm-up 5, batch 128) on 2 classes of 4 images, for 2 epochs:
+    the head follows the data, the warm-up and the batch shrink to fit, each said in one line."""
+    data = make_folder(tmp_path / "d", {"train": 4, "val": 2}, classes=("circle", "square"))
+    r = runner.invoke(app, ["train", str(files["hybrid"]), "--data", str(data), "--epochs", "2", "--out",
+                            str(tmp_path / "out"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "head: 2 classes from the data (circle, square); the blueprint says 3" in r.output
+    assert "warm-up 0.5 epochs (the recipe's 5, shortened to a quarter of this 2-epoch run)" in r.output
+    assert "batch 8: the recipe's 128 is larger than the 8 training images" in r.output
+    assert "at input 32x32" in r.output
+    payload = torch.load(tmp_path / "out" / "last.pt", weights_only=True)
+    assert payload["classes"] == ["circle", "square"] and payload["state_dict"]["head.fc.weight"].shape[0] == 2
+    assert composer.load_model(tmp_path / "out" / "best.pt").num_classes == 2
 
 
 def test_truncated_images_are_refused_or_skipped_as_the_recipe_says(files, tmp_path):
@@ -402,7 +426,8 @@ def test_recipe_mistakes_are_located(files, tmp_path):
 
 
 def test_bad_batches(files, tmp_path):
-    _refused(_train(files, files["data"], "--batch", "many"), "`--batch many`: expected a number or `auto`")
+    _refused(_train(files, files["data"], "--batch", "many"), "1 problem with the command line",
+             "`--batch many`: expected a number from 1 to 1,000,000, or `auto`")
     _refused(_train(files, files["data"], "--batch", "1000"), "batch 1000 is larger than the 144 training images")
     _refused(_train(files, files["data"], "--batch", "10", "--set", "recipe.accumulate=4"),
              "batch 10 does not split into 1 device(s) x 4 micro-batch(es)")

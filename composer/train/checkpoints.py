@@ -30,6 +30,43 @@ def load_checkpoint(path: str | Path) -> dict:
     return payload
 
 
+# what a training checkpoint holds, and the type of each entry
+TRAINING_KEYS = {"state_dict": dict, "blueprint": str, "classes": list, "epoch": int, "best_top1": float, "recipe": dict,
+                 "optimizer": dict, "scheduler": dict, "scaler": dict, "rng": dict}
+
+
+def check_checkpoint(payload: dict, path: str | Path) -> dict:
+    """A training checkpoint's declared shape, checked before use: every entry there with its type,
+    class names that are distinct strings, and a head as wide as the class names and the blueprint."""
+    p = Path(path)
+    for key, kind in TRAINING_KEYS.items():
+        value = payload.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is float and not isinstance(value, (int, float))):
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                continue
+            raise weights_error(p, f"is not a training checkpoint of `composer train`: its `{key}` is "
+                                   f"{'missing' if value is None else type(value).__name__}",
+                                "resume from the last.pt a run wrote, or start a new run")
+    classes = payload["classes"]
+    if not classes or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+        raise weights_error(p, "has class names that are not distinct strings", "resume from the last.pt a run wrote")
+    from ..api import loads
+    try:
+        declared = loads(payload["blueprint"]).model.classes
+    except Exception:
+        raise weights_error(p, "holds a blueprint that does not validate", "resume from the last.pt a run wrote") from None
+    heads = {k: v for k, v in payload["state_dict"].items() if k.startswith("head.") and k.endswith(".weight")
+             and isinstance(v, torch.Tensor) and v.ndim == 2}
+    widths = {v.shape[0] for v in heads.values()}
+    if declared != len(classes) or (widths and widths != {declared}):
+        raise weights_error(p, f"does not agree with itself: {len(classes)} class names, a blueprint of {declared} classes"
+                               + (f", a head of {sorted(widths)[0]} outputs" if widths else ""),
+                            "the file was changed after training; resume from another checkpoint")
+    if not isinstance(payload["epoch"], int) or payload["epoch"] < 0:
+        raise weights_error(p, "has a negative epoch", "resume from the last.pt a run wrote")
+    return payload
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
