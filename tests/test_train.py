@@ -243,7 +243,7 @@ def test_batch_auto_is_the_largest_batch_the_estimate_fits(files, monkeypatch):
 def test_batch_auto_keeps_eight_steps_per_epoch_and_scales_the_lr(files, tmp_path):
     result = train(composer.load(files["hybrid"]), files["data"], _recipe(epochs=1), tmp_path / "auto", device="cpu",
                    progress=False, auto=True)
-    assert result.batch == 16  # 144 images: at least 8 steps (18 fit, rounded down to a multiple of 8)
+    assert result.batch == 16  # 144 images: 9 steps of 16 (batches of 16 or more, at least 8 steps)
     saved = torch.load(tmp_path / "auto" / "last.pt", weights_only=True)["recipe"]
     assert saved["batch"] == 16 and saved["optimizer"]["lr"] == pytest.approx(1e-3)  # the recipe's batch is 16 too
     recipe = _recipe(epochs=1, batch=64, lr_scale="linear")
@@ -489,3 +489,16 @@ def test_out_must_be_a_directory(files, tmp_path):
     target.write_text("keep me")
     _refused(_train(files, files["data"], out=target), "it is not a directory")
     assert target.read_text() == "keep me"
+
+
+def test_batch_auto_learns_as_well_as_a_small_fixed_batch(tmp_path):
+    """A few hundred small images: `--batch auto` keeps at least 8 steps per epoch and scales the lr,
+    so in the same epochs it reaches the accuracy of a fixed batch of 8 (the default recipe)."""
+    data = make_folder(tmp_path / "d", {"train": 64, "val": 10})
+    bp = composer.loads(HYBRID.replace("T: {type: transformer, attention: relative, head_dim: 16}", "T: {type: mbconv}"))
+    recipe = load_recipe(overrides={"epochs": 3, "data.workers": 0})
+    auto = train(bp, data, recipe, tmp_path / "auto", device="cpu", progress=False, auto=True)
+    fixed = train(bp, data, recipe, tmp_path / "fixed", device="cpu", progress=False, batch=8)
+    assert auto.batch == 16 and fixed.batch == 8  # 192 images: 12 steps of 16
+    assert fixed.best_top1 > 0.6  # chance is 1/3
+    assert auto.best_top1 >= fixed.best_top1 - 0.1  # 30 validation images: one is 3.3 points

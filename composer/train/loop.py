@@ -35,10 +35,11 @@ from .augment import Normalize, TrainAugment, soft_cross_entropy
 from .autobatch import auto_batch
 from .checkpoints import blueprint_text, check_checkpoint, load_checkpoint, restore_rng, rng_state
 from .data import DataError, ImageDataset, Samples, Splits, check_images, find_splits
-from .recipe import Recipe, fitted_warmup, with_batch
+from .recipe import Recipe, RecipeError, fitted_warmup, with_batch
 from .report import Progress, Records, plot_curves, read_metrics
 
 MIN_STEPS = 8  # optimizer steps per epoch that `--batch auto` keeps, data permitting
+STEPS = 32  # ... and aims at, while its batches stay at 16 or more (a small set learns from many steps)
 
 
 class TrainingError(BlueprintError):
@@ -182,11 +183,22 @@ def _resume_checks(bp: Blueprint, splits: Optional[Splits], recipe: Recipe, out:
     return checkpoint, complete
 
 
+def _data_limit(per: int) -> int:
+    """The largest micro-batch a data set of `per` images per device allows: up to STEPS steps an
+    epoch with batches of 16 or more, at least MIN_STEPS steps, and fewer only for tiny sets."""
+    if per >= 16 * MIN_STEPS:
+        return max(16, per // STEPS)
+    if per >= 8 * MIN_STEPS:
+        return per // MIN_STEPS
+    return max(1, min(8, per))
+
+
 def _batch(bp: Blueprint, recipe: Recipe, n_train: int, d: distributed.Dist, auto: bool, batch: Optional[int],
            notes: list[str]) -> tuple[Recipe, int]:
     """(the recipe at the run's batch, its per-device micro-batch x accumulate); raise a bad batch."""
+    flag = batch
     per = n_train // (d.world * recipe.accumulate)  # images per device and micro-batch slot
-    limit = max(1, per // MIN_STEPS if per >= MIN_STEPS * 8 else min(8, per))  # tiny sets: fewer steps
+    limit = _data_limit(per)
     if not auto and batch is None and recipe.batch > n_train:  # the recipe's batch, for a data set this small
         batch = limit * d.world * recipe.accumulate
         notes.append(f"batch {batch}: the recipe's {recipe.batch} is larger than the {n_train} training images")
@@ -206,14 +218,17 @@ def _batch(bp: Blueprint, recipe: Recipe, n_train: int, d: distributed.Dist, aut
         notes.append(f"lr {scaled.optimizer.lr:.3g} for batch {batch} (the recipe's {recipe.optimizer.lr:.3g} at batch "
                      f"{recipe.batch}, scaled by `lr_scale: {recipe.lr_scale}`)")
         recipe = scaled
+    def refuse(message: str, hint: str) -> RecipeError:
+        if flag is not None:  # the batch of `--batch N`
+            return RecipeError(Problem(f"`--batch {flag}`: {message}", (), "<command line>", hint=hint))
+        return RecipeError(recipe.problem(("batch",), message, hint))
+
     per_device = recipe.batch // (d.world * recipe.accumulate)
     if per_device * d.world * recipe.accumulate != recipe.batch or per_device < 1:
-        raise DataError(recipe.problem(("batch",), f"batch {recipe.batch} does not split into {d.world} device(s) x "
-                                                   f"{recipe.accumulate} micro-batch(es)",
-                                       "choose a batch divisible by devices x accumulate"))
+        raise refuse(f"batch {recipe.batch} does not split into {d.world} device(s) x {recipe.accumulate} micro-batch(es)",
+                     "choose a batch divisible by devices x accumulate")
     if n_train // d.world < recipe.batch // d.world:
-        raise DataError(recipe.problem(("batch",), f"batch {recipe.batch} is larger than the {n_train} training images",
-                                       "use a smaller `--batch`, or `--batch auto`"))
+        raise refuse(f"batch {recipe.batch} is larger than the {n_train} training images", "use a smaller `--batch`, or `--batch auto`")
     return recipe, per_device
 
 
