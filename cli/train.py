@@ -114,8 +114,8 @@ def _check(blueprint, data, epochs, batch, devices, out, recipe, weights, weight
         bp_sets["input.size"] = size
     auto, fixed = gather.attempt(parse_batch, batch) or (False, None)
     dev = gather.attempt(distributed.resolve_device, device)
-    if dev is not None and devices > 1:
-        gather.attempt(distributed.check_processes, devices, dev)
+    if dev is not None and devices > 1 and gather.attempt(distributed.check_processes, devices, dev) is None:
+        dev = None  # no batch checks for a process count that will not start
     if weights_from not in ("auto", "composer", "timm"):
         gather.add(command_line_error(f"`--from {quote(weights_from)}`: expected auto, composer or timm"))
     part_list = gather.attempt(parse_parts, parts, weights)
@@ -206,7 +206,7 @@ def _launch(plan: dict, blueprint, data, epochs, batch, devices, out, recipe, we
     for item in set_ or []:
         args += ["--set", item]
     dev = plan["device"]
-    cores = distributed.usable_cores()
+    cores = distributed.free_cores()[1]
     workers = plan["recipe"].data.workers
     threads = distributed.cpu_split(cores, devices, workers)[0] if dev.type == "cpu" else max(1, cores // devices)
     errors = Path(tempfile.mkdtemp(prefix="composer-workers-"))

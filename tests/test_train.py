@@ -502,3 +502,21 @@ def test_batch_auto_learns_as_well_as_a_small_fixed_batch(tmp_path):
     assert auto.batch == 16 and fixed.batch == 8  # 192 images: 12 steps of 16
     assert fixed.best_top1 > 0.6  # chance is 1/3
     assert auto.best_top1 >= fixed.best_top1 - 0.1  # 30 validation images: one is 3.3 points
+
+
+def test_fine_tuning_in_one_command_with_parts_and_another_size(run, files, tmp_path):
+    """`train --weights CKPT --parts stem,0 --size 48`: the stem and first stage come from the
+    checkpoint (trained at 32), the rest starts anew, and the run trains at 48 x 48."""
+    data = make_folder(tmp_path / "d", {"train": 8, "val": 2}, classes=CLASSES[:2])
+    out = tmp_path / "tuned"
+    r = _train(files, data, "--weights", str(run / "best.pt"), "--parts", "stem,0", "--size", "48", "--epochs", "1",
+               "--batch", "8", "--set", "recipe.optimizer={type: sgd, lr: 1.0e-12, weight_decay: 0}", out=out)
+    assert r.exit_code == 0, r.output
+    assert "at input 48x48" in r.output and "head: 2 classes from the data" in r.output
+    payload = torch.load(out / "last.pt", weights_only=True)
+    assert composer.loads(payload["blueprint"]).model.input.hw == (48, 48)
+    before = torch.load(run / "best.pt", weights_only=True)["state_dict"]
+    stem = [k for k in before if k.startswith("stem.") and before[k].ndim == 4]
+    assert stem and all(torch.allclose(before[k], payload["state_dict"][k], atol=1e-6) for k in stem)
+    _refused(_train(files, data, "--parts", "stem"), "`--parts` needs `--weights`")
+    _refused(_train(files, data, "--weights", str(run / "best.pt"), "--from", "keras"), "`--from keras`: expected auto, composer or timm")

@@ -94,7 +94,7 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def check_processes(n: int, device: torch.device) -> None:
+def check_processes(n: int, device: torch.device) -> bool:
     """`--devices N`: at most the usable GPUs (GPU runs) or cores (CPU runs), checked before any start."""
     if not isinstance(n, int) or n < 1:
         raise _problem(f"`--devices {n}`: expected a whole number of at least 1")
@@ -105,6 +105,7 @@ def check_processes(n: int, device: torch.device) -> None:
     have = min(have, MAX_PROCESSES)
     if n > have:
         raise _problem(f"`--devices {n}`: this machine has {have} {what}", hint)
+    return True
 
 
 def _environment() -> tuple[int, int, int]:
@@ -159,6 +160,32 @@ def all_sum(d: Dist, values: list[float]) -> list[float]:
 
 
 # --- CPU threads ---------------------------------------------------------------------------------
+
+def busy_cores(samples: int = 5) -> int:
+    """Cores other work keeps busy right now: the kernel's count of runnable threads (procs_running
+    in /proc/stat, the median of a few looks 20 ms apart), less this process. 0 where unknown."""
+    import statistics
+    import time
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/stat", "rb") as fh:
+                line = next((l for l in fh if l.startswith(b"procs_running")), b"procs_running 1")
+            counts.append(int(line.split()[1]))
+        except (OSError, ValueError, IndexError):
+            return 0
+        if i < samples - 1:
+            time.sleep(0.02)
+    return max(0, int(statistics.median(counts)) - 1)
+
+
+def free_cores() -> tuple[int, int]:
+    """(usable cores, the ones not busy with other work, at least 1). torch's threads meet at a
+    barrier after every operation, so a thread on a busy core stalls all of them: on a loaded
+    machine fewer threads train faster (bench/threads_bench.py)."""
+    usable = usable_cores()
+    return usable, max(1, usable - busy_cores())
+
 
 def cpu_split(cores: int, processes: int, workers: int) -> tuple[int, int]:
     """(torch threads, decoding workers) per process, so that together they fill the cores without

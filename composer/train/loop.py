@@ -299,13 +299,15 @@ class Run:
 
 
 def _cpu_split(recipe: Recipe, d: distributed.Dist) -> tuple[int, int]:
-    """(torch threads, decoding workers) of this process; a user's OMP_NUM_THREADS is kept."""
+    """(torch threads, decoding workers) of this process, from the cores not busy with other work;
+    a user's OMP_NUM_THREADS is kept."""
     if d.device.type != "cpu":
         return torch.get_num_threads(), min(recipe.data.workers, distributed.usable_cores())
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", d.world))
-    threads, workers = distributed.cpu_split(distributed.usable_cores(), local_world, recipe.data.workers)
-    if os.environ.get("OMP_NUM_THREADS", "").isdecimal() and not os.environ.get(distributed.LAUNCHED_ENV):
-        threads = int(os.environ["OMP_NUM_THREADS"])
+    usable, free = distributed.free_cores() if local_world == 1 else (distributed.usable_cores(),) * 2
+    threads, workers = distributed.cpu_split(free, local_world, recipe.data.workers)
+    if os.environ.get("OMP_NUM_THREADS", "").isdecimal() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        threads = int(os.environ["OMP_NUM_THREADS"])  # the user's, or the launcher's split for its workers
     torch.set_num_threads(max(1, threads))
     return threads, workers
 
