@@ -154,6 +154,8 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(files, tmp_path
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 process(es)" in r.stderr
+    # quiet: no OMP banner from torchrun (the launcher sets the threads), no grad-stride warning from DDP
+    assert "Setting OMP_NUM_THREADS" not in r.stderr and "Grad strides" not in r.stderr, r.stderr
     a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["state_dict"]
     initial = composer.build(composer.load(files["layernorm"])).state_dict()
@@ -520,3 +522,37 @@ def test_fine_tuning_in_one_command_with_parts_and_another_size(run, files, tmp_
     assert stem and all(torch.allclose(before[k], payload["state_dict"][k], atol=1e-6) for k in stem)
     _refused(_train(files, data, "--parts", "stem"), "`--parts` needs `--weights`")
     _refused(_train(files, data, "--weights", str(run / "best.pt"), "--from", "keras"), "`--from keras`: expected auto, composer or timm")
+
+
+def test_run_records_top_checkpoints_early_stop_csv_and_tensorboard(files, tmp_path):
+    """keep_top 2 keeps the two best epochs; early_stop ends a plateau (no gain of 0.5 in 1 epoch:
+    after epoch 2); metrics.jsonl and .csv hold both losses and training accuracy; a resume of the
+    stopped run is complete."""
+    recipe = _recipe(epochs=4, keep_top=2, early_stop={"patience": 1, "min_delta": 0.5})
+    result = train(composer.load(files["hybrid"]), files["data"], recipe, tmp_path / "o", device="cpu", progress=False)
+    out = tmp_path / "o"
+    rows = _metrics(out)
+    assert [r["epoch"] for r in rows] == [1, 2] and result.epochs == 2
+    for key in ("train_loss", "train_loss_smoothed", "train_top1", "val_loss", "val_loss_smoothed"):
+        assert all(key in r for r in rows), key
+    assert rows[0]["train_loss_smoothed"] != rows[0]["train_loss"]  # label smoothing 0.1
+    assert sorted(p.name for p in out.glob("top-*.pt")) == ["top-1.pt", "top-2.pt"]
+    table = (out / "metrics.csv").read_text().splitlines()
+    assert table[0].startswith("epoch,") and "val_loss_smoothed" in table[0] and len(table) == 3
+    pytest.importorskip("tensorboard", reason="TensorBoard events are written only when tensorboard is installed")
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    again = train(composer.load(files["hybrid"]), files["data"], recipe, out, device="cpu", progress=False, resume=True)
+    assert again.complete and _metrics(out) == rows
+
+
+def test_curves_mark_the_best_epoch_and_show_a_one_epoch_run():
+    from composer.train.report import curves_figure
+    row = {"epoch": 1, "train_loss": 1.0, "val_loss": 0.9, "val_top1": 0.5, "val_top5": 1.0, "lr": 1e-3, "train_top1": 0.4}
+    fig = curves_figure([row])
+    for ax in fig.axes:
+        data_lines = [l for l in ax.get_lines() if l.get_label().startswith("best") is False]
+        assert data_lines and all(l.get_marker() == "o" for l in data_lines)
+        assert any(l.get_label() == "best: epoch 1" for l in ax.get_lines())
+    rows = [dict(row, epoch=e, val_top1=v) for e, v in ((1, 0.5), (2, 0.8), (3, 0.7))]
+    best = [l for l in curves_figure(rows).axes[1].get_lines() if l.get_label().startswith("best")]
+    assert best[0].get_label() == "best: epoch 2" and list(best[0].get_xdata()) == [2, 2]

@@ -138,8 +138,16 @@ def _pyplot():
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
-    """Loss and accuracy per epoch, and the learning rate, as one PNG; the best epoch (validation
-    top-1) marked on each panel, and every epoch a marker (a one-epoch run shows its points)."""
+    """Loss and accuracy per epoch, and the learning rate, as one PNG (curves_figure)."""
+    plt = _pyplot()
+    fig = curves_figure(rows)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def curves_figure(rows: list[dict]):
+    """The figure of plot_curves: the best epoch (validation top-1) marked on each panel, and every
+    epoch a marker (a one-epoch run shows its points)."""
     plt = _pyplot()
     epochs = [r["epoch"] for r in rows]
     style = {"marker": "o", "markersize": 4 if len(rows) > 30 else 6}
@@ -171,8 +179,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     axes[0].legend()
     axes[1].legend()
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    return fig
 
 
 def plot_confusion(matrix, classes: list[str], path: Path) -> None:
