@@ -356,7 +356,10 @@ def _assemble(prep: Prepared, out: Path, d: distributed.Dist, weights: Any, weig
     if recipe.ema is not None:
         ema = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(recipe.ema), use_buffers=True)
-    # gradients as views of DDP's buckets: no copy, and no stride mismatch with channels-last weights
+    if d.enabled:  # gradients that exist before DDP become views of its buckets (its own layout), so
+        for p in model.parameters():  # no gradient reaches the reducer in another layout (torch's stride warning)
+            if p.requires_grad:
+                p.grad = torch.zeros_like(p)
     net: nn.Module = nn.parallel.DistributedDataParallel(
         model, device_ids=[d.device.index] if d.device.type == "cuda" else None, gradient_as_bucket_view=True) \
         if d.enabled else model
@@ -425,7 +428,7 @@ def _train_epoch(run: Run, epoch: int, show: Progress) -> dict:
             nn.utils.clip_grad_norm_(run.raw.parameters(), r.clip_grad)
         run.scaler.step(run.optimizer)
         run.scaler.update()
-        run.optimizer.zero_grad(set_to_none=True)
+        run.optimizer.zero_grad(set_to_none=not d.enabled)  # under DDP the gradients stay bucket views
         run.scheduler.step()
         if run.ema is not None:
             run.ema.update_parameters(run.raw)
