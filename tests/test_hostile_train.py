@@ -212,6 +212,9 @@ def test_a_checkpoint_whose_head_disagrees_with_its_classes_is_refused(setup, fi
     out = _tampered(finished, tmp_path, state_dict=state)
     r = _train(setup, "--resume", "--epochs", "2", out=out)
     _check_refusal(r, "does not agree with itself: 3 class names, a blueprint of 3 classes, a head of 2 outputs", located=False)
+    for args in (["eval", str(out / "last.pt"), "--data", str(setup["data"])],
+                 ["predict", str(out / "last.pt"), str(setup["data"] / "val"), "--csv", str(tmp_path / "p.csv")]):
+        _check_refusal(runner.invoke(app, args), "a head of 2 outputs", located=False)
 
 
 @pytest.mark.parametrize("change", [{"classes": "abc"}, {"epoch": "1"}, {"classes": ["a", "a", "b"]}, {"recipe": None}])
@@ -257,6 +260,21 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(setu
 
 
 # --- processes: the launcher owns its workers ------------------------------------------------------
+
+def test_a_failing_ddp_worker_is_one_message_not_torchruns_report(setup, tmp_path):
+    """Broken images are found by the workers (they decode every image first): the launcher prints
+    the lowest failing rank's own message, once, and exits 1."""
+    data = make_folder(tmp_path / "d", {"train": 8, "val": 3})
+    broken = data / "train" / "square" / "3.png"
+    broken.write_bytes(broken.read_bytes()[:60])
+    args = ["train", str(setup["bp"]), "--data", str(data), "--devices", "2", "--device", "cpu", "--epochs", "1",
+            "--batch", "8", "--set", "recipe.data.workers=0", "--out", str(tmp_path / "o")]
+    r = subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert r.stderr.count("square/3.png: unreadable image") == 1, r.stderr[-3000:]
+    for noise in ("Traceback", "ChildFailedError", "torch.distributed", "internal error", "Root Cause"):
+        assert noise not in r.stderr, r.stderr[-3000:]
+
 
 def _descendants_of(launcher: int) -> list[int]:
     """Processes started for the launcher `launcher` (by their environment), still alive."""
