@@ -556,3 +556,23 @@ def test_curves_mark_the_best_epoch_and_show_a_one_epoch_run():
     rows = [dict(row, epoch=e, val_top1=v) for e, v in ((1, 0.5), (2, 0.8), (3, 0.7))]
     best = [l for l in curves_figure(rows).axes[1].get_lines() if l.get_label().startswith("best")]
     assert best[0].get_label() == "best: epoch 2" and list(best[0].get_xdata()) == [2, 2]
+
+
+def test_weights_by_hub_name_reach_the_weights_layer_as_written(files, tmp_path, monkeypatch):
+    """`--weights hf-hub:ORG/NAME` is a name, not a path: it reaches composer.build unchanged, with
+    the layout and parts flags."""
+    from composer.blueprint import BlueprintError, Problem
+    from composer.train import loop
+    seen = {}
+
+    def capture(bp, **kwargs):
+        seen.update(kwargs)
+        raise BlueprintError(Problem("stopped here by the test", (), "<test>"))
+
+    monkeypatch.setattr(loop, "build_model", capture)
+    data = make_folder(tmp_path / "d", {"train": 8, "val": 2})
+    r = _train(files, data, "--weights", "hf-hub:timm/convnext_tiny.fb_in1k", "--from", "timm", "--partial",
+               "--epochs", "1", "--batch", "8")
+    _refused(r, "stopped here by the test")
+    assert seen["weights"] == "hf-hub:timm/convnext_tiny.fb_in1k" and isinstance(seen["weights"], str)
+    assert seen["weights_from"] == "timm" and seen["strict"] is False and seen["parts"] is None

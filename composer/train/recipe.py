@@ -22,6 +22,7 @@ from ..blueprint.validate import located_problems
 from ..blocks.base import StrictModel
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+DEFAULT_RECIPE = "<default recipe>"  # where the values of no recipe file come from
 
 
 class _Model(StrictModel):
@@ -168,7 +169,10 @@ class Recipe(_Model):
     def problem(self, path: tuple, message: str, hint: str | None = None) -> Problem:
         """A problem located at the recipe line (or `--set` flag) that gave `path`."""
         if self._source is not None:
-            return self._source.problem(path, message, hint)
+            found = self._source.problem(path, message, hint)
+            if found.file == DEFAULT_RECIPE:  # a default value has no line
+                return Problem(message, path, DEFAULT_RECIPE, hint=hint)
+            return found
         return Problem(message, path, "<recipe>", hint=hint)
 
 
@@ -228,7 +232,7 @@ def load_recipe(path: str | Path | None = None, *, overrides: dict[str, Any] | N
     """Read and validate a recipe file (None: every default)."""
     overrides = overrides or {}
     try:  # the file's own problems (unreadable, not YAML) are the recipe's too
-        source = read_file(path) if path is not None else load_text("{}", "<default recipe>")
+        source = read_file(path) if path is not None else load_text("{}", DEFAULT_RECIPE)
         source = apply_overrides(_with_sections(source, list(overrides)), overrides)
     except BlueprintError as exc:
         raise RecipeError([Problem(p.message.replace("in the blueprint", "in the recipe"), p.path, p.file, p.line,
