@@ -535,9 +535,13 @@ def _agreed(d: distributed.Dist, value: Any) -> Any:
 
 def _complete(prep: Prepared, out: Path, show: Progress) -> TrainResult:
     c = prep.checkpoint
-    how = "stopped early (no validation gain)" if c.get("stopped_early") else f"trained its {c['epoch']} epochs"
-    show.line(f"the run in {out} is complete: it {how}; best top-1 {c['best_top1']:.2%}. Nothing was changed. "
-              f"To train longer: `--resume --epochs {max(c['epoch'], prep.recipe.epochs) + max(1, c['epoch'] // 2)}`")
+    if c.get("stopped_early"):
+        how = f"stopped early at epoch {c['epoch']} (no validation gain)"
+        more = f"To train on from its weights: a new run with `--weights {out / 'best.pt'}`"
+    else:
+        how = f"trained its {c['epoch']} epochs"
+        more = f"To train longer: `--resume --epochs {max(c['epoch'], prep.recipe.epochs) + max(1, c['epoch'] // 2)}`"
+    show.line(f"the run in {out} is complete: it {how}; best top-1 {c['best_top1']:.2%}. Nothing was changed. {more}")
     return TrainResult(out, c["epoch"], c["best_top1"], c.get("metrics") or {}, prep.recipe.batch, complete=True)
 
 
