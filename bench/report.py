@@ -26,13 +26,13 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch_version}"
 
 
-def write_section(name: str, text: str) -> None:
-    """Replace (or append) the section `name` of docs/benchmarks.md with `text`."""
-    current = TARGET.read_text() if TARGET.exists() else HEADER
+def write_section(name: str, text: str, target: Path = TARGET) -> None:
+    """Replace (or append) the section `name` of `target` (docs/benchmarks.md) with `text`."""
+    current = target.read_text() if target.exists() else HEADER
     block = f"<!-- begin {name} -->\n{text.strip()}\n<!-- end {name} -->"
     pattern = re.compile(rf"<!-- begin {re.escape(name)} -->.*?<!-- end {re.escape(name)} -->", re.S)
     updated = pattern.sub(lambda _: block, current) if pattern.search(current) else current.rstrip() + "\n\n" + block + "\n"
     sys.path.insert(0, str(ROOT))
     from composer.fileio import write_text
-    write_text(TARGET, updated)
-    print(f"wrote section `{name}` of {TARGET.relative_to(ROOT)}")
+    write_text(target, updated)
+    print(f"wrote section `{name}` of {target.relative_to(ROOT)}")

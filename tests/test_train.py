@@ -154,6 +154,8 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(files, tmp_path
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 process(es)" in r.stderr
+    # quiet: no OMP banner from torchrun (the launcher sets the threads), no grad-stride warning from DDP
+    assert "Setting OMP_NUM_THREADS" not in r.stderr and "Grad strides" not in r.stderr, r.stderr
     a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["state_dict"]
     initial = composer.build(composer.load(files["layernorm"])).state_dict()
@@ -240,11 +242,17 @@ def test_batch_auto_is_the_largest_batch_the_estimate_fits(files, monkeypatch):
     assert auto_batch(plan, recipe, torch.device("cpu"), limit=7)[0] == 7
 
 
-def test_batch_auto_trains(files, tmp_path):
+def test_batch_auto_keeps_eight_steps_per_epoch_and_scales_the_lr(files, tmp_path):
     result = train(composer.load(files["hybrid"]), files["data"], _recipe(epochs=1), tmp_path / "auto", device="cpu",
                    progress=False, auto=True)
-    assert result.batch == 3 * 48  # this machine fits the whole (tiny) training set
-    assert (tmp_path / "auto" / "last.pt").exists()
+    assert result.batch == 16  # 144 images: 9 steps of 16 (batches of 16 or more, at least 8 steps)
+    saved = torch.load(tmp_path / "auto" / "last.pt", weights_only=True)["recipe"]
+    assert saved["batch"] == 16 and saved["optimizer"]["lr"] == pytest.approx(1e-3)  # the recipe's batch is 16 too
+    recipe = _recipe(epochs=1, batch=64, lr_scale="linear")
+    result = train(composer.load(files["hybrid"]), files["data"], recipe, tmp_path / "linear", device="cpu",
+                   progress=False, auto=True)
+    saved = torch.load(tmp_path / "linear" / "last.pt", weights_only=True)["recipe"]
+    assert saved["optimizer"]["lr"] == pytest.approx(1e-3 * 16 / 64)
 
 
 def test_csv_data_with_a_held_out_split(files, tmp_path):
@@ -293,7 +301,15 @@ def test_recipes_validate_and_their_schema_is_current():
         assert path.read_text().startswith("# yaml-language-server: $schema=recipe.schema.json")
         names.add(load_recipe(path).name)
         jsonschema.validate(yaml.safe_load(path.read_text()), schema)
-    assert {"default", "resnet", "deit", "convnext", "coatnet", "mobilenet"} <= names
+    assert {"default", "resnet", "deit", "convnext", "coatnet", "mobilenet", "small"} <= names
+
+
+def test_the_recipe_reference_page_is_current():
+    from composer.train.recipe import recipe_markdown
+    page = (ROOT / "docs" / "recipes.md").read_text()
+    assert page == recipe_markdown(), "run `composer schema --recipe --markdown -o docs/recipes.md`"
+    for key in ("`lr_scale`", "`keep_top`", "`early_stop`", "`patience`", "`scale`", "## Augment", "## EarlyStop"):
+        assert key in page
 
 
 def test_importing_composer_leaves_the_training_extra_alone():
@@ -343,10 +359,20 @@ def test_empty_class_folder(files, tmp_path):
     _refused(_train(files, data, "--set", "classes=4"), "train/hexagon: class folder holds no images")
 
 
-def test_classes_differing_from_the_blueprint_offer_set_classes(files, tmp_path):
-    data = _tree(tmp_path / "d", classes=("circle", "square"))
-    _refused(_train(files, data), f"{files['hybrid']}:3:1: classes: the data has 2 classes (circle, square) but the "
-                                  "blueprint's `classes` is 3 (train with `--set classes=2`)")
+def test_a_data_set_of_another_class_count_gets_its_own_head(files, tmp_path):
+    """The default recipe (100 epochs, warm-up 5, batch 128) on 2 classes of 4 images, for 2 epochs:
+    the head follows the data, the warm-up and the batch shrink to fit, each said in one line."""
+    data = make_folder(tmp_path / "d", {"train": 4, "val": 2}, classes=("circle", "square"))
+    r = runner.invoke(app, ["train", str(files["hybrid"]), "--data", str(data), "--epochs", "2", "--out",
+                            str(tmp_path / "out"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "head: 2 classes from the data (circle, square); the blueprint says 3" in r.output
+    assert "warm-up 0.5 epochs (the recipe's 5, shortened to a quarter of this 2-epoch run)" in r.output
+    assert "batch 8: the recipe's 128 is larger than the 8 training images" in r.output
+    assert "at input 32x32" in r.output
+    payload = torch.load(tmp_path / "out" / "last.pt", weights_only=True)
+    assert payload["classes"] == ["circle", "square"] and payload["state_dict"]["head.fc.weight"].shape[0] == 2
+    assert composer.load_model(tmp_path / "out" / "best.pt").num_classes == 2
 
 
 def test_truncated_images_are_refused_or_skipped_as_the_recipe_says(files, tmp_path):
@@ -402,7 +428,8 @@ def test_recipe_mistakes_are_located(files, tmp_path):
 
 
 def test_bad_batches(files, tmp_path):
-    _refused(_train(files, files["data"], "--batch", "many"), "`--batch many`: expected a number or `auto`")
+    _refused(_train(files, files["data"], "--batch", "many"), "1 problem with the command line",
+             "`--batch many`: expected a number from 1 to 1,000,000, or `auto`")
     _refused(_train(files, files["data"], "--batch", "1000"), "batch 1000 is larger than the 144 training images")
     _refused(_train(files, files["data"], "--batch", "10", "--set", "recipe.accumulate=4"),
              "batch 10 does not split into 1 device(s) x 4 micro-batch(es)")
@@ -464,3 +491,88 @@ def test_out_must_be_a_directory(files, tmp_path):
     target.write_text("keep me")
     _refused(_train(files, files["data"], out=target), "it is not a directory")
     assert target.read_text() == "keep me"
+
+
+def test_batch_auto_learns_as_well_as_a_small_fixed_batch(tmp_path):
+    """A few hundred small images: `--batch auto` keeps at least 8 steps per epoch and scales the lr,
+    so in the same epochs it reaches the accuracy of a fixed batch of 8 (the default recipe)."""
+    data = make_folder(tmp_path / "d", {"train": 64, "val": 10})
+    bp = composer.loads(HYBRID.replace("T: {type: transformer, attention: relative, head_dim: 16}", "T: {type: mbconv}"))
+    recipe = load_recipe(overrides={"epochs": 3, "data.workers": 0})
+    auto = train(bp, data, recipe, tmp_path / "auto", device="cpu", progress=False, auto=True)
+    fixed = train(bp, data, recipe, tmp_path / "fixed", device="cpu", progress=False, batch=8)
+    assert auto.batch == 16 and fixed.batch == 8  # 192 images: 12 steps of 16
+    assert fixed.best_top1 > 0.6  # chance is 1/3
+    assert auto.best_top1 >= fixed.best_top1 - 0.1  # 30 validation images: one is 3.3 points
+
+
+def test_fine_tuning_in_one_command_with_parts_and_another_size(run, files, tmp_path):
+    """`train --weights CKPT --parts stem,0 --size 48`: the stem and first stage come from the
+    checkpoint (trained at 32), the rest starts anew, and the run trains at 48 x 48."""
+    data = make_folder(tmp_path / "d", {"train": 8, "val": 2}, classes=CLASSES[:2])
+    out = tmp_path / "tuned"
+    r = _train(files, data, "--weights", str(run / "best.pt"), "--parts", "stem,0", "--size", "48", "--epochs", "1",
+               "--batch", "8", "--set", "recipe.optimizer={type: sgd, lr: 1.0e-12, weight_decay: 0}", out=out)
+    assert r.exit_code == 0, r.output
+    assert "at input 48x48" in r.output and "head: 2 classes from the data" in r.output
+    payload = torch.load(out / "last.pt", weights_only=True)
+    assert composer.loads(payload["blueprint"]).model.input.hw == (48, 48)
+    before = torch.load(run / "best.pt", weights_only=True)["state_dict"]
+    stem = [k for k in before if k.startswith("stem.") and before[k].ndim == 4]
+    assert stem and all(torch.allclose(before[k], payload["state_dict"][k], atol=1e-6) for k in stem)
+    _refused(_train(files, data, "--parts", "stem"), "`--parts` needs `--weights`")
+    _refused(_train(files, data, "--weights", str(run / "best.pt"), "--from", "keras"), "`--from keras`: expected auto, composer or timm")
+
+
+def test_run_records_top_checkpoints_early_stop_csv_and_tensorboard(files, tmp_path):
+    """keep_top 2 keeps the two best epochs; early_stop ends a plateau (no gain of 0.5 in 1 epoch:
+    after epoch 2); metrics.jsonl and .csv hold both losses and training accuracy; a resume of the
+    stopped run is complete."""
+    recipe = _recipe(epochs=4, keep_top=2, early_stop={"patience": 1, "min_delta": 0.5})
+    result = train(composer.load(files["hybrid"]), files["data"], recipe, tmp_path / "o", device="cpu", progress=False)
+    out = tmp_path / "o"
+    rows = _metrics(out)
+    assert [r["epoch"] for r in rows] == [1, 2] and result.epochs == 2
+    for key in ("train_loss", "train_loss_smoothed", "train_top1", "val_loss", "val_loss_smoothed"):
+        assert all(key in r for r in rows), key
+    assert rows[0]["train_loss_smoothed"] != rows[0]["train_loss"]  # label smoothing 0.1
+    assert sorted(p.name for p in out.glob("top-*.pt")) == ["top-1.pt", "top-2.pt"]
+    table = (out / "metrics.csv").read_text().splitlines()
+    assert table[0].startswith("epoch,") and "val_loss_smoothed" in table[0] and len(table) == 3
+    pytest.importorskip("tensorboard", reason="TensorBoard events are written only when tensorboard is installed")
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    again = train(composer.load(files["hybrid"]), files["data"], recipe, out, device="cpu", progress=False, resume=True)
+    assert again.complete and _metrics(out) == rows
+
+
+def test_curves_mark_the_best_epoch_and_show_a_one_epoch_run():
+    from composer.train.report import curves_figure
+    row = {"epoch": 1, "train_loss": 1.0, "val_loss": 0.9, "val_top1": 0.5, "val_top5": 1.0, "lr": 1e-3, "train_top1": 0.4}
+    fig = curves_figure([row])
+    for ax in fig.axes:
+        data_lines = [l for l in ax.get_lines() if l.get_label().startswith("best") is False]
+        assert data_lines and all(l.get_marker() == "o" for l in data_lines)
+        assert any(l.get_label() == "best: epoch 1" for l in ax.get_lines())
+    rows = [dict(row, epoch=e, val_top1=v) for e, v in ((1, 0.5), (2, 0.8), (3, 0.7))]
+    best = [l for l in curves_figure(rows).axes[1].get_lines() if l.get_label().startswith("best")]
+    assert best[0].get_label() == "best: epoch 2" and list(best[0].get_xdata()) == [2, 2]
+
+
+def test_weights_by_hub_name_reach_the_weights_layer_as_written(files, tmp_path, monkeypatch):
+    """`--weights hf-hub:ORG/NAME` is a name, not a path: it reaches composer.build unchanged, with
+    the layout and parts flags."""
+    from composer.blueprint import BlueprintError, Problem
+    from composer.train import loop
+    seen = {}
+
+    def capture(bp, **kwargs):
+        seen.update(kwargs)
+        raise BlueprintError(Problem("stopped here by the test", (), "<test>"))
+
+    monkeypatch.setattr(loop, "build_model", capture)
+    data = make_folder(tmp_path / "d", {"train": 8, "val": 2})
+    r = _train(files, data, "--weights", "hf-hub:timm/convnext_tiny.fb_in1k", "--from", "timm", "--partial",
+               "--epochs", "1", "--batch", "8")
+    _refused(r, "stopped here by the test")
+    assert seen["weights"] == "hf-hub:timm/convnext_tiny.fb_in1k" and isinstance(seen["weights"], str)
+    assert seen["weights_from"] == "timm" and seen["strict"] is False and seen["parts"] is None

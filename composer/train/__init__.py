@@ -7,8 +7,9 @@ Pillow, kornia, rich and matplotlib (the `train` extra) are imported only when u
 from .data import DataError
 from .evaluate import evaluate, predict, write_predictions
 from .extras import MissingExtra
-from .loop import TrainResult, train
-from .recipe import Recipe, RecipeError, load_recipe, recipe_json_schema_text
+from .loop import RunProblems, TrainingError, TrainResult, train
+from .recipe import Recipe, RecipeError, load_recipe, recipe_json_schema_text, recipe_markdown
 
 __all__ = ["train", "evaluate", "predict", "write_predictions", "Recipe", "load_recipe", "recipe_json_schema_text",
-           "TrainResult", "DataError", "RecipeError", "MissingExtra"]
+           "recipe_markdown",
+           "TrainResult", "DataError", "RecipeError", "MissingExtra", "RunProblems", "TrainingError"]

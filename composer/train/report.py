@@ -4,6 +4,8 @@ is written atomically."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sys
 import time
@@ -66,14 +68,67 @@ class Progress:
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """The rows of metrics.jsonl; a line that is not a JSON object (a cut last line, an edit) is left out."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+            rows.append(row)
+    return rows
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
     """metrics.jsonl: one JSON object per epoch, the whole file replaced atomically."""
     write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+    """metrics.csv: the same rows as a table (epoch first, then the names in order), atomically."""
+    names = ["epoch"] + sorted({k for r in rows for k in r} - {"epoch"})
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(names)
+    for r in rows:
+        writer.writerow([f"{r[k]:.6g}" if isinstance(r.get(k), float) else r.get(k, "") for k in names])
+    write_text(path, buf.getvalue())
+
+
+class Records:
+    """What a run writes each epoch besides checkpoints: metrics.jsonl and metrics.csv always, and
+    TensorBoard event files under OUT/tensorboard when tensorboard is installed."""
+
+    def __init__(self, out: Path, enabled: bool = True):
+        self.out, self.enabled, self.written = out, enabled, 0
+        self.board = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional (the `tensorboard` extra)
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self.board = SummaryWriter(str(out / "tensorboard"))
+
+    def write(self, rows: list[dict]) -> None:
+        if not self.enabled:
+            return
+        write_metrics(self.out / "metrics.jsonl", rows)
+        write_metrics_csv(self.out / "metrics.csv", rows)
+        if self.board is not None:
+            row = rows[-1]
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self.board.add_scalar(key.replace("_", "/", 1), value, row["epoch"])
+            self.board.flush()
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
+            self.board = None
 
 
 def _pyplot():
@@ -83,28 +138,48 @@ def _pyplot():
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
-    """Loss and accuracy per epoch, and the learning rate, as one PNG."""
+    """Loss and accuracy per epoch, and the learning rate, as one PNG (curves_figure)."""
+    plt = _pyplot()
+    fig = curves_figure(rows)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def curves_figure(rows: list[dict]):
+    """The figure of plot_curves: the best epoch (validation top-1) marked on each panel, and every
+    epoch a marker (a one-epoch run shows its points)."""
     plt = _pyplot()
     epochs = [r["epoch"] for r in rows]
+    style = {"marker": "o", "markersize": 4 if len(rows) > 30 else 6}
+
+    def curve(ax, key, label=None, **kw):
+        if any(key in r for r in rows):
+            ax.plot(epochs, [r.get(key, float("nan")) for r in rows], label=label, **style, **kw)
+
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(epochs, [r["train_loss"] for r in rows], label="train")
-    axes[0].plot(epochs, [r["val_loss"] for r in rows], label="val")
-    axes[0].set_title("loss")
-    axes[1].plot(epochs, [r["val_top1"] for r in rows], label="top-1")
-    axes[1].plot(epochs, [r["val_top5"] for r in rows], label="top-5")
-    if any("ema_top1" in r for r in rows):
-        axes[1].plot(epochs, [r.get("ema_top1") for r in rows], label="EMA top-1")
-    axes[1].set_title("validation accuracy")
-    axes[2].plot(epochs, [r["lr"] for r in rows])
+    curve(axes[0], "train_loss", "train")
+    curve(axes[0], "val_loss", "val")
+    curve(axes[0], "train_loss_smoothed", "train (label-smoothed)", linestyle=":")
+    axes[0].set_title("loss (cross-entropy)")
+    curve(axes[1], "val_top1", "val top-1")
+    curve(axes[1], "val_top5", "val top-5")
+    curve(axes[1], "train_top1", "train top-1", linestyle=":")
+    curve(axes[1], "ema_top1", "EMA top-1")
+    axes[1].set_title("accuracy")
+    curve(axes[2], "lr")
     axes[2].set_title("learning rate (end of epoch)")
+    best = max(rows, key=lambda r: r.get("val_top1", -1.0))
     for ax in axes:
+        ax.axvline(best["epoch"], color="grey", linestyle="--", linewidth=1, label=f"best: epoch {best['epoch']}")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+        if len(rows) == 1:
+            ax.set_xlim(best["epoch"] - 1, best["epoch"] + 1)
+    axes[1].annotate(f"{best['val_top1']:.1%}", (best["epoch"], best["val_top1"]), textcoords="offset points", xytext=(4, -12))
     axes[0].legend()
     axes[1].legend()
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    return fig
 
 
 def plot_confusion(matrix, classes: list[str], path: Path) -> None:
