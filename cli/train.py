@@ -59,17 +59,20 @@ def train(
     exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Train into --out even when it holds a run (its checkpoints are replaced).")] = False,
     recipe: Annotated[Optional[Path], typer.Option("--recipe", help="Training recipe YAML (see recipes/ and docs/recipes.md); default: recipes/default.yaml values.")] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", help="Start from these weights: a file, or `hf-hub:ORG/NAME` (fine-tuning; a new head when the classes differ).")] = None,
-    weights_from: Annotated[str, typer.Option("--from", help="Layout of the --weights names: auto, composer or timm.")] = "auto",
+    weights_from: Annotated[str, typer.Option("--from", help="Layout of the --weights names: auto, composer, timm or transformers.")] = "auto",
     partial: Annotated[bool, typer.Option("--partial", help="Load what fits from --weights and leave the rest at initialisation.")] = False,
     parts: Annotated[Optional[str], typer.Option("--parts", help="Transplant only these parts from --weights: stem, head and stage indices, e.g. `stem,0,1`.")] = None,
     weights_blueprint: Annotated[Optional[Path], typer.Option("--weights-blueprint", help="Blueprint of the --weights checkpoint's architecture (for --parts from timm's layout).")] = None,
     size: Annotated[Optional[int], typer.Option("--size", min=8, max=4096, help="Input size to train at (overrides the blueprint's, as `profile --size`).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from last.pt (a finished run says so and changes nothing).")] = False,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:N, gpu or mps (default: the first GPU when there is one).")] = None,
+    grad_checkpointing: Annotated[bool, typer.Option("--grad-checkpointing", help="Recompute activations in the backward pass (less memory; `--batch auto` counts it). Same as `--set recipe.grad_checkpointing=true`.")] = False,
     set_: SetOption = None,
 ) -> None:
     """Train a blueprint on a folder of images. `--set recipe.KEY=VALUE` changes the recipe,
     any other `--set` the blueprint."""
+    if grad_checkpointing:  # a recipe value, so a resumed run and the torchrun workers keep it
+        set_ = [*(set_ or []), "recipe.grad_checkpointing=true"]
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         fail(f"`--out {out}`: it is not a directory; the run folder must be a directory or not exist yet")
     from composer.train import distributed
@@ -116,8 +119,9 @@ def _check(blueprint, data, epochs, batch, devices, out, recipe, weights, weight
     dev = gather.attempt(distributed.resolve_device, device)
     if dev is not None and devices > 1 and gather.attempt(distributed.check_processes, devices, dev) is None:
         dev = None  # no batch checks for a process count that will not start
-    if weights_from not in ("auto", "composer", "timm"):
-        gather.add(command_line_error(f"`--from {quote(weights_from)}`: expected auto, composer or timm"))
+    from composer.weights import LAYOUTS
+    if weights_from not in LAYOUTS:
+        gather.add(command_line_error(f"`--from {quote(weights_from)}`: expected {', '.join(LAYOUTS[:-1])} or {LAYOUTS[-1]}"))
     part_list = gather.attempt(parse_parts, parts, weights)
     weights_bp = gather.attempt(composer.load, weights_blueprint) if weights_blueprint is not None else None
     bp = gather.attempt(composer.load, blueprint, overrides=bp_sets)

@@ -576,3 +576,21 @@ def test_weights_by_hub_name_reach_the_weights_layer_as_written(files, tmp_path,
     _refused(r, "stopped here by the test")
     assert seen["weights"] == "hf-hub:timm/convnext_tiny.fb_in1k" and isinstance(seen["weights"], str)
     assert seen["weights_from"] == "timm" and seen["strict"] is False and seen["parts"] is None
+
+
+def test_grad_checkpointing_flag_checkpoints_the_run_and_counts_for_batch_auto(tmp_path):
+    """`--grad-checkpointing` is a recipe value: the run says so, its checkpoint keeps it (a resume
+    goes on checkpointing), and the estimate behind `--batch auto` needs less memory with it."""
+    from .synthetic import TINY_NET, quick_train_args
+    data = make_folder(tmp_path / "data", {"train": 4, "val": 2})
+    bp = tmp_path / "bp.yaml"
+    bp.write_text(TINY_NET)
+    r = runner.invoke(app, quick_train_args(bp, data, tmp_path / "run", "--grad-checkpointing"))
+    assert r.exit_code == 0, r.output
+    assert "gradient checkpointing" in r.output
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert saved["recipe"]["grad_checkpointing"] is True
+    # a network of many blocks keeps only their inputs (one block of the tiny net saves nothing)
+    plan = composer.plan(composer.load(ROOT / "blueprints" / "coatnet0.yaml", overrides={"input.size": 64}))
+    plain, checkpointed = load_recipe(None), load_recipe(None, overrides={"grad_checkpointing": True})
+    assert step_bytes(plan, checkpointed, 64) < 0.8 * step_bytes(plan, plain, 64)

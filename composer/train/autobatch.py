@@ -34,7 +34,8 @@ def optimizer_kind(recipe: Recipe) -> str:
 
 def step_bytes(plan: Plan, recipe: Recipe, batch: int) -> int:
     """Upper bound of the bytes one training step of `recipe` needs at `batch` images per device."""
-    m = train_memory(plan, batch=batch, dtype="float32", optimizer=optimizer_kind(recipe))
+    m = train_memory(plan, batch=batch, dtype="float32", optimizer=optimizer_kind(recipe),
+                     grad_checkpointing=recipe.grad_checkpointing)
     total = m.total
     if recipe.precision != "fp32":
         total += m.weights // 2

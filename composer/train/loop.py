@@ -320,6 +320,8 @@ def _build_model(prep: Prepared, d: distributed.Dist, weights: Any, weight_optio
     else:
         model = build_model(prep.bp, seed=prep.recipe.seed, weights=weights, **weight_options)
         show.line(model.weights_report.summary())  # what was loaded, resized and re-initialised (a new head)
+    if prep.recipe.grad_checkpointing:
+        model.set_grad_checkpointing(True)
     model = model.to(d.device)
     if prep.recipe.sync_bn and d.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -608,7 +610,8 @@ def _plan_lines(run: Run, prep: Prepared, show: Progress) -> None:
     show.line(f"training {prep.bp.name} ({n_params:,} parameters) at input {prep.size[0]}x{prep.size[1]} on {len(splits.train)} images "
               f"of {len(run.classes)} classes, validating on {len(splits.val)}{' (held out of train)' if splits.held_out else ''}; "
               f"{where}, batch {r.batch} = {d.world} x {r.accumulate} x {run.micro}, lr {r.optimizer.lr:.3g}, "
-              f"warm-up {fitted_warmup(r):g} of {r.epochs} epochs; writing to {run.out}")
+              f"warm-up {fitted_warmup(r):g} of {r.epochs} epochs{', gradient checkpointing' if r.grad_checkpointing else ''}; "
+              f"writing to {run.out}")
 
 
 def _broken_images(samples: Samples, recipe: Recipe, d: distributed.Dist, show: Progress) -> tuple[set[str], Any]:

@@ -156,6 +156,9 @@ class Recipe(_Model):
         "fp32", description="fp32, or mixed precision: bf16 autocast, fp16 autocast with loss scaling.")
     channels_last: bool = Field(False, description="Keep activations in channels-last memory format (faster convolutions on GPUs).")
     compile: bool = Field(False, description="Compile the model with torch.compile.")
+    grad_checkpointing: bool = Field(
+        False, description="Recompute each block's activations in the backward pass instead of keeping them "
+                           "(less memory, about a third more compute); `--batch auto` counts what it keeps.")
     sync_bn: bool = Field(False, description="Synchronise batch-norm statistics across devices (DDP only).")
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Training augmentation (kornia, on the training device).")
     data: DataConfig = Field(default_factory=DataConfig, description="Data loading.")
