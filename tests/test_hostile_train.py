@@ -28,23 +28,10 @@ from composer.train import loop, runs
 from composer.train.report import read_metrics
 
 from .conftest import ROOT
-from .synthetic import make_folder
+from .synthetic import TINY_NET as BP, make_folder
 from .test_hostile import _check_refusal
 
 runner = CliRunner()
-
-BP = """\
-name: tiny-train
-input: {channels: 3, size: 32}
-classes: 3
-stem: {type: conv, channels: [8], stride: 2}
-layout: C
-blocks:
-  C: {type: mbconv, expand: 2, kernel: 3}
-stages:
-  - {depth: 1, channels: 16, stride: 2}
-head: {type: pool}
-"""
 
 
 @pytest.fixture(scope="module")
