@@ -112,7 +112,7 @@ def test_csv_utf8_with_bom_and_latin1_file_names_are_accepted(tmp_path):
     ("text.jpg", b"hello", "unreadable image"),
 ])
 def test_oversized_and_broken_images_are_refused_by_name(tmp_path, name, content, expected):
-    data = make_folder(tmp_path / "d", {"train": 2})
+    data = make_folder(tmp_path / "d", {"train": 4})
     (data / "train" / "circle" / name).write_bytes(content)
     r = _train(tmp_path, data)
     _check_refusal(r, f"circle/{name}: unreadable image", False)
@@ -122,7 +122,7 @@ def test_oversized_and_broken_images_are_refused_by_name(tmp_path, name, content
 def test_a_1_by_300000_png_is_refused_in_bounded_memory(tmp_path):
     """A real strip image (not just a header) among the training images, as its own process under a
     1 GB address-space limit beyond what the interpreter and torch take."""
-    data = make_folder(tmp_path / "d", {"train": 2})
+    data = make_folder(tmp_path / "d", {"train": 4})
     Image.new("RGB", (300_000, 1), (200, 10, 10)).save(data / "train" / "circle" / "strip.png")
     bp = tmp_path / "bp.yaml"
     bp.write_text(TINY_NET)
