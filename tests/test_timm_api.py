@@ -37,6 +37,9 @@ TIMM_LEVELS = {
     "mobilenetv2_100": [(16, 2), (24, 4), (32, 8), (96, 16), (320, 32)],
     "mobilenetv2_050": [(8, 2), (16, 4), (16, 8), (48, 16), (160, 32)],
     "efficientnet_b0": [(16, 2), (24, 4), (40, 8), (112, 16), (320, 32)],
+    # timm's TF ports: the same architectures with TF padding and BatchNorm eps, so the same levels
+    "tf_efficientnet_b0": [(16, 2), (24, 4), (40, 8), (112, 16), (320, 32)],
+    "tf_mobilenetv2_100": [(16, 2), (24, 4), (32, 8), (96, 16), (320, 32)],
     "convnext_atto": [(40, 4), (80, 8), (160, 16), (320, 32)],
     "convnext_tiny": [(96, 4), (192, 8), (384, 16), (768, 32)],
     "convnext_small": [(96, 4), (192, 8), (384, 16), (768, 32)],

@@ -521,7 +521,7 @@ def test_fine_tuning_in_one_command_with_parts_and_another_size(run, files, tmp_
     stem = [k for k in before if k.startswith("stem.") and before[k].ndim == 4]
     assert stem and all(torch.allclose(before[k], payload["state_dict"][k], atol=1e-6) for k in stem)
     _refused(_train(files, data, "--parts", "stem"), "`--parts` needs `--weights`")
-    _refused(_train(files, data, "--weights", str(run / "best.pt"), "--from", "keras"), "`--from keras`: expected auto, composer or timm")
+    _refused(_train(files, data, "--weights", str(run / "best.pt"), "--from", "keras"), "`--from keras`: expected auto, composer, timm or transformers")
 
 
 def test_run_records_top_checkpoints_early_stop_csv_and_tensorboard(files, tmp_path):
