@@ -13,6 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from composer.fileio import reading_many
+
 from .common import check_output, fail, out, quote, reading, user_errors
 
 
@@ -79,6 +81,10 @@ def predict(
     with user_errors():
         try:
             listed = list_images(images)
+            reading_many(listed)  # an output onto one of the images is refused before any work
+            for target in (csv_, probs):
+                if target is not None:
+                    check_output(target)
             ids = image_ids(images, listed, drop_extension)  # duplicate ids refused before any work
             found, p, classes = run(checkpoints, images, batch=batch, workers=min(workers, usable_cores()), tta=tta,
                                     scales=scales, device=device, paths=listed)

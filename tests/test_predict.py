@@ -206,3 +206,23 @@ def test_predict_and_eval_never_write_over_their_own_inputs(numeric_run, tmp_pat
         assert r.exit_code == 1 and "internal error" not in r.output, (args, r.output)
         assert "reads" in r.output or "input" in r.output, r.output
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_an_output_onto_an_image_found_in_a_folder_is_refused(numeric_run, tmp_path):
+    """Images found by walking a folder (predict's IMAGES, eval's --data) are inputs too: an output
+    named as one of them, in any spelling, is refused and the image kept."""
+    best = numeric_run["run"] / "best.pt"
+    data = numeric_run["data"]
+    image = sorted((data / "train" / "3").iterdir())[0]
+    other_spelling = data / "train" / ".." / "train" / "3" / image.name
+    before = image.read_bytes()
+    for args in (["predict", str(best), str(data), "--csv", str(image)],
+                 ["predict", str(best), str(data / "train"), "--probs", str(other_spelling)],
+                 ["eval", str(best), "--data", str(data / "train"), "--confusion", str(image)]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and "internal error" not in r.output, (args, r.output)
+        assert "it is an input of this command" in r.output and "Traceback" not in r.output, r.output
+    assert image.read_bytes() == before
+    # the same folder with an output beside the images is fine
+    r = runner.invoke(app, ["predict", str(best), str(data / "train"), "--csv", str(tmp_path / "sub.csv")])
+    _ok(r)

@@ -32,7 +32,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..blueprint import BlueprintError, Problem
-from ..fileio import atomic_write
+from ..fileio import atomic_write, reading_many
 from .extras import require
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -536,7 +536,9 @@ def _check_one(path: Path) -> tuple[Optional[str], Optional[tuple[int, int]]]:
 def check_images(samples: Samples, policy: str, progress: Callable[[int, int], None] | None = None,
                  threads: int | None = None) -> Samples:
     """Decode every image once. Broken ones are refused (DataError) or dropped and counted; the
-    sizes of the good ones are summarised in `stats` of the result."""
+    sizes of the good ones are summarised in `stats` of the result. The images become inputs of the
+    running command: no output of it may replace one (composer.fileio.reading_many)."""
+    reading_many(samples.paths)
     threads = threads or min(8, os.cpu_count() or 1)
     bad: list[tuple[Path, str]] = []
     widths, heights = [], []
