@@ -226,3 +226,27 @@ def test_an_output_onto_an_image_found_in_a_folder_is_refused(numeric_run, tmp_p
     # the same folder with an output beside the images is fine
     r = runner.invoke(app, ["predict", str(best), str(data / "train"), "--csv", str(tmp_path / "sub.csv")])
     _ok(r)
+
+
+BAD_DEVICES = ["tpu", "gpu", "meta", "xla", "cuda:-1", "cuda:99", "cpu,cuda", "c\x01u", "x" * 10_000] + \
+    ([] if torch.cuda.is_available() else ["cuda", "cuda:1"]) + \
+    ([] if torch.backends.mps.is_available() else ["mps"])
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_device_strings_are_checked_before_work(numeric_run, tmp_path, command):
+    """Any device string a machine cannot run on is one located line and exit 1, before any image
+    is decoded: names torch does not know, devices composer does not run on, missing GPUs."""
+    best = numeric_run["run"] / "best.pt"
+    data = numeric_run["data"] / "train"
+    for device in BAD_DEVICES:
+        args = (["eval", str(best), "--data", str(data)] if command == "eval"
+                else ["predict", str(best), str(data), "--csv", str(tmp_path / "p.csv")]) + ["--device", device]
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1, (device[:20], r.output)
+        assert "internal error" not in r.output and "Traceback" not in r.output, r.output
+        assert "problem with the device" in r.output and "<command line>: `--device " in r.output, r.output
+        assert "evaluating" not in r.output and "predicting" not in r.output, r.output  # refused before work
+        assert len(r.output) < 400 and "\x01" not in r.output
+    assert not (tmp_path / "p.csv").exists()
+    _ok(runner.invoke(app, ["predict", str(best), str(data), "--csv", str(tmp_path / "p.csv"), "--device", "cpu:0"]))
