@@ -208,3 +208,20 @@ def test_predict_refuses_images_it_cannot_read_by_name(hostile_run, tmp_path):
     _check_refusal(r, "fake.png: unreadable image", False)
     assert "bomb.png: unreadable image (too large" in r.output
     assert not target.exists()
+
+
+def test_a_decoding_worker_that_fails_is_one_line(hostile_run, tmp_path):
+    """Workers pass decoded images through shared memory; when it is full or limited (here a 1 KB
+    file-size limit, as a full /dev/shm behaves) the worker's own reason is one line with exit 1,
+    with the way out; no output is written."""
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024));"
+            "from cli.app import main; sys.argv = ['composer'] + sys.argv[1:]; main()")
+    target = tmp_path / "s.csv"
+    r = subprocess.run([sys.executable, "-c", code, "predict", str(hostile_run["run"] / "best.pt"),
+                        str(hostile_run["data"]), "--csv", str(target), "--workers", "1"],
+                       capture_output=True, cwd=ROOT, timeout=120)
+    output = r.stdout.decode() + r.stderr.decode()
+    assert r.returncode == 1 and "Traceback" not in output and "internal error" not in output, output
+    assert "error: a decoding worker failed: " in output and "`--workers 0`" in output, output
+    assert len([line for line in output.splitlines() if line.startswith("error")]) == 1
+    assert not target.exists()
