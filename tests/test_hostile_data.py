@@ -225,3 +225,23 @@ def test_a_decoding_worker_that_fails_is_one_line(hostile_run, tmp_path):
     assert "error: a decoding worker failed: " in output and "`--workers 0`" in output, output
     assert len([line for line in output.splitlines() if line.startswith("error")]) == 1
     assert not target.exists()
+
+
+def test_images_that_are_not_regular_files_are_named_as_such(hostile_run, tmp_path):
+    """A FIFO, a device or a link to nothing given as an image (on the command line or in a CSV) is
+    refused for what it is, never opened (a FIFO would block) and never called missing."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    dangling = tmp_path / "gone.png"
+    dangling.symlink_to(tmp_path / "nowhere.png")
+    best = str(hostile_run["run"] / "best.pt")
+    for image, expected in ((fifo, "it is a FIFO, not a regular file"), (Path("/dev/zero"), "it is a device, not a regular file"),
+                            (dangling, "it is a symbolic link to nothing")):
+        r = runner.invoke(app, ["predict", best, str(image), "--csv", str(tmp_path / "s.csv")])
+        assert r.exit_code == 1 and f"{image}: {expected}" in r.output, r.output
+    table = tmp_path / "labels.csv"
+    table.write_text(f"path,label\n{fifo},x\n/dev/zero,x\n")
+    r = runner.invoke(app, ["eval", best, "--data", str(table)])
+    assert r.exit_code == 1 and "internal error" not in r.output, r.output
+    assert f"labels.csv:2:1: `{fifo}` is a FIFO" in r.output and "labels.csv:3:1: `/dev/zero` is a device" in r.output
+    assert not (tmp_path / "s.csv").exists()

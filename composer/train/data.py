@@ -22,6 +22,7 @@ import math
 import os
 import random
 import re
+import stat
 import statistics
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -179,6 +180,23 @@ def scan_folder(root: Path, classes: Optional[list[str]] = None) -> Samples:
     return Samples(paths, labels, list(names), root)
 
 
+def _not_a_file(path: Path) -> Optional[str]:
+    """Why a path that exists is not an image file (a device, a FIFO, a link to nothing), or None."""
+    try:
+        if not os.path.lexists(path):
+            return None
+        info = os.stat(path) if os.path.exists(path) else None
+    except (OSError, ValueError):
+        return None
+    if info is None:
+        return "a symbolic link to nothing"
+    if stat.S_ISDIR(info.st_mode):
+        return "a folder, not an image"
+    kind = ("a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
+            else "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode) else None)
+    return f"{kind}, not a regular file (images are read from regular files only)" if kind else None
+
+
 def _resolve(base: Path, text: str) -> Optional[Path]:
     """The image a CSV cell names: the path itself, or, for a Kaggle-style id without a suffix, the
     file with an image suffix added."""
@@ -288,7 +306,8 @@ def scan_csv(path: Path, classes: Optional[list[str]] = None) -> Samples:
         image = _resolve(path.parent, name)
         column = sum(len(c) + 1 for c in row[:label_col]) + 1
         if image is None:
-            problems.append(Problem(f"no such image `{name}`", (), str(path), n, sum(len(c) + 1 for c in row[:path_col]) + 1))
+            why = _not_a_file(path.parent / name)
+            problems.append(Problem(f"`{name}` is {why}" if why else f"no such image `{name}`", (), str(path), n, sum(len(c) + 1 for c in row[:path_col]) + 1))
             if len(problems) > 20:
                 break
             continue
@@ -702,7 +721,8 @@ def list_images(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise DataError(_problem(path, "no such file or folder"))
+        why = _not_a_file(path)
+        raise DataError(_problem(path, f"it is {why}" if why else "no such file or folder"))
     images = _walk_images(path, MAX_IMAGES)
     if len(images) > MAX_IMAGES:
         raise _over_budget("images", MAX_IMAGES, path, "predict a part of the folder at a time")
