@@ -250,3 +250,27 @@ def test_device_strings_are_checked_before_work(numeric_run, tmp_path, command):
         assert len(r.output) < 400 and "\x01" not in r.output
     assert not (tmp_path / "p.csv").exists()
     _ok(runner.invoke(app, ["predict", str(best), str(data), "--csv", str(tmp_path / "p.csv"), "--device", "cpu:0"]))
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda p: p.__setitem__("classes", p["classes"][:5]), "names 5 classes but its head has 12 outputs"),
+    (lambda p: p.__setitem__("classes", ["same"] * 12), "names the class `same` twice"),
+    (lambda p: p["recipe"]["augment"].__setitem__("std", [0.0, 0.0, 0.0]), "std [0.0, 0.0, 0.0]"),
+])
+def test_a_checkpoint_that_contradicts_itself_is_refused_by_eval_predict_and_export(numeric_run, tmp_path, change,
+                                                                                     expected):
+    """Class names that do not fit the head or repeat, and a normalisation that divides by zero, are
+    refused by every reader of a checkpoint, naming the file: never a submission or an ONNX file
+    whose metadata lies."""
+    payload = torch.load(numeric_run["run"] / "best.pt", weights_only=True)
+    change(payload)
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    images = numeric_run["data"] / "train" / "3"
+    for args in (["eval", str(bad), "--data", str(numeric_run["data"] / "train")],
+                 ["predict", str(bad), str(images), "--csv", str(tmp_path / "s.csv")],
+                 ["export", str(bad), "-o", str(tmp_path / "m.onnx")]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and "internal error" not in r.output and "Traceback" not in r.output, (args, r.output)
+        assert f"{bad}: " in r.output and expected in r.output, (args[0], r.output)
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "m.onnx").exists()

@@ -76,7 +76,13 @@ def load_for_inference(path: str | Path, device: torch.device, batch: int = 1) -
     if len(classes) != net.num_classes:
         raise ModelsError(Problem(f"the checkpoint names {len(classes)} classes but its head has {net.num_classes} outputs",
                                   (), str(path)))
+    if len(set(map(str, classes))) != len(classes):
+        twice = next(str(c) for i, c in enumerate(classes) if str(c) in map(str, classes[:i]))
+        raise ModelsError(Problem(f"the checkpoint names the class `{shown(twice[:60])}` twice", (), str(path)))
     augment = AugmentConfig.model_validate((payload.get("recipe") or {}).get("augment", {}))
+    if not all(s > 0 for s in augment.std):
+        raise ModelsError(Problem(f"the checkpoint's recipe normalises by std {list(augment.std)}, which is not positive: "
+                                  "every input would become infinite", (), str(path)))
     return Loaded(net, [str(c) for c in classes], augment, (h, w), channels, Path(path))
 
 
