@@ -245,3 +245,25 @@ def test_images_that_are_not_regular_files_are_named_as_such(hostile_run, tmp_pa
     assert r.exit_code == 1 and "internal error" not in r.output, r.output
     assert f"labels.csv:2:1: `{fifo}` is a FIFO" in r.output and "labels.csv:3:1: `/dev/zero` is a device" in r.output
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_carriage_return_in_a_file_name_keeps_its_row(hostile_run, tmp_path):
+    """A file name holding CR (legal on Linux) is one cell of one row in every CSV composer writes:
+    the predictions, the probabilities and a run's recorded splits, which read back as written."""
+    images = tmp_path / "images"
+    images.mkdir()
+    source = next((hostile_run["data"] / "train").rglob("*.png")).read_bytes()
+    for name in ("a\r.png", "b\r\n.png", "c.png"):
+        (images / name).write_bytes(source)
+    best = str(hostile_run["run"] / "best.pt")
+    r = runner.invoke(app, ["predict", best, str(images), "--csv", str(tmp_path / "s.csv"), "--probs", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    for written in ("s.csv", "p.csv"):
+        with (tmp_path / written).open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        assert [row[0] for row in rows[1:]] == ["a\r.png", "b\r\n.png", "c.png"], rows
+    samples = data_module.Samples([images / "a\r.png", images / "c.png"], [0, 1], ["x", "y"], images)
+    recorded = tmp_path / "val.csv"
+    recorded.write_bytes(data_module.csv_text(samples))
+    back = data_module.scan_csv(recorded)
+    assert [p.name for p in back.paths] == ["a\r.png", "c.png"] and back.classes == ["x", "y"]

@@ -378,11 +378,18 @@ def csv_text(samples: Samples) -> bytes:
     file names that are not UTF-8 keep their bytes."""
     import io
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "label"])
-    for p, k in zip(samples.paths, samples.labels):
-        w.writerow([str(Path(p).resolve()), samples.classes[k]])
+    write_csv_rows(buf, [["path", "label"]] + [[str(Path(p).resolve()), samples.classes[k]]
+                                              for p, k in zip(samples.paths, samples.labels)])
     return buf.getvalue().encode("utf-8", "surrogateescape")
+
+
+def write_csv_rows(buf, rows) -> None:
+    """CSV rows ending in `\n`. A cell holding a carriage return is quoted too (with `\n` as the line
+    end the csv module quotes only `\n`, and every reader would split the row at the `\r`)."""
+    plain = csv.writer(buf, lineterminator="\n")
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for row in rows:
+        (quoted if any("\r" in str(c) for c in row) else plain).writerow(row)
 
 
 def write_splits(out: Path, splits: Splits) -> None:

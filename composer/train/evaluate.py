@@ -26,7 +26,7 @@ from ..fileio import atomic_write
 from . import distributed
 from .augment import Normalize
 from .checkpoints import load_checkpoint
-from .data import (DataError, ImageDataset, Samples, ViewsDataset, check_images, class_number, list_images,
+from .data import (write_csv_rows, DataError, ImageDataset, Samples, ViewsDataset, check_images, class_number, list_images,
                    scan_csv, scan_folder)
 from .recipe import AugmentConfig
 from .report import Progress
@@ -268,7 +268,7 @@ def image_ids(root: Path, paths: list[Path], drop_extension: bool = False) -> li
 
 def _write_rows(path: str | Path, rows: list[list[str]]) -> None:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
+    write_csv_rows(buf, rows)
     with atomic_write(path, "wb") as fh:
         fh.write(buf.getvalue().encode("utf-8"))
 
