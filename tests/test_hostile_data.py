@@ -191,7 +191,7 @@ def test_batches_past_the_input_budget_are_refused_before_a_weight_exists(hostil
     assert "use `--batch 10` or less" in r.output
     r = runner.invoke(app, ["predict", best, str(hostile_run["data"]), "--csv", str(tmp_path / "s.csv"), "--batch", "8",
                             "--tta"])
-    _check_refusal(r, "`--batch 16` of 3x32x32 images", False)  # the flipped views count
+    _check_refusal(r, "`--batch 8` x 2 views of each image", False)  # the flipped views count
     assert not (tmp_path / "s.csv").exists()
     r = runner.invoke(app, ["predict", best, str(hostile_run["data"]), "--csv", str(tmp_path / "s.csv"), "--batch",
                             str(10 ** 12)])

@@ -274,3 +274,18 @@ def test_a_checkpoint_that_contradicts_itself_is_refused_by_eval_predict_and_exp
         assert r.exit_code == 1 and "internal error" not in r.output and "Traceback" not in r.output, (args, r.output)
         assert f"{bad}: " in r.output and expected in r.output, (args[0], r.output)
     assert not (tmp_path / "s.csv").exists() and not (tmp_path / "m.onnx").exists()
+
+
+def test_the_input_budget_names_the_batch_given_and_the_views(numeric_run, tmp_path):
+    """Test-time views multiply the batch: the refusal names the `--batch` the user typed, the views,
+    and a batch that fits with those views (which then runs)."""
+    best = str(numeric_run["run"] / "best.pt")
+    images = str(numeric_run["data"] / "train" / "3")
+    r = runner.invoke(app, ["predict", best, images, "--csv", str(tmp_path / "s.csv"), "--batch", "4096", "--tta",
+                            "--tta-scales", "1,1,1,1,1,1,1,1"])
+    assert r.exit_code == 1 and "internal error" not in r.output, r.output
+    assert "problem with the options" in r.output and "`--batch 4096` x 16 views of each image" in r.output, r.output
+    suggested = int(r.output.split("use `--batch ")[1].split("`")[0])
+    assert suggested * 16 * 3 * 32 * 32 <= 67_108_864
+    _ok(runner.invoke(app, ["predict", best, images, "--csv", str(tmp_path / "s.csv"), "--batch", str(suggested), "--tta",
+                            "--tta-scales", "1,1,1,1,1,1,1,1"]))

@@ -58,7 +58,7 @@ class Loaded:
         return [tuple(max(1, round(s * f / self.augment.crop_pct)) for s in self.size) for f in scales]
 
 
-def load_for_inference(path: str | Path, device: torch.device, batch: int = 1) -> Loaded:
+def load_for_inference(path: str | Path, device: torch.device, batch: int = 1, views: int = 1) -> Loaded:
     """A checkpoint's network (eval mode), classes and preprocessing; `batch` is checked against
     the input budget before any weight exists."""
     payload = load_checkpoint(path)
@@ -67,10 +67,15 @@ def load_for_inference(path: str | Path, device: torch.device, batch: int = 1) -
     if channels not in (1, 3):
         raise ModelsError(Problem(f"the network reads {channels}-channel images; images decode to 1 (grayscale) or 3 (RGB)",
                                   (), str(path)))
-    if batch * channels * h * w > MAX_INPUT_ELEMENTS:
-        raise BlueprintError(Problem(f"`--batch {batch}` of {channels}x{h}x{w} images is {batch * channels * h * w:,} values, "
-                                     f"over the limit of {MAX_INPUT_ELEMENTS:,}", (), "<command line>",
-                                     hint=f"use `--batch {max(1, MAX_INPUT_ELEMENTS // (channels * h * w))}` or less"))
+    if batch * views * channels * h * w > MAX_INPUT_ELEMENTS:
+        each = f" x {views} views of each image (`--tta`, `--tta-scales`)" if views > 1 else ""
+        exc = BlueprintError(Problem(f"`--batch {batch}`{each} of {channels}x{h}x{w} images is "
+                                     f"{batch * views * channels * h * w:,} values, over the limit of {MAX_INPUT_ELEMENTS:,}",
+                                     (), "<command line>",
+                                     hint=f"use `--batch {max(1, MAX_INPUT_ELEMENTS // (views * channels * h * w))}` or less"
+                                          + (", or fewer views" if views > 1 else "")))
+        exc.subject = "with the options"
+        raise exc
     net = load_model(path, device=device).eval()
     classes = payload.get("classes") or [str(i) for i in range(net.num_classes)]
     if len(classes) != net.num_classes:
@@ -175,7 +180,7 @@ def predict(checkpoints: str | Path | Sequence[str | Path], images: str | Path, 
     paths = list_images(root) if paths is None else paths
     total, classes = None, None
     for checkpoint in checkpoints:
-        m = load_for_inference(checkpoint, d.device, batch * len(scales) * (2 if tta else 1))
+        m = load_for_inference(checkpoint, d.device, batch, len(scales) * (2 if tta else 1))
         if classes is None:
             classes = m.classes
             samples = check_images(Samples(paths, [0] * len(paths), classes, root), "refuse")
