@@ -289,3 +289,20 @@ def test_the_input_budget_names_the_batch_given_and_the_views(numeric_run, tmp_p
     assert suggested * 16 * 3 * 32 * 32 <= 67_108_864
     _ok(runner.invoke(app, ["predict", best, images, "--csv", str(tmp_path / "s.csv"), "--batch", str(suggested), "--tta",
                             "--tta-scales", "1,1,1,1,1,1,1,1"]))
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda p: p.__setitem__("blueprint", "name: [unclosed"), "bad.pt (blueprint "),
+    (lambda p: p["recipe"].__setitem__("augment", {"mean": "x"}), "bad.pt: the checkpoint's recipe has a preprocessing"),
+])
+def test_a_checkpoint_with_a_broken_blueprint_or_recipe_is_located_in_the_checkpoint(numeric_run, tmp_path, change,
+                                                                                      expected):
+    payload = torch.load(numeric_run["run"] / "best.pt", weights_only=True)
+    change(payload)
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    for args in (["eval", str(bad), "--data", str(numeric_run["data"] / "train")],
+                 ["predict", str(bad), str(numeric_run["data"] / "train" / "3"), "--csv", str(tmp_path / "s.csv")]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and "internal error" not in r.output and "Traceback" not in r.output, (args, r.output)
+        assert expected in r.output, r.output

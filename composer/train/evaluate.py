@@ -62,7 +62,9 @@ def load_for_inference(path: str | Path, device: torch.device, batch: int = 1, v
     """A checkpoint's network (eval mode), classes and preprocessing; `batch` is checked against
     the input budget before any weight exists."""
     payload = load_checkpoint(path)
-    shape = loads(payload["blueprint"], file=payload.get("blueprint_file")).model.input
+    # the blueprint inside the checkpoint: its errors are located there, not in the file it was once read from
+    origin = payload.get("blueprint_file")
+    shape = loads(payload["blueprint"], file=f"{path} (blueprint {origin})" if origin else str(path)).model.input
     (h, w), channels = shape.hw, shape.channels
     if channels not in (1, 3):
         raise ModelsError(Problem(f"the network reads {channels}-channel images; images decode to 1 (grayscale) or 3 (RGB)",
@@ -84,7 +86,14 @@ def load_for_inference(path: str | Path, device: torch.device, batch: int = 1, v
     if len(set(map(str, classes))) != len(classes):
         twice = next(str(c) for i, c in enumerate(classes) if str(c) in map(str, classes[:i]))
         raise ModelsError(Problem(f"the checkpoint names the class `{shown(twice[:60])}` twice", (), str(path)))
-    augment = AugmentConfig.model_validate((payload.get("recipe") or {}).get("augment", {}))
+    recipe = payload.get("recipe") or {}
+    try:
+        augment = AugmentConfig.model_validate(recipe.get("augment", {}) if isinstance(recipe, dict) else None)
+    except ValueError as exc:  # pydantic's ValidationError: a recipe this composer does not read
+        first = str(exc).strip().splitlines()
+        why = "; ".join(line.strip() for line in first[1:3]) if len(first) > 1 else str(exc)
+        raise ModelsError(Problem(f"the checkpoint's recipe has a preprocessing this composer does not read ({why[:200]})",
+                                  (), str(path))) from None
     if not all(s > 0 for s in augment.std):
         raise ModelsError(Problem(f"the checkpoint's recipe normalises by std {list(augment.std)}, which is not positive: "
                                   "every input would become infinite", (), str(path)))
