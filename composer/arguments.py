@@ -89,6 +89,33 @@ def check_compute_device(device: Any, option: str = "--device") -> None:
         raise _device_error(f"`{option} {shown}`: no Apple GPU (MPS) is available", "use `--device cpu`")
 
 
+def check_process_environment() -> None:
+    """The variables torchrun sets (WORLD_SIZE, RANK, LOCAL_RANK) are whole numbers, and a world of
+    several processes comes with torchrun's rendezvous (MASTER_ADDR); a stray one left in a shell
+    is one line, not torch's error from inside the process group."""
+    values = {}
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        text = os.environ.get(name)
+        if text is None:
+            continue
+        if not text.strip().isdigit():
+            raise _environment_error(f"{name}={printable(text[:40], keep_newlines=False)} is not a whole number")
+        values[name] = int(text)
+    world = values.get("WORLD_SIZE", 1)
+    if world > 1 and not os.environ.get("MASTER_ADDR"):
+        raise _environment_error(f"WORLD_SIZE={world} is set but no torchrun rendezvous is (MASTER_ADDR)",
+                                 "unset WORLD_SIZE and RANK, or start the command with torchrun")
+    if "RANK" in values and values["RANK"] >= world:
+        raise _environment_error(f"RANK={values['RANK']} is not below WORLD_SIZE={world}",
+                                 "unset WORLD_SIZE and RANK, or start the command with torchrun")
+
+
+def _environment_error(message: str, hint: str | None = None) -> BlueprintError:
+    exc = BlueprintError(Problem(message, (), "<environment>", hint=hint))
+    exc.subject = "with the environment"
+    return exc
+
+
 def check_seed(seed: Any) -> None:
     if seed is not None and not (_is_int(seed) and -(1 << 63) <= seed < (1 << 64)):
         raise argument_error(f"`--seed`: {seed!r} is not a whole number in 64 bits")

@@ -306,3 +306,20 @@ def test_a_checkpoint_with_a_broken_blueprint_or_recipe_is_located_in_the_checkp
         r = runner.invoke(app, args)
         assert r.exit_code == 1 and "internal error" not in r.output and "Traceback" not in r.output, (args, r.output)
         assert expected in r.output, r.output
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"WORLD_SIZE": "4", "RANK": "1"}, "WORLD_SIZE=4 is set but no torchrun rendezvous is (MASTER_ADDR)"),
+    ({"WORLD_SIZE": "abc"}, "WORLD_SIZE=abc is not a whole number"),
+    ({"RANK": "5"}, "RANK=5 is not below WORLD_SIZE=1"),
+])
+def test_stray_torchrun_variables_are_one_line_in_eval_and_predict(numeric_run, tmp_path, monkeypatch, env, expected):
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    best = str(numeric_run["run"] / "best.pt")
+    for args in (["eval", best, "--data", str(numeric_run["data"] / "train")],
+                 ["predict", best, str(numeric_run["data"] / "train" / "3"), "--csv", str(tmp_path / "s.csv")]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and "internal error" not in r.output, r.output
+        assert "problem with the environment" in r.output and f"<environment>: {expected}" in r.output, r.output
