@@ -207,6 +207,8 @@ def test_predict_refuses_images_it_cannot_read_by_name(hostile_run, tmp_path):
     r = runner.invoke(app, ["predict", str(hostile_run["run"] / "best.pt"), str(images), "--csv", str(target)])
     _check_refusal(r, "fake.png: unreadable image", False)
     assert "bomb.png: unreadable image (too large" in r.output
+    # the way out is one predict has (it takes no `--set`), not training's
+    assert "remove them or move them aside" in r.output and "--set" not in r.output
     assert not target.exists()
 
 

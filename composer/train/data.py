@@ -559,8 +559,11 @@ def _check_one(path: Path) -> tuple[Optional[str], Optional[tuple[int, int]]]:
         return f"{type(exc).__name__}: {exc}", None
 
 
+SKIP_HINT = "remove them, or skip them with `--set recipe.data.bad_images=skip`"
+
+
 def check_images(samples: Samples, policy: str, progress: Callable[[int, int], None] | None = None,
-                 threads: int | None = None) -> Samples:
+                 threads: int | None = None, fix: str = SKIP_HINT) -> Samples:
     """Decode every image once. Broken ones are refused (DataError) or dropped and counted; the
     sizes of the good ones are summarised in `stats` of the result. The images become inputs of the
     running command: no output of it may replace one (composer.fileio.reading_many)."""
@@ -588,8 +591,7 @@ def check_images(samples: Samples, policy: str, progress: Callable[[int, int], N
     if policy == "refuse":
         problems = [_problem(p, f"unreadable image ({e})") for p, e in bad[:20]]
         problems[-1] = Problem(problems[-1].message, (), problems[-1].file,
-                               hint=f"{len(bad)} broken image{'s' if len(bad) > 1 else ''} in all; remove them, or skip them "
-                                    "with `--set recipe.data.bad_images=skip`")
+                               hint=f"{len(bad)} broken image{'s' if len(bad) > 1 else ''} in all; {fix}")
         raise DataError(problems)
     broken = {p for p, _ in bad}
     keep = [i for i, p in enumerate(samples.paths) if p not in broken]

@@ -58,6 +58,9 @@ class Loaded:
         return [tuple(max(1, round(s * f / self.augment.crop_pct)) for s in self.size) for f in scales]
 
 
+_NO_SKIP = "remove them or move them aside (eval and predict read every image they are given)"
+
+
 def load_for_inference(path: str | Path, device: torch.device, batch: int = 1, views: int = 1) -> Loaded:
     """A checkpoint's network (eval mode), classes and preprocessing; `batch` is checked against
     the input budget before any weight exists."""
@@ -133,7 +136,7 @@ def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: O
             samples = scan_csv(data, m.classes)
         else:
             samples = scan_folder(data / "val" if (data / "val").is_dir() else data, m.classes)
-    samples = check_images(samples, "refuse")
+    samples = check_images(samples, "refuse", fix=_NO_SKIP)
     loader = _loader(samples, m, batch, workers)
     normalize = Normalize(m.augment.mean, m.augment.std, m.channels).to(d.device)
     n = len(m.classes)
@@ -194,7 +197,7 @@ def predict(checkpoints: str | Path | Sequence[str | Path], images: str | Path, 
         m = load_for_inference(checkpoint, d.device, batch, len(scales) * (2 if tta else 1))
         if classes is None:
             classes = m.classes
-            samples = check_images(Samples(paths, [0] * len(paths), classes, root), "refuse")
+            samples = check_images(Samples(paths, [0] * len(paths), classes, root), "refuse", fix=_NO_SKIP)
         elif m.classes != classes:
             raise ModelsError(Problem(f"its classes ({_shown_list(m.classes)}) differ from those of `{checkpoints[0]}` "
                                       f"({_shown_list(classes)})", (), str(checkpoint),
