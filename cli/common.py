@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from typing import Annotated, Any, Callable, Iterator, Optional
 
@@ -115,13 +116,33 @@ def user_errors() -> Iterator[None]:
         fail(f"cannot access{where}: {exc.strerror or exc}")
     except MemoryError:
         fail("out of memory; `composer profile` counts a network without allocating its weights")
+    except RuntimeError as exc:
+        if "DataLoader worker" in str(exc) and not STATE["debug"]:
+            # torch re-raises a decoding worker's failure (or its death) with the worker's own error as the last line
+            fail(f"a decoding worker failed: {_worker_reason(str(exc))}")
+        _internal(exc)
     except Exception as exc:
-        if STATE["debug"]:
-            raise
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        typer.echo(printable(f"error: internal error: {type(exc).__name__}: {first}", keep_newlines=False), err=True)
-        typer.echo("  this is a bug in composer; rerun with `composer --debug ...` for the traceback", err=True)
-        raise typer.Exit(1) from None
+        _internal(exc)
+
+
+def _worker_reason(text: str) -> str:
+    """The worker's own error, one line, and what to try (most often shared memory, /dev/shm, is
+    full or limited: no space, a file-size limit, a bus error)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    reason = lines[-1][:300] if lines else "unknown"
+    if re.search(r"File too large|No space left|Bus error|resize file|shared memory|shm", text):
+        return (f"{reason} (worker processes pass images through shared memory, /dev/shm, which is full "
+                "or limited; free it, or decode in this process: `--workers 0`, in train `--set recipe.data.workers=0`)")
+    return f"{reason} (to decode in this process: `--workers 0`, in train `--set recipe.data.workers=0`)"
+
+
+def _internal(exc: BaseException) -> None:
+    if STATE["debug"]:
+        raise exc
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    typer.echo(printable(f"error: internal error: {type(exc).__name__}: {first}", keep_newlines=False), err=True)
+    typer.echo("  this is a bug in composer; rerun with `composer --debug ...` for the traceback", err=True)
+    raise typer.Exit(1) from None
 
 
 def si(n: float, unit: str = "") -> str:

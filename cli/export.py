@@ -69,7 +69,10 @@ def export(
         fail(str(exc))
     except ExportError as exc:
         fail(str(exc))
-    facts = facts_for(net, entries, size)
+    try:
+        facts = facts_for(net, entries, size)
+    except ExportError as exc:  # what a saved model says of itself does not hold together
+        fail(f"{source}: {exc}")
     out(f"{net.name}: exporting {shape(['B' if dynamic_batch else 1, *_hw(net, size)])} "
         f"with {'torch.onnx' if format is Format.onnx else 'torch.export'} ...")
     try:

@@ -13,6 +13,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from composer.arguments import check_compute_device
+from composer.fileio import reading_many
+
 from .common import check_output, fail, out, quote, reading, user_errors
 
 
@@ -77,8 +80,13 @@ def predict(
     from composer.train.data import list_images, usable_cores
     from composer.train.evaluate import image_ids, write_predictions, write_probabilities
     with user_errors():
+        check_compute_device(device)  # before the images are listed and decoded
         try:
             listed = list_images(images)
+            reading_many(listed)  # an output onto one of the images is refused before any work
+            for target in (csv_, probs):
+                if target is not None:
+                    check_output(target)
             ids = image_ids(images, listed, drop_extension)  # duplicate ids refused before any work
             found, p, classes = run(checkpoints, images, batch=batch, workers=min(workers, usable_cores()), tta=tta,
                                     scales=scales, device=device, paths=listed)

@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
+from .blueprint.errors import printable
 from .features import check_input
 from .fileio import atomic_write
 
@@ -121,10 +123,20 @@ def facts_for(net: nn.Module, entries: Mapping[str, Any] | None = None,
             augment, origin = AugmentConfig.model_validate(recipe.get("augment", {})), "the training recipe"
         except ValueError:
             pass  # a recipe this composer does not read: say the defaults, not a guess
+    if not all(math.isfinite(s) and s > 0 for s in augment.std):
+        raise ExportError(f"the training recipe's normalisation std {list(augment.std)} is not positive: "
+                          "the exported network would divide by zero")
     names = entries.get("classes")
     n = int(getattr(net, "num_classes", 0) or 0)
-    classes = (tuple(names) if isinstance(names, (list, tuple)) and len(names) == n and n
-               and all(isinstance(x, str) for x in names) else None)
+    if names is not None:  # a training checkpoint's class names: they must fit its head, or the metadata lies
+        if not isinstance(names, (list, tuple)) or not all(isinstance(x, str) for x in names):
+            raise ExportError("the checkpoint's class names are not a list of strings")
+        if len(names) != n:
+            raise ExportError(f"the checkpoint names {len(names)} classes but its head has {n} outputs")
+        if len(set(names)) != len(names):
+            twice = next(x for i, x in enumerate(names) if x in names[:i])
+            raise ExportError(f"the checkpoint names the class `{printable(twice[:60], keep_newlines=False)}` twice")
+    classes = tuple(names) if names is not None and n else None
     return ExportFacts((c, h, w), n, tuple(augment.mean), tuple(augment.std), float(augment.crop_pct), classes, origin)
 
 

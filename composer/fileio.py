@@ -86,9 +86,22 @@ def reading(*paths: Any) -> None:
     _INPUTS.set(known)
 
 
+# lists of many files the running command reads (the images of a data set), kept as given: stat-ing
+# and indexing millions of images up front would cost more than the one target checked against them
+_MANY: contextvars.ContextVar[tuple[list, ...]] = contextvars.ContextVar("composer_many_inputs", default=())
+
+
+def reading_many(paths: list) -> None:
+    """Declare a long list of files the running command reads (a data set's images): a target that
+    is one of them (any spelling of its path; a hard link of the same file name) is refused like an
+    input declared with `reading`. The list is kept by reference, not copied."""
+    _MANY.set(_MANY.get() + (paths,))
+
+
 def forget_inputs() -> None:
     """Start a new command: no input is declared."""
     _INPUTS.set({})
+    _MANY.set(())
 
 
 @contextlib.contextmanager
@@ -104,14 +117,28 @@ def inputs(*paths: Any) -> Iterator[None]:
 
 def input_named(path: str | os.PathLike) -> str | None:
     """The declared input that `path` is (as the command was given it), or None."""
-    known = _INPUTS.get()
-    if not known:
+    known, many = _INPUTS.get(), _MANY.get()
+    if not known and not many:
         return None
     try:
         info = os.stat(path)
     except (OSError, ValueError):
         return None
-    return known.get((info.st_dev, info.st_ino))
+    found = known.get((info.st_dev, info.st_ino))
+    if found is not None or not many:
+        return found
+    name = os.path.basename(path)
+    for listed in many:
+        for p in listed:
+            if os.path.basename(p) != name:  # a string test first; only a file of the same name is stat-ed
+                continue
+            try:
+                other = os.stat(p)
+            except (OSError, ValueError):
+                continue
+            if (other.st_dev, other.st_ino) == (info.st_dev, info.st_ino):
+                return str(p)
+    return None
 
 
 def check_target(path: str | os.PathLike) -> int | None:

@@ -191,7 +191,7 @@ def test_batches_past_the_input_budget_are_refused_before_a_weight_exists(hostil
     assert "use `--batch 10` or less" in r.output
     r = runner.invoke(app, ["predict", best, str(hostile_run["data"]), "--csv", str(tmp_path / "s.csv"), "--batch", "8",
                             "--tta"])
-    _check_refusal(r, "`--batch 16` of 3x32x32 images", False)  # the flipped views count
+    _check_refusal(r, "`--batch 8` x 2 views of each image", False)  # the flipped views count
     assert not (tmp_path / "s.csv").exists()
     r = runner.invoke(app, ["predict", best, str(hostile_run["data"]), "--csv", str(tmp_path / "s.csv"), "--batch",
                             str(10 ** 12)])
@@ -207,4 +207,65 @@ def test_predict_refuses_images_it_cannot_read_by_name(hostile_run, tmp_path):
     r = runner.invoke(app, ["predict", str(hostile_run["run"] / "best.pt"), str(images), "--csv", str(target)])
     _check_refusal(r, "fake.png: unreadable image", False)
     assert "bomb.png: unreadable image (too large" in r.output
+    # the way out is one predict has (it takes no `--set`), not training's
+    assert "remove them or move them aside" in r.output and "--set" not in r.output
     assert not target.exists()
+
+
+def test_a_decoding_worker_that_fails_is_one_line(hostile_run, tmp_path):
+    """Workers pass decoded images through shared memory; when it is full or limited (here a 1 KB
+    file-size limit, as a full /dev/shm behaves) the worker's own reason is one line with exit 1,
+    with the way out; no output is written."""
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024));"
+            "from cli.app import main; sys.argv = ['composer'] + sys.argv[1:]; main()")
+    target = tmp_path / "s.csv"
+    r = subprocess.run([sys.executable, "-c", code, "predict", str(hostile_run["run"] / "best.pt"),
+                        str(hostile_run["data"]), "--csv", str(target), "--workers", "1"],
+                       capture_output=True, cwd=ROOT, timeout=120)
+    output = r.stdout.decode() + r.stderr.decode()
+    assert r.returncode == 1 and "Traceback" not in output and "internal error" not in output, output
+    assert "error: a decoding worker failed: " in output and "`--workers 0`" in output, output
+    assert len([line for line in output.splitlines() if line.startswith("error")]) == 1
+    assert not target.exists()
+
+
+def test_images_that_are_not_regular_files_are_named_as_such(hostile_run, tmp_path):
+    """A FIFO, a device or a link to nothing given as an image (on the command line or in a CSV) is
+    refused for what it is, never opened (a FIFO would block) and never called missing."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    dangling = tmp_path / "gone.png"
+    dangling.symlink_to(tmp_path / "nowhere.png")
+    best = str(hostile_run["run"] / "best.pt")
+    for image, expected in ((fifo, "it is a FIFO, not a regular file"), (Path("/dev/zero"), "it is a device, not a regular file"),
+                            (dangling, "it is a symbolic link to nothing")):
+        r = runner.invoke(app, ["predict", best, str(image), "--csv", str(tmp_path / "s.csv")])
+        assert r.exit_code == 1 and f"{image}: {expected}" in r.output, r.output
+    table = tmp_path / "labels.csv"
+    table.write_text(f"path,label\n{fifo},x\n/dev/zero,x\n")
+    r = runner.invoke(app, ["eval", best, "--data", str(table)])
+    assert r.exit_code == 1 and "internal error" not in r.output, r.output
+    assert f"labels.csv:2:1: `{fifo}` is a FIFO" in r.output and "labels.csv:3:1: `/dev/zero` is a device" in r.output
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_carriage_return_in_a_file_name_keeps_its_row(hostile_run, tmp_path):
+    """A file name holding CR (legal on Linux) is one cell of one row in every CSV composer writes:
+    the predictions, the probabilities and a run's recorded splits, which read back as written."""
+    images = tmp_path / "images"
+    images.mkdir()
+    source = next((hostile_run["data"] / "train").rglob("*.png")).read_bytes()
+    for name in ("a\r.png", "b\r\n.png", "c.png"):
+        (images / name).write_bytes(source)
+    best = str(hostile_run["run"] / "best.pt")
+    r = runner.invoke(app, ["predict", best, str(images), "--csv", str(tmp_path / "s.csv"), "--probs", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    for written in ("s.csv", "p.csv"):
+        with (tmp_path / written).open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        assert [row[0] for row in rows[1:]] == ["a\r.png", "b\r\n.png", "c.png"], rows
+    samples = data_module.Samples([images / "a\r.png", images / "c.png"], [0, 1], ["x", "y"], images)
+    recorded = tmp_path / "val.csv"
+    recorded.write_bytes(data_module.csv_text(samples))
+    back = data_module.scan_csv(recorded)
+    assert [p.name for p in back.paths] == ["a\r.png", "c.png"] and back.classes == ["x", "y"]

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 import composer
 from cli.app import app
 from composer.weights import WeightsError
-from composer.weights.hub import architecture, parse
+from composer.weights.hub import architecture, parse, resolve
 
 from .conftest import BLUEPRINTS, ROOT
 from .test_weights import DATA, INDEX, logits
@@ -141,3 +141,33 @@ def test_cli_build_by_hub_name_in_a_process_offline(tmp_path):
     io = load_file(DATA / f"{name}.io.safetensors")
     assert (logits(composer.load_model(out), io["input"]) - io["logits"]).abs().max().item() < 1e-4
 
+
+
+def test_a_revision_climbing_out_of_the_cache_is_refused():
+    """A revision is read as a path under the cache's refs/ folder: `..` in it is not a name."""
+    for spec in ("hf-hub:timm/convnext_tiny.fb_in1k@../../x", "hf-hub:timm/convnext_tiny.fb_in1k@a/../../b",
+                 "hf-hub:timm/convnext_tiny.fb_in1k@.."):
+        with pytest.raises(WeightsError, match="is not a Hugging Face Hub name"):
+            parse(spec)
+    assert parse("hf-hub:timm/convnext_tiny.fb_in1k@v1.0") == ("timm/convnext_tiny.fb_in1k", "v1.0")
+
+
+def test_an_unreachable_hub_is_asked_once_and_said_so(tmp_path, monkeypatch):
+    """Online but without a connection: the first file name's failed connection is the only one; the
+    other names are looked up in the cache alone, and the message says the Hub was not reached."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    calls = []
+
+    def download(repo, filename, revision=None, local_files_only=False):
+        calls.append((filename, local_files_only))
+        raise LocalEntryNotFoundError("cannot reach the Hub and the file is not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with pytest.raises(WeightsError, match="the Hub could not be reached"):
+        resolve("hf-hub:timm/convnext_atto.d2_in1k")
+    assert calls == [("model.safetensors", False), ("pytorch_model.bin", True)]

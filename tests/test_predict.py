@@ -206,3 +206,120 @@ def test_predict_and_eval_never_write_over_their_own_inputs(numeric_run, tmp_pat
         assert r.exit_code == 1 and "internal error" not in r.output, (args, r.output)
         assert "reads" in r.output or "input" in r.output, r.output
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_an_output_onto_an_image_found_in_a_folder_is_refused(numeric_run, tmp_path):
+    """Images found by walking a folder (predict's IMAGES, eval's --data) are inputs too: an output
+    named as one of them, in any spelling, is refused and the image kept."""
+    best = numeric_run["run"] / "best.pt"
+    data = numeric_run["data"]
+    image = sorted((data / "train" / "3").iterdir())[0]
+    other_spelling = data / "train" / ".." / "train" / "3" / image.name
+    before = image.read_bytes()
+    for args in (["predict", str(best), str(data), "--csv", str(image)],
+                 ["predict", str(best), str(data / "train"), "--probs", str(other_spelling)],
+                 ["eval", str(best), "--data", str(data / "train"), "--confusion", str(image)]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and "internal error" not in r.output, (args, r.output)
+        assert "it is an input of this command" in r.output and "Traceback" not in r.output, r.output
+    assert image.read_bytes() == before
+    # the same folder with an output beside the images is fine
+    r = runner.invoke(app, ["predict", str(best), str(data / "train"), "--csv", str(tmp_path / "sub.csv")])
+    _ok(r)
+
+
+BAD_DEVICES = ["tpu", "gpu", "meta", "xla", "cuda:-1", "cuda:99", "cpu,cuda", "c\x01u", "x" * 10_000] + \
+    ([] if torch.cuda.is_available() else ["cuda", "cuda:1"]) + \
+    ([] if torch.backends.mps.is_available() else ["mps"])
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_device_strings_are_checked_before_work(numeric_run, tmp_path, command):
+    """Any device string a machine cannot run on is one located line and exit 1, before any image
+    is decoded: names torch does not know, devices composer does not run on, missing GPUs."""
+    best = numeric_run["run"] / "best.pt"
+    data = numeric_run["data"] / "train"
+    for device in BAD_DEVICES:
+        args = (["eval", str(best), "--data", str(data)] if command == "eval"
+                else ["predict", str(best), str(data), "--csv", str(tmp_path / "p.csv")]) + ["--device", device]
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1, (device[:20], r.output)
+        assert "internal error" not in r.output and "Traceback" not in r.output, r.output
+        assert "problem with the device" in r.output and "<command line>: `--device " in r.output, r.output
+        assert "evaluating" not in r.output and "predicting" not in r.output, r.output  # refused before work
+        assert len(r.output) < 400 and "\x01" not in r.output
+    assert not (tmp_path / "p.csv").exists()
+    _ok(runner.invoke(app, ["predict", str(best), str(data), "--csv", str(tmp_path / "p.csv"), "--device", "cpu:0"]))
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda p: p.__setitem__("classes", p["classes"][:5]), "names 5 classes but its head has 12 outputs"),
+    (lambda p: p.__setitem__("classes", ["same"] * 12), "names the class `same` twice"),
+    (lambda p: p["recipe"]["augment"].__setitem__("std", [0.0, 0.0, 0.0]), "std [0.0, 0.0, 0.0]"),
+])
+def test_a_checkpoint_that_contradicts_itself_is_refused_by_eval_predict_and_export(numeric_run, tmp_path, change,
+                                                                                     expected):
+    """Class names that do not fit the head or repeat, and a normalisation that divides by zero, are
+    refused by every reader of a checkpoint, naming the file: never a submission or an ONNX file
+    whose metadata lies."""
+    payload = torch.load(numeric_run["run"] / "best.pt", weights_only=True)
+    change(payload)
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    images = numeric_run["data"] / "train" / "3"
+    for args in (["eval", str(bad), "--data", str(numeric_run["data"] / "train")],
+                 ["predict", str(bad), str(images), "--csv", str(tmp_path / "s.csv")],
+                 ["export", str(bad), "-o", str(tmp_path / "m.onnx")]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and "internal error" not in r.output and "Traceback" not in r.output, (args, r.output)
+        assert f"{bad}: " in r.output and expected in r.output, (args[0], r.output)
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "m.onnx").exists()
+
+
+def test_the_input_budget_names_the_batch_given_and_the_views(numeric_run, tmp_path):
+    """Test-time views multiply the batch: the refusal names the `--batch` the user typed, the views,
+    and a batch that fits with those views (which then runs)."""
+    best = str(numeric_run["run"] / "best.pt")
+    images = str(numeric_run["data"] / "train" / "3")
+    r = runner.invoke(app, ["predict", best, images, "--csv", str(tmp_path / "s.csv"), "--batch", "4096", "--tta",
+                            "--tta-scales", "1,1,1,1,1,1,1,1"])
+    assert r.exit_code == 1 and "internal error" not in r.output, r.output
+    assert "problem with the options" in r.output and "`--batch 4096` x 16 views of each image" in r.output, r.output
+    suggested = int(r.output.split("use `--batch ")[1].split("`")[0])
+    assert suggested * 16 * 3 * 32 * 32 <= 67_108_864
+    _ok(runner.invoke(app, ["predict", best, images, "--csv", str(tmp_path / "s.csv"), "--batch", str(suggested), "--tta",
+                            "--tta-scales", "1,1,1,1,1,1,1,1"]))
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda p: p.__setitem__("blueprint", "name: [unclosed"), "bad.pt (blueprint "),
+    (lambda p: p["recipe"].__setitem__("augment", {"mean": "x"}), "bad.pt: the checkpoint's recipe has a preprocessing"),
+])
+def test_a_checkpoint_with_a_broken_blueprint_or_recipe_is_located_in_the_checkpoint(numeric_run, tmp_path, change,
+                                                                                      expected):
+    payload = torch.load(numeric_run["run"] / "best.pt", weights_only=True)
+    change(payload)
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    for args in (["eval", str(bad), "--data", str(numeric_run["data"] / "train")],
+                 ["predict", str(bad), str(numeric_run["data"] / "train" / "3"), "--csv", str(tmp_path / "s.csv")]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and "internal error" not in r.output and "Traceback" not in r.output, (args, r.output)
+        assert expected in r.output, r.output
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"WORLD_SIZE": "4", "RANK": "1"}, "WORLD_SIZE=4 is set but no torchrun rendezvous is (MASTER_ADDR)"),
+    ({"WORLD_SIZE": "abc"}, "WORLD_SIZE=abc is not a whole number"),
+    ({"RANK": "5"}, "RANK=5 is not below WORLD_SIZE=1"),
+])
+def test_stray_torchrun_variables_are_one_line_in_eval_and_predict(numeric_run, tmp_path, monkeypatch, env, expected):
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    best = str(numeric_run["run"] / "best.pt")
+    for args in (["eval", best, "--data", str(numeric_run["data"] / "train")],
+                 ["predict", best, str(numeric_run["data"] / "train" / "3"), "--csv", str(tmp_path / "s.csv")]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and "internal error" not in r.output, r.output
+        assert "problem with the environment" in r.output and f"<environment>: {expected}" in r.output, r.output

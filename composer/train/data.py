@@ -22,6 +22,7 @@ import math
 import os
 import random
 import re
+import stat
 import statistics
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..blueprint import BlueprintError, Problem
-from ..fileio import atomic_write
+from ..fileio import atomic_write, reading_many
 from .extras import require
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -179,6 +180,23 @@ def scan_folder(root: Path, classes: Optional[list[str]] = None) -> Samples:
     return Samples(paths, labels, list(names), root)
 
 
+def _not_a_file(path: Path) -> Optional[str]:
+    """Why a path that exists is not an image file (a device, a FIFO, a link to nothing), or None."""
+    try:
+        if not os.path.lexists(path):
+            return None
+        info = os.stat(path) if os.path.exists(path) else None
+    except (OSError, ValueError):
+        return None
+    if info is None:
+        return "a symbolic link to nothing"
+    if stat.S_ISDIR(info.st_mode):
+        return "a folder, not an image"
+    kind = ("a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
+            else "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode) else None)
+    return f"{kind}, not a regular file (images are read from regular files only)" if kind else None
+
+
 def _resolve(base: Path, text: str) -> Optional[Path]:
     """The image a CSV cell names: the path itself, or, for a Kaggle-style id without a suffix, the
     file with an image suffix added."""
@@ -288,7 +306,8 @@ def scan_csv(path: Path, classes: Optional[list[str]] = None) -> Samples:
         image = _resolve(path.parent, name)
         column = sum(len(c) + 1 for c in row[:label_col]) + 1
         if image is None:
-            problems.append(Problem(f"no such image `{name}`", (), str(path), n, sum(len(c) + 1 for c in row[:path_col]) + 1))
+            why = _not_a_file(path.parent / name)
+            problems.append(Problem(f"`{name}` is {why}" if why else f"no such image `{name}`", (), str(path), n, sum(len(c) + 1 for c in row[:path_col]) + 1))
             if len(problems) > 20:
                 break
             continue
@@ -359,11 +378,18 @@ def csv_text(samples: Samples) -> bytes:
     file names that are not UTF-8 keep their bytes."""
     import io
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "label"])
-    for p, k in zip(samples.paths, samples.labels):
-        w.writerow([str(Path(p).resolve()), samples.classes[k]])
+    write_csv_rows(buf, [["path", "label"]] + [[str(Path(p).resolve()), samples.classes[k]]
+                                              for p, k in zip(samples.paths, samples.labels)])
     return buf.getvalue().encode("utf-8", "surrogateescape")
+
+
+def write_csv_rows(buf, rows) -> None:
+    """CSV rows ending in `\n`. A cell holding a carriage return is quoted too (with `\n` as the line
+    end the csv module quotes only `\n`, and every reader would split the row at the `\r`)."""
+    plain = csv.writer(buf, lineterminator="\n")
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for row in rows:
+        (quoted if any("\r" in str(c) for c in row) else plain).writerow(row)
 
 
 def write_splits(out: Path, splits: Splits) -> None:
@@ -533,10 +559,15 @@ def _check_one(path: Path) -> tuple[Optional[str], Optional[tuple[int, int]]]:
         return f"{type(exc).__name__}: {exc}", None
 
 
+SKIP_HINT = "remove them, or skip them with `--set recipe.data.bad_images=skip`"
+
+
 def check_images(samples: Samples, policy: str, progress: Callable[[int, int], None] | None = None,
-                 threads: int | None = None) -> Samples:
+                 threads: int | None = None, fix: str = SKIP_HINT) -> Samples:
     """Decode every image once. Broken ones are refused (DataError) or dropped and counted; the
-    sizes of the good ones are summarised in `stats` of the result."""
+    sizes of the good ones are summarised in `stats` of the result. The images become inputs of the
+    running command: no output of it may replace one (composer.fileio.reading_many)."""
+    reading_many(samples.paths)
     threads = threads or min(8, os.cpu_count() or 1)
     bad: list[tuple[Path, str]] = []
     widths, heights = [], []
@@ -560,8 +591,7 @@ def check_images(samples: Samples, policy: str, progress: Callable[[int, int], N
     if policy == "refuse":
         problems = [_problem(p, f"unreadable image ({e})") for p, e in bad[:20]]
         problems[-1] = Problem(problems[-1].message, (), problems[-1].file,
-                               hint=f"{len(bad)} broken image{'s' if len(bad) > 1 else ''} in all; remove them, or skip them "
-                                    "with `--set recipe.data.bad_images=skip`")
+                               hint=f"{len(bad)} broken image{'s' if len(bad) > 1 else ''} in all; {fix}")
         raise DataError(problems)
     broken = {p for p, _ in bad}
     keep = [i for i, p in enumerate(samples.paths) if p not in broken]
@@ -700,7 +730,8 @@ def list_images(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise DataError(_problem(path, "no such file or folder"))
+        why = _not_a_file(path)
+        raise DataError(_problem(path, f"it is {why}" if why else "no such file or folder"))
     images = _walk_images(path, MAX_IMAGES)
     if len(images) > MAX_IMAGES:
         raise _over_budget("images", MAX_IMAGES, path, "predict a part of the folder at a time")

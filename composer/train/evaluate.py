@@ -20,12 +20,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..api import load_model, loads
+from ..arguments import check_compute_device, check_process_environment
 from ..blueprint import BlueprintError, Problem
 from ..fileio import atomic_write
 from . import distributed
 from .augment import Normalize
 from .checkpoints import load_checkpoint
-from .data import (DataError, ImageDataset, Samples, ViewsDataset, check_images, class_number, list_images,
+from .data import (write_csv_rows, DataError, ImageDataset, Samples, ViewsDataset, check_images, class_number, list_images,
                    scan_csv, scan_folder)
 from .recipe import AugmentConfig
 from .report import Progress
@@ -57,25 +58,48 @@ class Loaded:
         return [tuple(max(1, round(s * f / self.augment.crop_pct)) for s in self.size) for f in scales]
 
 
-def load_for_inference(path: str | Path, device: torch.device, batch: int = 1) -> Loaded:
+_NO_SKIP = "remove them or move them aside (eval and predict read every image they are given)"
+
+
+def load_for_inference(path: str | Path, device: torch.device, batch: int = 1, views: int = 1) -> Loaded:
     """A checkpoint's network (eval mode), classes and preprocessing; `batch` is checked against
     the input budget before any weight exists."""
     payload = load_checkpoint(path)
-    shape = loads(payload["blueprint"], file=payload.get("blueprint_file")).model.input
+    # the blueprint inside the checkpoint: its errors are located there, not in the file it was once read from
+    origin = payload.get("blueprint_file")
+    shape = loads(payload["blueprint"], file=f"{path} (blueprint {origin})" if origin else str(path)).model.input
     (h, w), channels = shape.hw, shape.channels
     if channels not in (1, 3):
         raise ModelsError(Problem(f"the network reads {channels}-channel images; images decode to 1 (grayscale) or 3 (RGB)",
                                   (), str(path)))
-    if batch * channels * h * w > MAX_INPUT_ELEMENTS:
-        raise BlueprintError(Problem(f"`--batch {batch}` of {channels}x{h}x{w} images is {batch * channels * h * w:,} values, "
-                                     f"over the limit of {MAX_INPUT_ELEMENTS:,}", (), "<command line>",
-                                     hint=f"use `--batch {max(1, MAX_INPUT_ELEMENTS // (channels * h * w))}` or less"))
+    if batch * views * channels * h * w > MAX_INPUT_ELEMENTS:
+        each = f" x {views} views of each image (`--tta`, `--tta-scales`)" if views > 1 else ""
+        exc = BlueprintError(Problem(f"`--batch {batch}`{each} of {channels}x{h}x{w} images is "
+                                     f"{batch * views * channels * h * w:,} values, over the limit of {MAX_INPUT_ELEMENTS:,}",
+                                     (), "<command line>",
+                                     hint=f"use `--batch {max(1, MAX_INPUT_ELEMENTS // (views * channels * h * w))}` or less"
+                                          + (", or fewer views" if views > 1 else "")))
+        exc.subject = "with the options"
+        raise exc
     net = load_model(path, device=device).eval()
     classes = payload.get("classes") or [str(i) for i in range(net.num_classes)]
     if len(classes) != net.num_classes:
         raise ModelsError(Problem(f"the checkpoint names {len(classes)} classes but its head has {net.num_classes} outputs",
                                   (), str(path)))
-    augment = AugmentConfig.model_validate((payload.get("recipe") or {}).get("augment", {}))
+    if len(set(map(str, classes))) != len(classes):
+        twice = next(str(c) for i, c in enumerate(classes) if str(c) in map(str, classes[:i]))
+        raise ModelsError(Problem(f"the checkpoint names the class `{shown(twice[:60])}` twice", (), str(path)))
+    recipe = payload.get("recipe") or {}
+    try:
+        augment = AugmentConfig.model_validate(recipe.get("augment", {}) if isinstance(recipe, dict) else None)
+    except ValueError as exc:  # pydantic's ValidationError: a recipe this composer does not read
+        first = str(exc).strip().splitlines()
+        why = "; ".join(line.strip() for line in first[1:3]) if len(first) > 1 else str(exc)
+        raise ModelsError(Problem(f"the checkpoint's recipe has a preprocessing this composer does not read ({why[:200]})",
+                                  (), str(path))) from None
+    if not all(s > 0 for s in augment.std):
+        raise ModelsError(Problem(f"the checkpoint's recipe normalises by std {list(augment.std)}, which is not positive: "
+                                  "every input would become infinite", (), str(path)))
     return Loaded(net, [str(c) for c in classes], augment, (h, w), channels, Path(path))
 
 
@@ -100,6 +124,8 @@ def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: O
     """top1, top5 (fractions), loss (plain cross-entropy), per-class accuracy and, up to
     MAX_CONFUSION classes, the confusion matrix of `data` (its `val` folder when there is one; an
     ImageFolder tree or a CSV of path,label), or of a `split` ("val", "train") the run recorded."""
+    check_compute_device(device)
+    check_process_environment()
     d = distributed.setup(device)
     m = load_for_inference(checkpoint, d.device, batch)
     if split is not None:
@@ -110,7 +136,7 @@ def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: O
             samples = scan_csv(data, m.classes)
         else:
             samples = scan_folder(data / "val" if (data / "val").is_dir() else data, m.classes)
-    samples = check_images(samples, "refuse")
+    samples = check_images(samples, "refuse", fix=_NO_SKIP)
     loader = _loader(samples, m, batch, workers)
     normalize = Normalize(m.augment.mean, m.augment.std, m.channels).to(d.device)
     n = len(m.classes)
@@ -161,15 +187,17 @@ def predict(checkpoints: str | Path | Sequence[str | Path], images: str | Path, 
     if not 1 <= len(checkpoints) <= MAX_MODELS:
         raise ModelsError(Problem(f"an ensemble of {len(checkpoints)} checkpoints; give 1 to {MAX_MODELS}", (), "<command line>"))
     scales = list(scales or [1.0])
+    check_compute_device(device)
+    check_process_environment()
     d = distributed.setup(device)
     root = Path(images)
     paths = list_images(root) if paths is None else paths
     total, classes = None, None
     for checkpoint in checkpoints:
-        m = load_for_inference(checkpoint, d.device, batch * len(scales) * (2 if tta else 1))
+        m = load_for_inference(checkpoint, d.device, batch, len(scales) * (2 if tta else 1))
         if classes is None:
             classes = m.classes
-            samples = check_images(Samples(paths, [0] * len(paths), classes, root), "refuse")
+            samples = check_images(Samples(paths, [0] * len(paths), classes, root), "refuse", fix=_NO_SKIP)
         elif m.classes != classes:
             raise ModelsError(Problem(f"its classes ({_shown_list(m.classes)}) differ from those of `{checkpoints[0]}` "
                                       f"({_shown_list(classes)})", (), str(checkpoint),
@@ -259,7 +287,7 @@ def image_ids(root: Path, paths: list[Path], drop_extension: bool = False) -> li
 
 def _write_rows(path: str | Path, rows: list[list[str]]) -> None:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
+    write_csv_rows(buf, rows)
     with atomic_write(path, "wb") as fh:
         fh.write(buf.getvalue().encode("utf-8"))
 

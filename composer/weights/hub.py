@@ -34,7 +34,7 @@ def parse(spec: str) -> tuple[str, str | None]:
     """`hf-hub:timm/convnext_tiny.fb_in1k@main` -> ("timm/convnext_tiny.fb_in1k", "main")."""
     body = spec[len(PREFIX):]
     repo, at, revision = body.partition("@")
-    if not _REPO.fullmatch(repo) or ".." in repo or (at and not re.fullmatch(r"[A-Za-z0-9._/-]{1,200}", revision)):
+    if not _REPO.fullmatch(repo) or ".." in repo or (at and (not re.fullmatch(r"[A-Za-z0-9._/-]{1,200}", revision) or ".." in revision.split("/"))):
         raise weights_error(spec[:200], "is not a Hugging Face Hub name",
                             "spell it as timm does: `hf-hub:OWNER/NAME`, e.g. `hf-hub:timm/convnext_tiny.fb_in1k`, "
                             "optionally `@REVISION`")
@@ -61,9 +61,10 @@ def resolve(spec: str | os.PathLike) -> Path:
         raise weights_error(spec, "weights by hub name need huggingface_hub: pip install huggingface_hub") from None
     offline = bool(constants.HF_HUB_OFFLINE)
     missing: list[str] = []
+    unreachable = False  # after one failed connection, the other file names are looked up in the cache only
     for filename in FILES:
         try:
-            return Path(hf_hub_download(repo, filename, revision=revision))
+            return Path(hf_hub_download(repo, filename, revision=revision, local_files_only=unreachable))
         except (RepositoryNotFoundError, GatedRepoError) as exc:  # before EntryNotFound: not its subclasses
             gated = isinstance(exc, GatedRepoError)
             raise weights_error(spec, f"the repository `{repo}` {'is gated' if gated else 'does not exist on the Hub'}",
@@ -73,6 +74,7 @@ def resolve(spec: str | os.PathLike) -> Path:
             raise weights_error(spec, f"the repository `{repo}` has no revision `{revision}`") from None
         except LocalEntryNotFoundError:  # not in the cache, and the Hub not asked (offline) or not reachable
             missing.append(filename)
+            unreachable = True
         except EntryNotFoundError:  # the Hub answered: this repository has no such file
             missing.append(filename)
             continue
@@ -83,6 +85,10 @@ def resolve(spec: str | os.PathLike) -> Path:
     if offline:
         raise weights_error(spec, f"not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE=1 forbids downloading",
                             f"fetch it once online, without HF_HUB_OFFLINE, or copy the cache folder "
+                            f"models--{repo.replace('/', '--')} into {cache}")
+    if unreachable:
+        raise weights_error(spec, f"not in the Hugging Face cache ({cache}), and the Hub could not be reached",
+                            "check the network or a proxy (HTTPS_PROXY), or copy the cache folder "
                             f"models--{repo.replace('/', '--')} into {cache}")
     raise weights_error(spec, f"the repository has none of {', '.join(FILES)} in the cache ({cache}) or on the Hub",
                         "is the Hub reachable from here? set HF_HUB_OFFLINE=1 to use the cache only")
