@@ -13,7 +13,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from composer.arguments import check_compute_device
 from composer.fileio import reading_many
 
 from .common import check_output, fail, out, quote, reading, user_errors
@@ -80,7 +79,8 @@ def predict(
     from composer.train.data import list_images, usable_cores
     from composer.train.evaluate import image_ids, write_predictions, write_probabilities
     with user_errors():
-        check_compute_device(device)  # before the images are listed and decoded
+        from composer.train.distributed import resolve_device
+        resolve_device(device)  # before the images are listed and decoded
         try:
             listed = list_images(images)
             reading_many(listed)  # an output onto one of the images is refused before any work

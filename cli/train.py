@@ -116,6 +116,7 @@ def _check(blueprint, data, epochs, batch, devices, out, recipe, weights, weight
     if size is not None:
         bp_sets["input.size"] = size
     auto, fixed = gather.attempt(parse_batch, batch) or (False, None)
+    gather.attempt(distributed.environment)  # a stray WORLD_SIZE/RANK in the shell, in the same report
     dev = gather.attempt(distributed.resolve_device, device)
     if dev is not None and devices > 1 and gather.attempt(distributed.check_processes, devices, dev) is None:
         dev = None  # no batch checks for a process count that will not start

@@ -8,7 +8,7 @@ import math
 import os
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .blueprint.errors import BlueprintError, Problem, printable
+from .blueprint.errors import BlueprintError, Problem
 from .budgets import MAX_BATCH, MAX_TENSOR_BYTES
 from .plan import Plan
 
@@ -51,69 +51,6 @@ def check_device(device: Any) -> torch.device:
         return torch.device(device if device is not None else "cpu")
     except (RuntimeError, ValueError, TypeError):
         raise argument_error(f"`{device}` is not a device", "use `cpu`, `cuda`, `cuda:1` or `meta`") from None
-
-
-def _device_error(message: str, hint: str | None = None) -> BlueprintError:
-    exc = argument_error(message, hint)
-    exc.subject = "with the device"  # the report's first line: "error: 1 problem with the device"
-    return exc
-
-
-def check_compute_device(device: Any, option: str = "--device") -> None:
-    """A device to run a network on that this machine has: `cpu`, `cuda`, `cuda:N` (N below the
-    GPU count) or `mps`; None lets the command choose. Checked before any work, so a missing GPU or
-    a misspelt name is one line, not torch's error from deep inside the first transfer."""
-    import torch
-
-    if device is None:
-        return
-    if not isinstance(device, (str, torch.device)):
-        raise _device_error(f"`{option}` must be a device name such as `cpu` or `cuda:0`, not {type(device).__name__}")
-    text = str(device)
-    shown = printable(text if len(text) <= 40 else text[:37] + "...", keep_newlines=False)
-    try:
-        d = torch.device(text)
-    except (RuntimeError, ValueError, TypeError):
-        raise _device_error(f"`{option} {shown}` is not a device", "use `cpu`, `cuda`, `cuda:1` or `mps`") from None
-    if d.type not in ("cpu", "cuda", "mps"):
-        raise _device_error(f"`{option} {shown}`: composer runs networks on cpu, cuda or mps, not {d.type}",
-                             "use `cpu`, `cuda`, `cuda:1` or `mps`")
-    if d.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise _device_error(f"`{option} {shown}`: {why}", "use `--device cpu`")
-        if d.index is not None and d.index >= count:
-            raise _device_error(f"`{option} {shown}`: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
-    if d.type == "mps" and not torch.backends.mps.is_available():
-        raise _device_error(f"`{option} {shown}`: no Apple GPU (MPS) is available", "use `--device cpu`")
-
-
-def check_process_environment() -> None:
-    """The variables torchrun sets (WORLD_SIZE, RANK, LOCAL_RANK) are whole numbers, and a world of
-    several processes comes with torchrun's rendezvous (MASTER_ADDR); a stray one left in a shell
-    is one line, not torch's error from inside the process group."""
-    values = {}
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
-        text = os.environ.get(name)
-        if text is None:
-            continue
-        if not text.strip().isdigit():
-            raise _environment_error(f"{name}={printable(text[:40], keep_newlines=False)} is not a whole number")
-        values[name] = int(text)
-    world = values.get("WORLD_SIZE", 1)
-    if world > 1 and not os.environ.get("MASTER_ADDR"):
-        raise _environment_error(f"WORLD_SIZE={world} is set but no torchrun rendezvous is (MASTER_ADDR)",
-                                 "unset WORLD_SIZE and RANK, or start the command with torchrun")
-    if "RANK" in values and values["RANK"] >= world:
-        raise _environment_error(f"RANK={values['RANK']} is not below WORLD_SIZE={world}",
-                                 "unset WORLD_SIZE and RANK, or start the command with torchrun")
-
-
-def _environment_error(message: str, hint: str | None = None) -> BlueprintError:
-    exc = BlueprintError(Problem(message, (), "<environment>", hint=hint))
-    exc.subject = "with the environment"
-    return exc
 
 
 def check_seed(seed: Any) -> None:

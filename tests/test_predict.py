@@ -309,9 +309,9 @@ def test_a_checkpoint_with_a_broken_blueprint_or_recipe_is_located_in_the_checkp
 
 
 @pytest.mark.parametrize("env, expected", [
-    ({"WORLD_SIZE": "4", "RANK": "1"}, "WORLD_SIZE=4 is set but no torchrun rendezvous is (MASTER_ADDR)"),
-    ({"WORLD_SIZE": "abc"}, "WORLD_SIZE=abc is not a whole number"),
-    ({"RANK": "5"}, "RANK=5 is not below WORLD_SIZE=1"),
+    ({"WORLD_SIZE": "4", "RANK": "1"}, "WORLD_SIZE=4 is set but this process was not started by torchrun"),
+    ({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc' is not a process number"),
+    ({"RANK": "5"}, "RANK=5 / LOCAL_RANK=0 do not fit WORLD_SIZE=1"),
 ])
 def test_stray_torchrun_variables_are_one_line_in_eval_and_predict(numeric_run, tmp_path, monkeypatch, env, expected):
     monkeypatch.delenv("MASTER_ADDR", raising=False)

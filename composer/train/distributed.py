@@ -33,8 +33,16 @@ class DeviceError(BlueprintError):
     subject = "with the device"
 
 
+class EnvironmentProblem(DeviceError):
+    subject = "with the environment"
+
+
 def _problem(message: str, hint: Optional[str] = None) -> DeviceError:
     return DeviceError(Problem(message, (), "<command line>", hint=hint))
+
+
+def _environment_problem(message: str, hint: Optional[str] = None) -> DeviceError:
+    return EnvironmentProblem(Problem(message, (), "<environment>", hint=hint))
 
 
 @dataclass(frozen=True)
@@ -108,22 +116,22 @@ def check_processes(n: int, device: torch.device) -> bool:
     return True
 
 
-def _environment() -> tuple[int, int, int]:
+def environment() -> tuple[int, int, int]:
     """(world, rank, local rank) from torchrun's variables; stray or broken ones are refused."""
     names = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
     values = []
     for name, default in zip(names, ("1", "0", "0")):
         text = os.environ.get(name, default)
         if not (text.isascii() and text.isdecimal()) or len(text) > 6:
-            raise _problem(f"environment variable {name}={text[:20]!r} is not a process number",
+            raise _environment_problem(f"{name}={text[:20]!r} is not a process number",
                            "torchrun sets it; unset it to train in one process")
         values.append(int(text))
     world, rank, local = values
     if world > 1 and not (os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT")):
-        raise _problem(f"WORLD_SIZE={world} is set but this process was not started by torchrun (no MASTER_ADDR/MASTER_PORT)",
+        raise _environment_problem(f"WORLD_SIZE={world} is set but this process was not started by torchrun (no MASTER_ADDR/MASTER_PORT)",
                        "unset WORLD_SIZE and RANK, or start N processes with `--devices N`")
     if world < 1 or rank >= world or local >= world:
-        raise _problem(f"RANK={rank} / LOCAL_RANK={local} do not fit WORLD_SIZE={world}",
+        raise _environment_problem(f"RANK={rank} / LOCAL_RANK={local} do not fit WORLD_SIZE={world}",
                        "torchrun sets these; unset them to train in one process")
     return world, rank, local
 
@@ -131,7 +139,7 @@ def _environment() -> tuple[int, int, int]:
 def setup(device: Optional[str] = None) -> Dist:
     """Check `device` and join the process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK),
     if any: NCCL on GPUs, gloo on CPUs. Without torchrun: one process on `device`."""
-    world, rank, local = _environment()
+    world, rank, local = environment()
     want = resolve_device(device)
     if world > 1 and os.environ.get(LAUNCHED_ENV):
         die_with_parent(signal.SIGKILL)

@@ -20,7 +20,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..api import load_model, loads
-from ..arguments import check_compute_device, check_process_environment
 from ..blueprint import BlueprintError, Problem
 from ..fileio import atomic_write
 from . import distributed
@@ -124,9 +123,7 @@ def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: O
     """top1, top5 (fractions), loss (plain cross-entropy), per-class accuracy and, up to
     MAX_CONFUSION classes, the confusion matrix of `data` (its `val` folder when there is one; an
     ImageFolder tree or a CSV of path,label), or of a `split` ("val", "train") the run recorded."""
-    check_compute_device(device)
-    check_process_environment()
-    d = distributed.setup(device)
+    d = distributed.setup(device)  # the device and torchrun's variables checked before any work
     m = load_for_inference(checkpoint, d.device, batch)
     if split is not None:
         samples = scan_csv(split_file(checkpoint, split), m.classes)
@@ -187,9 +184,7 @@ def predict(checkpoints: str | Path | Sequence[str | Path], images: str | Path, 
     if not 1 <= len(checkpoints) <= MAX_MODELS:
         raise ModelsError(Problem(f"an ensemble of {len(checkpoints)} checkpoints; give 1 to {MAX_MODELS}", (), "<command line>"))
     scales = list(scales or [1.0])
-    check_compute_device(device)
-    check_process_environment()
-    d = distributed.setup(device)
+    d = distributed.setup(device)  # the device and torchrun's variables checked before any work
     root = Path(images)
     paths = list_images(root) if paths is None else paths
     total, classes = None, None
