@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
+from .errors import ComposerError
 from .features import check_input
 from .fileio import atomic_write
 
@@ -44,7 +45,7 @@ FACTS_FILE = "composer.json"  # the facts inside a .pt2 archive
 MAX_SIDE = 16384  # the blueprint language's limit on input.size
 
 
-class ExportError(Exception):
+class ExportError(ComposerError):
     """The network could not be exported, or the exported file does not match PyTorch."""
 
 

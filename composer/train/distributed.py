@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from ..blueprint import BlueprintError, Problem
+from ..errors import where
 
 ERRORS_ENV = "COMPOSER_WORKER_ERRORS"  # a folder where a failing worker leaves its message
 LAUNCHED_ENV = "COMPOSER_LAUNCHED"  # set by `--devices N` for its workers
@@ -34,7 +35,7 @@ class DeviceError(BlueprintError):
 
 
 def _problem(message: str, hint: Optional[str] = None) -> DeviceError:
-    return DeviceError(Problem(message, (), "<command line>", hint=hint))
+    return DeviceError(Problem(message, (), where(), hint=hint))
 
 
 @dataclass(frozen=True)

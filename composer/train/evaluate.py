@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from ..api import load_model, loads
 from ..blueprint import BlueprintError, Problem
+from ..errors import where
 from ..fileio import atomic_write
 from . import distributed
 from .augment import Normalize
@@ -68,7 +69,7 @@ def load_for_inference(path: str | Path, device: torch.device, batch: int = 1) -
                                   (), str(path)))
     if batch * channels * h * w > MAX_INPUT_ELEMENTS:
         raise BlueprintError(Problem(f"`--batch {batch}` of {channels}x{h}x{w} images is {batch * channels * h * w:,} values, "
-                                     f"over the limit of {MAX_INPUT_ELEMENTS:,}", (), "<command line>",
+                                     f"over the limit of {MAX_INPUT_ELEMENTS:,}", (), where(),
                                      hint=f"use `--batch {max(1, MAX_INPUT_ELEMENTS // (channels * h * w))}` or less"))
     net = load_model(path, device=device).eval()
     classes = payload.get("classes") or [str(i) for i in range(net.num_classes)]
@@ -159,7 +160,7 @@ def predict(checkpoints: str | Path | Sequence[str | Path], images: str | Path, 
         checkpoints = [checkpoints]
     checkpoints = [Path(c) for c in checkpoints]
     if not 1 <= len(checkpoints) <= MAX_MODELS:
-        raise ModelsError(Problem(f"an ensemble of {len(checkpoints)} checkpoints; give 1 to {MAX_MODELS}", (), "<command line>"))
+        raise ModelsError(Problem(f"an ensemble of {len(checkpoints)} checkpoints; give 1 to {MAX_MODELS}", (), where()))
     scales = list(scales or [1.0])
     d = distributed.setup(device)
     root = Path(images)
