@@ -170,9 +170,7 @@ def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | N
 
     from .build import build as _build
     from .features import FeatureNet
-    from .weights import load_weights, transplant_weights
-
-    from .weights import LAYOUTS
+    from .weights import LAYOUTS, load_weights, transplant_weights
 
     p = plan(spec)
     args.check_seed(seed)
