@@ -12,6 +12,7 @@ import typer
 from composer.blueprint import BlueprintError, Problem
 from composer.blueprint.errors import printable
 from composer.blueprint.loader import load_value
+from composer.errors import COMMAND_LINE, caller
 from composer.fileio import Interrupted, WriteError, check_target, forget_inputs, reading as _reading
 
 STATE = {"debug": False}
@@ -94,9 +95,11 @@ def fail(message: str) -> None:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Blueprint mistakes become a readable report and exit code 1; anything else is a bug."""
+    """Blueprint mistakes become a readable report and exit code 1; anything else is a bug. A bad
+    argument met inside is located at `<command line>` (the API's arguments are the options)."""
     try:
-        yield
+        with caller(COMMAND_LINE):
+            yield
     except BlueprintError as exc:
         n = len(exc.problems)
         subject = getattr(exc, "subject", "in the blueprint")  # e.g. WeightsError: "with the weights"

@@ -23,13 +23,14 @@ _HOMES = {
                      "train_memory"], "api"),
     **dict.fromkeys(["BLOCKS", "BlockConfig", "BlockContext", "register_block"], "blocks"),
     **dict.fromkeys(["Blueprint", "BlueprintError", "Problem"], "blueprint"),
+    "ComposerError": "errors", "ArgumentError": "arguments",
     "ComposedNet": "build", "FeatureNet": "features", "InputSizeError": "features", "Plan": "plan",
     "Profile": "profile", "LoadReport": "weights", "WeightsError": "weights",
 }
 
 __all__ = [
     "load", "loads", "plan", "build", "profile", "check", "train_memory", "save", "load_model", "apply_overrides",
-    "Blueprint", "BlueprintError", "Problem", "Plan", "Profile", "ComposedNet",
+    "ComposerError", "ArgumentError", "Blueprint", "BlueprintError", "Problem", "Plan", "Profile", "ComposedNet",
     "BLOCKS", "BlockConfig", "BlockContext", "register_block", "LoadReport", "WeightsError",
     "FeatureNet", "InputSizeError",
 ]
@@ -64,9 +65,11 @@ sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:
     from .api import apply_overrides, build, check, load, load_model, loads, plan, profile, save, train_memory
+    from .arguments import ArgumentError
     from .blocks import BLOCKS, BlockConfig, BlockContext, register_block
     from .blueprint import Blueprint, BlueprintError, Problem
     from .build import ComposedNet
+    from .errors import ComposerError
     from .features import FeatureNet, InputSizeError
     from .plan import Plan
     from .profile import Profile

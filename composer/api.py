@@ -13,6 +13,7 @@ from .plan import Plan, plan as _plan
 from .check import CheckReport, check as _check
 from .limits import memory_room
 from . import arguments as args
+from .errors import api
 
 # load, loads, plan and apply_overrides need no torch; the verbs that build or trace import it when called.
 if TYPE_CHECKING:
@@ -27,9 +28,10 @@ Spec = Union[str, os.PathLike, Blueprint, Plan]
 
 
 def _override_error(dotted: Any, message: str, hint: str | None = None) -> BlueprintError:
-    return BlueprintError(Problem(f"cannot set `{dotted}`: {message}", (), "<command line>", hint=hint))
+    return args.argument_error(f"cannot set `{dotted}`: {message}", hint)
 
 
+@api
 def apply_overrides(source: Source, overrides: dict[str, Any] | None) -> Source:
     """Set dotted keys (`stages.2.depth`, `input.size`) in a loaded blueprint before validation.
 
@@ -38,8 +40,7 @@ def apply_overrides(source: Source, overrides: dict[str, Any] | None) -> Source:
     if not overrides:
         return source
     if not isinstance(overrides, dict):
-        raise BlueprintError(Problem(f"overrides must be a dict of dotted keys to values, not {type(overrides).__name__}",
-                                     (), "<command line>"))
+        raise args.argument_error(f"overrides must be a dict of dotted keys to values, not {type(overrides).__name__}")
     data = copy.deepcopy(source.data)
     marks = dict(source.overrides)
     for dotted, value in overrides.items():
@@ -78,12 +79,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 30 else text[:27] + "..."
 
 
+@api
 def load(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None) -> Blueprint:
     """Read and validate a blueprint file. Raises BlueprintError with every problem located."""
     args.check_path(path, "blueprint path")
     return validate(apply_overrides(read_file(path), overrides or {}))
 
 
+@api
 def loads(text: str, *, file: str | None = None) -> Blueprint:
     """Validate blueprint text."""
     if file is not None:
@@ -91,6 +94,7 @@ def loads(text: str, *, file: str | None = None) -> Blueprint:
     return validate(load_text(text, file))
 
 
+@api
 def plan(spec: Spec) -> Plan:
     """The static shape plan of a blueprint (path, Blueprint or Plan)."""
     if isinstance(spec, Plan):
@@ -138,6 +142,7 @@ def check_fits_in_memory(p: Plan) -> None:
             f"{sizes[worst] / 2**30:.1f} GiB", "`composer profile` counts it without allocating weights"))
 
 
+@api
 def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | None = 0,
           weights: Any = None, weights_from: str = "auto", strict: bool = True,
           parts: list | None = None, weights_blueprint: Spec | None = None,
@@ -165,10 +170,17 @@ def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | N
 
     from .build import build as _build
     from .features import FeatureNet
-    from .weights import load_weights, transplant_weights
+    from .weights import LAYOUTS, load_weights, transplant_weights
 
     p = plan(spec)
     args.check_seed(seed)
+    args.check_choice("weights_from", weights_from, LAYOUTS)
+    args.check_flag("strict", strict)
+    args.check_flag("features_only", features_only)
+    if out_indices is not None and not features_only:
+        raise args.argument_error("`out_indices` chooses the levels of a backbone; it needs `features_only=True`")
+    if parts is not None:
+        parts = args.check_parts(p, parts, weights)
     if args.check_device(device).type == "cpu":
         check_fits_in_memory(p)
     net = _build(p, device=device, seed=seed)
@@ -210,6 +222,7 @@ def _load_pretrained(net: ComposedNet, p: Plan, strict: bool) -> list:
     return reports
 
 
+@api
 def profile(spec: Spec, *, batch: int = 1, elementwise: bool = False) -> Profile:
     """Parameters and MACs per part, counted on meta tensors (no weights allocated)."""
     from .profile import profile as _profile
@@ -220,6 +233,7 @@ def profile(spec: Spec, *, batch: int = 1, elementwise: bool = False) -> Profile
     return _profile(p, batch=batch, elementwise=elementwise)
 
 
+@api
 def train_memory(spec: Spec, *, batch: int, dtype: str = "float32", optimizer: str = "adamw",
                  grad_checkpointing: bool = False) -> TrainMemory:
     """Bytes a training step needs (weights, gradients, optimizer state, saved activations), from a
@@ -242,6 +256,7 @@ def train_memory(spec: Spec, *, batch: int, dtype: str = "float32", optimizer: s
             f"network reduces each sample to 1x1", "train with a batch of 2 or more, or a larger input size") from None
 
 
+@api
 def check(spec: Spec, *, traced: Profile | None = None, tolerance: float = 0.01) -> CheckReport:
     """Compare each part's analytic cost (from the block configs) with the traced count; `traced`
     reuses a profile already taken (batch 1, elementwise off), else one is taken."""
@@ -254,6 +269,7 @@ def check(spec: Spec, *, traced: Profile | None = None, tolerance: float = 0.01)
     return _check(p, traced, tolerance=tolerance)
 
 
+@api
 def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> None:
     """Write weights and the blueprint text to `path` atomically (temp file + rename).
 
@@ -267,6 +283,7 @@ def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike, *, ext
     save_model(net, blueprint, path, extra=extra)
 
 
+@api
 def load_model(path: str | os.PathLike, *, device: str | torch.device | None = None) -> ComposedNet:
     """Rebuild a network saved by `save` / `composer build -o` (.pt or .safetensors) and load its weights.
 

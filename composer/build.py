@@ -139,7 +139,10 @@ class ComposedNet(nn.Module):
         optionally another pooling: "avg" or "max" for a pool head, "token" or "avg" for a token head,
         "" for none (the head then works at every position: maps or tokens come out)."""
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes: expected a whole number >= 0, got {num_classes!r}")
+            from .arguments import argument_error
+
+            raise argument_error(f"`num_classes`: expected a whole number >= 0, not {num_classes!r}",
+                                 at="reset_classifier()")
         self.head.reset(num_classes, global_pool)
         self.num_classes = num_classes
         self.pretrained_cfg["num_classes"] = num_classes
@@ -149,7 +152,9 @@ class ComposedNet(nn.Module):
         """Recompute each block's activations in the backward pass instead of keeping them
         (torch.utils.checkpoint, per block): less memory, about one more forward pass of time."""
         if not isinstance(enable, bool):
-            raise ValueError(f"enable: expected True or False, got {enable!r}")
+            from .arguments import argument_error
+
+            raise argument_error(f"`enable`: expected True or False, not {enable!r}", at="set_grad_checkpointing()")
         self.grad_checkpointing = enable
         for stage in self.stages:
             stage.grad_checkpointing = enable
@@ -180,7 +185,7 @@ class ComposedNet(nn.Module):
         `prune_head` the head too (forward then gives the last kept map or tokens, normed at each
         position by the head's norm where it has one of that width), with `prune_norm` the head's
         norm. Returns the levels taken, for `forward_intermediates(indices=...)`."""
-        take = resolve_indices(indices, len(self.feature_taps), "indices")
+        take = resolve_indices(indices, len(self.feature_taps), "indices", "prune_intermediate_layers()")
         last = self.feature_taps[take[-1]]
         if last.where == "stem":
             self.stages = nn.Sequential()

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from .blueprint.errors import printable
+from .errors import ComposerError
 from .features import check_input
 from .fileio import atomic_write
 
@@ -46,7 +47,7 @@ FACTS_FILE = "composer.json"  # the facts inside a .pt2 archive
 MAX_SIDE = 16384  # the blueprint language's limit on input.size
 
 
-class ExportError(Exception):
+class ExportError(ComposerError):
     """The network could not be exported, or the exported file does not match PyTorch."""
 
 

@@ -27,12 +27,14 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import torch
 from torch import nn
 
+from .errors import ComposerError
+
 if TYPE_CHECKING:
     from .build import ComposedNet, Stage
     from .plan import Plan
 
 
-class InputSizeError(ValueError):
+class InputSizeError(ComposerError, ValueError):
     """An input that the network cannot take (wrong channels, or a size a fixed token grid cannot take)."""
 
 
@@ -131,26 +133,13 @@ def feature_levels(plan: Plan, stem: nn.Module) -> tuple[FeatureInfo, tuple[Tap,
     return FeatureInfo(candidates[i][0] for i in keep), tuple(candidates[i][1] for i in keep)
 
 
-def resolve_indices(indices: int | Sequence[int] | None, count: int, what: str) -> tuple[int, ...]:
-    """timm's convention: None takes all, an int n the last n, a sequence those (negative from the end)."""
-    if indices is None:
-        return tuple(range(count))
-    if isinstance(indices, bool) or not isinstance(indices, (int, Sequence)) or isinstance(indices, str):
-        raise ValueError(f"{what}: expected None, an int or a sequence of ints, got {indices!r}")
-    if isinstance(indices, int):
-        if not 1 <= indices <= count:
-            raise ValueError(f"{what}={indices}: asks for the last {indices} of {count}")
-        return tuple(range(count - indices, count))
-    out = []
-    for i in indices:
-        if isinstance(i, bool) or not isinstance(i, int):
-            raise ValueError(f"{what}: indices are ints, got {i!r}")
-        if not -count <= i < count:
-            raise ValueError(f"{what}: index {i} is out of range; there are {count} (0 to {count - 1}, or negative)")
-        out.append(i % count)
-    if not out or len(set(out)) != len(out):
-        raise ValueError(f"{what}: give distinct indices, got {list(indices)}")
-    return tuple(sorted(out))
+def resolve_indices(indices: int | Sequence[int] | None, count: int, what: str,
+                    at: str | None = None) -> tuple[int, ...]:
+    """timm's convention: None takes all, an int n the last n, a sequence those (negative from the end);
+    a bad choice is an ArgumentError (composer/arguments.py)."""
+    from .arguments import check_indices
+
+    return check_indices(indices, count, what, at)
 
 
 def to_map(x: torch.Tensor, prefix: int, grid: tuple[int, int]) -> torch.Tensor:
@@ -224,15 +213,16 @@ def forward_intermediates(net: ComposedNet, x: torch.Tensor, indices: int | Sequ
     `norm` passes maps through the head's per-position norm (a token head's LayerNorm, or a pool
     head's `norm_on: map`): every level's in an isotropic network, as timm's ViT, else the last
     level's, as timm's hierarchical networks. `output_fmt` is "NCHW" (B, C, H, W) or "NLC" (B, H*W, C)."""
-    if output_fmt not in ("NCHW", "NLC"):
-        raise ValueError(f"output_fmt: expected 'NCHW' or 'NLC', got {output_fmt!r}")
+    from .arguments import check_choice, check_flag
+
+    at = "forward_intermediates()"
+    check_choice("output_fmt", output_fmt, ("NCHW", "NLC"), at)
     for name, flag in (("norm", norm), ("stop_early", stop_early), ("intermediates_only", intermediates_only),
                        ("blocks", blocks)):
-        if not isinstance(flag, bool):
-            raise ValueError(f"{name}: expected True or False, got {flag!r}")
+        check_flag(name, flag, at)
     check_input(x, net.input_shape, net.fixed_size)
     taps = block_taps(net) if blocks else net.feature_taps
-    take = resolve_indices(indices, len(taps), "indices")
+    take = resolve_indices(indices, len(taps), "indices", at)
     head_norm = net.head.position_norm() if norm else None
     every = blocks or all(t.where == "block" for t in taps)
     last = len(taps) - 1
@@ -254,7 +244,7 @@ class FeatureNet(nn.Module):
 
     def __init__(self, net: ComposedNet, out_indices: int | Sequence[int] | None = None):
         super().__init__()
-        self.out_indices = resolve_indices(out_indices, len(net.feature_taps), "out_indices")
+        self.out_indices = resolve_indices(out_indices, len(net.feature_taps), "out_indices", "FeatureNet()")
         taps = net.feature_taps
         last = taps[self.out_indices[-1]]
         self.stem = net.stem

@@ -35,8 +35,10 @@ import unicodedata
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
+from .errors import ComposerError
 
-class WriteError(OSError):
+
+class WriteError(ComposerError, OSError):
     """Writing the target failed or was refused (no space, a file-size limit, a read-only file
     system, ...); the target was left as it was. `filename` is the target, `strerror` the reason."""
 

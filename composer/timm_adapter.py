@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import ComposerError
+
 SHIPPED = Path(__file__).resolve().parents[1] / "blueprints"
 
 # timm's preprocessing of the architectures blueprints/timm/ is named after (from timm's default
@@ -42,7 +44,7 @@ default_cfgs: dict[str, dict] = {}
 __all__ = ["register", "register_blueprints", "entrypoint", "TimmUnavailable"]
 
 
-class TimmUnavailable(ImportError):
+class TimmUnavailable(ComposerError, ImportError):
     """timm cannot be imported here."""
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,21 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BLUEPRINTS = ROOT / "blueprints"
+SHARED_VARIABLE = "COMPOSER_SHARED_REFERENCE"  # .ci/run sets it to ../shared/reference
+
+
+def shared_reference(*parts: str) -> Path:
+    """A path in the shared reference folder: $COMPOSER_SHARED_REFERENCE (relative to the clone),
+    else ../shared/reference beside the clone. Set and absent fails the test (CI must compare);
+    unset and absent skips it (a clone on its own has no reference to compare with)."""
+    given = os.environ.get(SHARED_VARIABLE)
+    folder = ROOT / given if given else ROOT.parent / "shared" / "reference"
+    path = folder.joinpath(*parts)
+    if not path.exists():
+        if given:
+            pytest.fail(f"{SHARED_VARIABLE}={given}: {path} does not exist")
+        pytest.skip(f"no shared reference folder beside this clone ({path}); set {SHARED_VARIABLE} to its path")
+    return path
 
 
 @pytest.fixture(scope="session")

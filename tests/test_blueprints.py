@@ -8,7 +8,7 @@ import yaml
 import composer
 from composer.profile import count_with_fvcore
 
-from .conftest import BLUEPRINTS, ROOT
+from .conftest import BLUEPRINTS, ROOT, shared_reference
 from .test_families import FAMILIES
 
 # blueprint file -> key in the reference figures
@@ -34,9 +34,7 @@ def test_every_blueprint_has_a_reference():
 
 
 def test_reference_copy_matches_shared():
-    shared = ROOT.parent / "shared" / "reference" / "numbers.yaml"
-    if not shared.exists():
-        pytest.skip("shared/reference/numbers.yaml is not beside this clone")
+    shared = shared_reference("numbers.yaml")
     ours = yaml.safe_load((ROOT / "tests" / "data" / "reference_numbers.yaml").read_text())
     assert ours == yaml.safe_load(shared.read_text())
 

@@ -397,7 +397,9 @@ def test_api_and_cli_give_the_same_message(tiny_bp, tmp_path):
     path = tmp_path / "bp.yaml"
     path.write_text(TINY)
     r = runner.invoke(app, ["profile", str(path), "--train", "--batch", str(10**20)])
-    assert str(e.value.problems[0]) in r.output
+    # the same message, each located and spelled as its caller wrote it
+    assert str(e.value.problems[0]) == f"composer.train_memory(): `batch`: {10**20} is not a whole number from 1 to 16,777,216"
+    assert f"<command line>: `--batch`: {10**20} is not a whole number from 1 to 16,777,216" in r.output
 
 
 # --- the long profile: every case as a real process under the limits of the issue --------------------

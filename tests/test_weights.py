@@ -15,7 +15,7 @@ import composer
 from cli.app import app
 from composer.weights import WeightsError, load_weights
 
-from .conftest import BLUEPRINTS, ROOT
+from .conftest import BLUEPRINTS, ROOT, shared_reference
 
 DATA = ROOT / "tests" / "data" / "timm"
 INDEX = json.loads((DATA / "index.json").read_text())
@@ -63,9 +63,7 @@ def logits(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 def test_copy_matches_shared():
     """Every checkpoint of the shared reference is here, byte for byte (the tf_ ones, made by
     bench/make_timm_reference.py, are here only); index.json describes at least the shared ones."""
-    shared = ROOT.parent / "shared" / "reference" / "timm"
-    if not shared.exists():
-        pytest.skip("shared/reference/timm is not beside this clone")
+    shared = shared_reference("timm")
     theirs = sorted(p.name for p in shared.iterdir() if p.name != "index.json")
     assert set(theirs) <= {p.name for p in DATA.iterdir()}
     for name in theirs:

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from ..errors import ComposerError
+
 KeyPath = tuple  # e.g. ("stages", 2, "block", "kernel")
 MAX_MESSAGE = 2000  # characters of a problem's message when printed (a weights mismatch lists tensors)
 
@@ -83,8 +85,9 @@ class Problem:
         }
 
 
-class BlueprintError(Exception):
-    """Everything wrong with a blueprint, each problem located in its file."""
+class BlueprintError(ComposerError):
+    """Everything wrong with a blueprint or an argument, each problem located (in its file, on the
+    command line, or at the API function called)."""
 
     def __init__(self, problems: list[Problem] | Problem):
         self.problems = [problems] if isinstance(problems, Problem) else list(problems)

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from ..errors import where
 from .errors import BlueprintError, KeyPath, Problem
 
 MAX_FILE_BYTES = 1_000_000
@@ -123,7 +124,7 @@ class Source:
         for i in range(len(path), 0, -1):
             if path[:i] in self.overrides:
                 how = f"set by `{self.overrides[path[:i]]}`"
-                return Problem(message, path, "<command line>", None, None, f"{hint}; {how}" if hint else how)
+                return Problem(message, path, where(), None, None, f"{hint}; {how}" if hint else how)
         pos = self.position(path)
         line, column = pos if pos else (None, None)
         return Problem(message, path, self.file, line, column, hint)

@@ -33,6 +33,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..blueprint import BlueprintError, Problem
+from ..errors import ComposerError
 from ..fileio import atomic_write, reading_many
 from .extras import require
 
@@ -402,7 +403,7 @@ def write_splits(out: Path, splits: Splits) -> None:
 
 # --- decoding -------------------------------------------------------------------------------------------
 
-class ImageRefused(ValueError):
+class ImageRefused(ComposerError, ValueError):
     """An image over the size budgets (refused before it is decoded)."""
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from ..blueprint import BlueprintError, Problem
+from ..errors import where
 
 ERRORS_ENV = "COMPOSER_WORKER_ERRORS"  # a folder where a failing worker leaves its message
 LAUNCHED_ENV = "COMPOSER_LAUNCHED"  # set by `--devices N` for its workers
@@ -38,7 +39,7 @@ class EnvironmentProblem(DeviceError):
 
 
 def _problem(message: str, hint: Optional[str] = None) -> DeviceError:
-    return DeviceError(Problem(message, (), "<command line>", hint=hint))
+    return DeviceError(Problem(message, (), where(), hint=hint))
 
 
 def _environment_problem(message: str, hint: Optional[str] = None) -> DeviceError:

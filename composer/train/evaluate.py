@@ -9,7 +9,6 @@ whose class names must agree), and writes spreadsheet-safe CSVs.
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from ..api import load_model, loads
 from ..blueprint import BlueprintError, Problem
+from ..errors import where
 from ..fileio import atomic_write
 from . import distributed
 from .augment import Normalize
@@ -75,7 +75,7 @@ def load_for_inference(path: str | Path, device: torch.device, batch: int = 1, v
         each = f" x {views} views of each image (`--tta`, `--tta-scales`)" if views > 1 else ""
         exc = BlueprintError(Problem(f"`--batch {batch}`{each} of {channels}x{h}x{w} images is "
                                      f"{batch * views * channels * h * w:,} values, over the limit of {MAX_INPUT_ELEMENTS:,}",
-                                     (), "<command line>",
+                                     (), where(),
                                      hint=f"use `--batch {max(1, MAX_INPUT_ELEMENTS // (views * channels * h * w))}` or less"
                                           + (", or fewer views" if views > 1 else "")))
         exc.subject = "with the options"
@@ -182,7 +182,7 @@ def predict(checkpoints: str | Path | Sequence[str | Path], images: str | Path, 
         checkpoints = [checkpoints]
     checkpoints = [Path(c) for c in checkpoints]
     if not 1 <= len(checkpoints) <= MAX_MODELS:
-        raise ModelsError(Problem(f"an ensemble of {len(checkpoints)} checkpoints; give 1 to {MAX_MODELS}", (), "<command line>"))
+        raise ModelsError(Problem(f"an ensemble of {len(checkpoints)} checkpoints; give 1 to {MAX_MODELS}", (), where()))
     scales = list(scales or [1.0])
     d = distributed.setup(device)  # the device and torchrun's variables checked before any work
     root = Path(images)

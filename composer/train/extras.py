@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from ..errors import ComposerError
+
 INSTALL = "pip install 'composer-vision[train]'"
 
 
-class MissingExtra(ImportError):
+class MissingExtra(ComposerError, ImportError):
     """An optional dependency of training is not installed."""
 
 

@@ -45,9 +45,9 @@ def _save_model(net: torch.nn.Module, blueprint: Blueprint, path: str | os.PathL
     if is_safetensors_path(path):
         from safetensors.torch import save
 
-        bad = [k for k, v in (extra or {}).items() if not isinstance(v, str)]
-        if bad:
-            raise ValueError(f"safetensors metadata holds strings only; save {', '.join(bad)} in a .pt file")
+        from ..arguments import check_extra
+
+        check_extra(path, extra)
         metadata = {**(extra or {}), **{k: v or "" for k, v in header.items()}}
         tensors = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
         data = save(tensors, metadata=metadata)
