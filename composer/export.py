@@ -122,8 +122,11 @@ def facts_for(net: nn.Module, entries: Mapping[str, Any] | None = None,
     if isinstance(recipe, Mapping) and isinstance(recipe.get("augment", {}), Mapping):
         try:
             augment, origin = AugmentConfig.model_validate(recipe.get("augment", {})), "the training recipe"
-        except ValueError:
-            pass  # a recipe this composer does not read: say the defaults, not a guess
+        except ValueError as exc:  # refused, not replaced by the defaults: the metadata would lie
+            first = exc.errors()[0] if hasattr(exc, "errors") else {}
+            where = ".".join(str(x) for x in first.get("loc", ()))
+            raise ExportError(f"the checkpoint's recipe has a preprocessing composer does not read "
+                              f"({where}: {first.get('msg', exc)})") from None
     if not all(math.isfinite(s) and s > 0 for s in augment.std):
         raise ExportError(f"the training recipe's normalisation std {list(augment.std)} is not positive: "
                           "the exported network would divide by zero")

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..blueprint import Blueprint
+from ..blueprint.errors import printable
 from ..blueprint.loader import dump_text
 from ..weights.read import _check_path, file_kind, load_pickle, weights_error
 
@@ -35,19 +36,29 @@ def load_checkpoint(path: str | Path) -> dict:
 def _check_head(payload: dict, p: Path) -> None:
     """The head's width, the blueprint's `classes` and the class names (when there are any) agree."""
     from ..api import loads
-    try:
-        declared = loads(payload["blueprint"]).model.classes
+    from ..blueprint import BlueprintError
+    origin = payload.get("blueprint_file")
+    try:  # the blueprint's own errors are located in the checkpoint, not in the file it was once read from
+        declared = loads(payload["blueprint"], file=f"{p} (blueprint {origin})" if isinstance(origin, str) else str(p)).model.classes
+    except BlueprintError:
+        raise
     except Exception:
         raise weights_error(p, "holds a blueprint that does not validate", "use a checkpoint that composer wrote") from None
     classes = payload.get("classes")
-    if classes is not None and (not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes)
-                                or len(set(classes)) != len(classes)):
-        raise weights_error(p, "has class names that are not distinct strings", "use a checkpoint that composer wrote")
+    if classes is not None and (not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes)):
+        raise weights_error(p, "has class names that are not strings", "use a checkpoint that composer wrote")
+    twice = next((c for i, c in enumerate(classes or []) if c in classes[:i]), None)
+    if twice is not None:
+        raise weights_error(p, f"names the class `{printable(twice[:60], keep_newlines=False)}` twice",
+                            "the file was changed after training; use another checkpoint")
     # the classifier: the last 2-d weight of the head, in the modules' order
     weights = [v for k, v in payload["state_dict"].items() if isinstance(k, str) and k.startswith("head.")
                and k.endswith(".weight") and isinstance(v, torch.Tensor) and v.ndim == 2]
     width = weights[-1].shape[0] if weights else None
     names = len(classes) if classes is not None else declared
+    if width is not None and names != width:
+        raise weights_error(p, f"names {names} classes but its head has {width} outputs",
+                            "the file was changed after training; use another checkpoint")
     if declared != names or (width is not None and width != declared):
         raise weights_error(p, f"does not agree with itself: {names} class names, a blueprint of {declared} classes"
                                + (f", a head of {width} outputs" if width is not None else ""),
