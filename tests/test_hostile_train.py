@@ -198,7 +198,7 @@ def test_a_checkpoint_whose_head_disagrees_with_its_classes_is_refused(setup, fi
     state["head.fc.weight"] = state["head.fc.weight"][:2]
     out = _tampered(finished, tmp_path, state_dict=state)
     r = _train(setup, "--resume", "--epochs", "2", out=out)
-    _check_refusal(r, "does not agree with itself: 3 class names, a blueprint of 3 classes, a head of 2 outputs", located=False)
+    _check_refusal(r, "names 3 classes but its head has 2 outputs", located=False)
     for args in (["eval", str(out / "last.pt"), "--data", str(setup["data"])],
                  ["predict", str(out / "last.pt"), str(setup["data"] / "val"), "--csv", str(tmp_path / "p.csv")]):
         _check_refusal(runner.invoke(app, args), "a head of 2 outputs", located=False)
