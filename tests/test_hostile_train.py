@@ -201,7 +201,7 @@ def test_a_checkpoint_whose_head_disagrees_with_its_classes_is_refused(setup, fi
     _check_refusal(r, "names 3 classes but its head has 2 outputs", located=False)
     for args in (["eval", str(out / "last.pt"), "--data", str(setup["data"])],
                  ["predict", str(out / "last.pt"), str(setup["data"] / "val"), "--csv", str(tmp_path / "p.csv")]):
-        _check_refusal(runner.invoke(app, args), "a head of 2 outputs", located=False)
+        _check_refusal(runner.invoke(app, args), "its head has 2 outputs", located=False)
 
 
 @pytest.mark.parametrize("change", [{"classes": "abc"}, {"epoch": "1"}, {"classes": ["a", "a", "b"]}, {"recipe": None}])
