@@ -1,7 +1,7 @@
 """Training benchmarks behind docs/benchmarks-train.md (not tests: they time things). From the
 repository root:
 
-    .venv/bin/python bench/train_bench.py          # rewrites docs/benchmarks-train.md
+    .venv/bin/python bench/train_bench.py          # rewrites its section of docs/benchmarks-train.md
 
 1. Trainer overhead: images/s of `composer train` (its loop, DataLoader workers decoding PNGs,
    metrics, checkpoints) against a bare PyTorch loop on the same model, batch and optimizer fed
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import composer  # noqa: E402
-from composer.fileio import write_text  # noqa: E402
+from bench.report import write_section  # noqa: E402
 from composer.train import load_recipe, train  # noqa: E402
 from composer.train.augment import TrainAugment  # noqa: E402
 from composer.train.data import load_image  # noqa: E402
@@ -246,8 +246,6 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
     text = "\n".join([
-        "# Training benchmarks",
-        "",
         "<!-- written by `.venv/bin/python bench/train_bench.py`; rerun it to refresh -->",
         "",
         f"Machine: {machine}; load average {load:.1f} when the run started (a shared machine: figures",
@@ -268,10 +266,9 @@ def main() -> None:
         "No GPU was lent to this project when these were taken, so no GPU figures are recorded yet.",
         "",
     ])
-    target = ROOT / "docs" / "benchmarks-train.md"
-    write_text(target, text)
     print(text)
-    print(f"wrote {target.relative_to(ROOT)}")
+    # only this script's section: decode_bench.py and threads_bench.py write their own beside it
+    write_section("train", text, ROOT / "docs" / "benchmarks-train.md")
 
 
 if __name__ == "__main__":
