@@ -48,6 +48,10 @@ def apply_overrides(source: Source, overrides: dict[str, Any] | None) -> Source:
             raise _override_error(dotted, "keys are dotted names such as `stages.0.depth`")
         node, path = data, []
         parts = dotted.split(".")
+        merged = _merged_into_block(data, parts, value)
+        if merged is not None:
+            marks[merged] = f"{dotted}={_short(value)}"
+            continue
         for depth, part in enumerate(parts):
             where = ".".join(parts[:depth]) or "the top level"
             if not part:
@@ -76,6 +80,41 @@ def apply_overrides(source: Source, overrides: dict[str, Any] | None) -> Source:
         node[path[-1]] = value
         marks[tuple(path)] = f"{dotted}={_short(value)}"
     return Source(data, source.file, source.text, source.keys, source.values, marks)
+
+
+def _merged_into_block(data: Any, parts: list[str], value: Any) -> tuple | None:
+    """`blocks.T.attention.heads=3` and `stages.2.block.se.gate=...`: merged into the block options as a
+    stage override would be (shorthands expanded, `heads` replacing `head_dim`); the key path set, or
+    None for any other key (set as it is)."""
+    from .blueprint.schema import BLOCKS, merged_block, merged_options
+
+    if not all(parts):
+        return None
+
+    blocks, stages = data.get("blocks") if isinstance(data, dict) else None, data.get("stages") if isinstance(data, dict) else None
+    if len(parts) >= 3 and parts[0] == "blocks" and isinstance(blocks, dict) and isinstance(blocks.get(parts[1]), (dict, str)):
+        rest, legend = parts[2:], blocks[parts[1]]
+        blocks[parts[1]] = merged_block(legend, _nested(rest, value))
+        return tuple(parts)
+    if (len(parts) >= 4 and parts[0] == "stages" and parts[2] == "block" and parts[1].isascii() and parts[1].isdecimal()
+            and isinstance(stages, list) and int(parts[1]) < len(stages) and isinstance(stages[int(parts[1])], dict)):
+        stage = stages[int(parts[1])]
+        layout = data.get("layout")
+        letters = [p.strip() for p in layout.split("-")] if isinstance(layout, str) else []
+        legend = blocks.get(letters[int(parts[1])]) if isinstance(blocks, dict) and int(parts[1]) < len(letters) else None
+        kind = BLOCKS.get(legend.get("type") if isinstance(legend, dict) else legend)
+        current = stage.get("block", {})
+        if kind is None or not isinstance(current, dict):
+            return None
+        stage["block"] = merged_options(current, _nested(parts[3:], value), kind)
+        return (parts[0], int(parts[1]), *parts[2:])
+    return None
+
+
+def _nested(keys: list[str], value: Any) -> dict:
+    for key in reversed(keys):
+        value = {key: value}
+    return value
 
 
 def _short(value: Any) -> str:

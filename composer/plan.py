@@ -105,8 +105,10 @@ class _Problems:
             raise BlueprintError(sorted(self.found, key=lambda p: (p.line or 0, p.column or 0)))
 
 
-def plan(blueprint: Blueprint) -> Plan:
-    """The static shape pass. Raises BlueprintError with every shape problem located."""
+def plan(blueprint: Blueprint, *, unused_options: bool = True) -> Plan:
+    """The static shape pass. Raises BlueprintError with every shape problem located. With
+    `unused_options`, options set where they never apply are problems too (not for the candidates
+    of a search space, where an option may apply to some only)."""
     m = blueprint.model
     problems = _Problems(blueprint)
     h, w = m.input.hw
@@ -121,7 +123,8 @@ def plan(blueprint: Blueprint) -> Plan:
     stem_hw = m.stem.output_hw((h, w))
     walk = _Walk(channels=stem_out, hw=stem_hw, total_blocks=sum(s.depth for s in m.stages), total_stride=total_stride)
     stages = tuple(_stage(i, blueprint, walk, problems) for i in range(len(m.stages)))
-    _unused_options(blueprint, stages, problems)
+    if unused_options:
+        _unused_options(blueprint, stages, problems)
     _network_checks(blueprint, stages, walk.prefix, problems)
     problems.raise_any()
     return Plan(

@@ -297,7 +297,9 @@ def search(source: Source, budget: Budget, *, limit: int = 10_000, seed: int = 0
             progress(evaluated, total)
         data = _pick(source.data, choices, picks)
         try:
-            p = make_plan(validate(Source(data, source.file, source.text, source.keys, source.values)))
+            # an option that applies to only some candidates (pooling where some downsample) is what a space is for
+            p = make_plan(validate(Source(data, source.file, source.text, source.keys, source.values)),
+                          unused_options=False)
         except BlueprintError as exc:
             invalid += 1
             first_error = first_error or exc

@@ -85,12 +85,14 @@ def test_a_bare_kind_name_is_the_kind_with_its_defaults():
 
 
 def test_stage_override_merges_into_the_legend_sub_config():
-    """`block: {attention: {heads: 3}}` keeps the legend's kind and options; naming another kind replaces them."""
+    """`block: {attention: {heads: 3}}` keeps the legend's kind and options; naming another kind switches
+    to it, carrying over the options both kinds have (the scale) and dropping the others (the kernel)."""
     bp = composer.load(BLUEPRINTS / "cvt13.yaml")
     assert [b.attention.heads for b in bp.stage_blocks] == [1, 3, 6]
     assert {b.attention.scale for b in bp.stage_blocks} == {"embed_dim"}
     other = composer.load(BLUEPRINTS / "cvt13.yaml", overrides={"stages.1.block.attention": {"type": "plain", "heads": 3}})
-    assert other.stage_blocks[1].attention.type == "plain" and other.stage_blocks[1].attention.scale == "head_dim"
+    attention = other.stage_blocks[1].attention
+    assert attention.type == "plain" and attention.scale == "embed_dim" and not hasattr(attention, "kv_stride")
 
 
 def test_se_shorthand_and_off():

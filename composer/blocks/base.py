@@ -223,6 +223,10 @@ class Variant:
             return {"type": value}
         if isinstance(value, dict) and "type" not in value and self.registry.default:
             return {"type": self.registry.default, **value}
+        if not isinstance(value, (dict, Part)):
+            kinds = ", ".join(f"`{k}`" for k in sorted(self.registry.kinds()))
+            raise ValueError(f"expected a {self.registry.sort} kind: its name ({kinds}) or a mapping with its `type` "
+                             "and options")
         return value
 
     def __get_pydantic_core_schema__(self, source: Any, handler) -> core_schema.CoreSchema:

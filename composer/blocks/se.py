@@ -8,9 +8,9 @@ ReLU, LocalViT's FFN an h-sigmoid gate. The SE width is computed here only (`SEC
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Optional, Union
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from ..layers.names import Activation, Gate
 from . import cost as C
@@ -34,6 +34,9 @@ class SEDefaults:
 
 class SEConfig(StrictModel):
     """Squeeze-and-excitation: global pool -> reduce -> act -> expand -> gate -> scale."""
+
+    exclusive_options: ClassVar[tuple[tuple[str, ...], ...]] = (("ratio", "reduction"),)
+    model_config = ConfigDict(json_schema_extra={"not": {"required": ["ratio", "reduction"]}})
 
     ratio: float = Field(0.25, gt=0, le=1, description="SE width = ratio x the base width (`from`).")
     reduction: Optional[int] = Field(
@@ -85,6 +88,9 @@ def _shorthand(value):
     """`se: 0.25` -> `{ratio: 0.25}`; `se: 0` -> off."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return None if value == 0 else {"ratio": value}
+    if value is not None and not isinstance(value, (dict, SEConfig)):
+        raise ValueError("SE is a ratio (`se: 0.25`), a mapping (`se: {ratio: 0.25, act: relu}`), or off (`se: 0` "
+                         "or `se: null`)")
     return value
 
 

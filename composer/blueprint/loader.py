@@ -121,10 +121,11 @@ class Source:
 
     def problem(self, path: KeyPath, message: str, hint: str | None = None) -> Problem:
         path = tuple(path)
-        for i in range(len(path), 0, -1):
-            if path[:i] in self.overrides:
-                how = f"set by `{self.overrides[path[:i]]}`"
-                return Problem(message, path, where(), None, None, f"{hint}; {how}" if hint else how)
+        marks = [path[:i] for i in range(len(path), 0, -1) if path[:i] in self.overrides]
+        marks += [mark for mark in self.overrides if len(mark) > len(path) and mark[:len(path)] == path]
+        if marks:  # the value at fault, or something below it, came from the command line
+            how = f"set by `{self.overrides[marks[0]]}`"
+            return Problem(message, path, where(), None, None, f"{hint}; {how}" if hint else how)
         pos = self.position(path)
         line, column = pos if pos else (None, None)
         return Problem(message, path, self.file, line, column, hint)

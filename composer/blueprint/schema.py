@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union, get_args
 
-from pydantic import BaseModel, Field, Strict, TypeAdapter, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, Strict, TypeAdapter, field_validator
 
 from ..blocks import BLOCKS
 from ..blocks.base import BlockConfig, StrictModel, Variant, refresh_parts
@@ -133,41 +133,78 @@ def block_union() -> Any:
 def merged_block(legend: Any, override: Any) -> Any:
     """A stage's block options: its legend entry with the stage's overrides on top.
 
-    Sub-configs merge the same way when the override keeps their kind (`block: {attention: {heads: 3}}`
-    over `attention: {type: conv, kernel: 5}`; a bare kind name counts as `{type: name}`); an override
-    naming another kind replaces the sub-config. Options that exclude each other (`heads` /
-    `head_dim`) are replaced as a group: a stage that sets `heads` drops the legend's `head_dim`.
+    Sub-configs merge the same way: `block: {attention: {heads: 3}}` over `attention: {type: conv,
+    kernel: 5}` keeps the conv attention and its kernel; `block: {se: {gate: hardsigmoid}}` keeps the
+    legend's SE ratio. Shorthands count as what they stand for (`attention: plain` is `{type: plain}`,
+    `se: 0.25` is `{ratio: 0.25}`, a mapping without `type` the default kind). An override naming
+    another kind switches to it, keeping the legend's options that the new kind has too (its heads,
+    say). Options that exclude each other (`heads` / `head_dim`, `ratio` / `reduction`) are replaced
+    as a group: a stage that sets `heads` drops the legend's `head_dim`.
     """
-    return _merged(legend, override, BLOCKS)
+    return _merged(legend, override, _Field(registry=BLOCKS))
 
 
-def _merged(legend: Any, override: Any, registry: Any) -> Any:
-    if isinstance(legend, str) and isinstance(override, dict):
-        legend = {"type": legend}
-    if not isinstance(legend, dict) or not isinstance(override, dict):
+def merged_options(current: Any, override: Any, family: Any) -> Any:
+    """Two sets of options of one block family (a stage's override and more on top), merged as
+    `merged_block` merges an override into a legend entry."""
+    return _merged(current, override, _Field(model=family))
+
+
+class _Field:
+    """What a field's value may be: a kind of a registry (`Variant`), one model (SE), or anything."""
+
+    def __init__(self, registry: Any = None, model: Any = None, shorthands: tuple = ()):
+        self.registry, self.model, self.shorthands = registry, model, shorthands
+
+    @classmethod
+    def of(cls, model: Any, name: str) -> "_Field":
+        info = getattr(model, "model_fields", {}).get(name)
+        if info is None:
+            return cls()
+        registry = next((m.registry for m in info.metadata if isinstance(m, Variant)), None)
+        shorthands = tuple(m.shorthand if isinstance(m, Variant) else m.func for m in info.metadata
+                           if isinstance(m, (Variant, BeforeValidator)))
+        models = [t for t in (info.annotation, *get_args(info.annotation))
+                  if isinstance(t, type) and issubclass(t, BaseModel)]
+        return cls(registry, models[0] if models and registry is None else None, shorthands)
+
+    def expand(self, value: Any) -> Any:
+        """A shorthand as what it stands for (`attention: plain`, `se: 0.25`); a mapping stays as
+        written (a stage's `{heads: 3}` names no kind: it keeps the legend's)."""
+        if self.registry is not None:
+            return {"type": value} if isinstance(value, str) else value
+        for shorthand in self.shorthands:
+            try:
+                value = shorthand(value)
+            except ValueError:  # not a shorthand: validation reports it
+                return value
+        return value
+
+    def kind(self, value: dict) -> Any:
+        if self.registry is not None:
+            return self.registry.get(value.get("type") or self.registry.default)
+        return self.model
+
+
+def _merged(legend: Any, override: Any, field: _Field) -> Any:
+    legend, override = field.expand(legend), field.expand(override)
+    if not isinstance(legend, dict) or not isinstance(override, dict) or field.kind(legend) is None:
         return override
-    if "type" in override and override.get("type") != legend.get("type"):
-        return override
-    kind = registry.get(legend.get("type") or registry.default) if registry is not None else None
+    kind, new = field.kind(legend), field.kind(override)
+    if "type" in override and new is not kind:  # another kind: what both kinds have carries over
+        fields = getattr(new, "model_fields", {})
+        legend = {k: v for k, v in legend.items() if k in fields and k != "type"}
+        kind = new
     merged = dict(legend)
     for key, value in override.items():
-        inner = _variant_registry(kind, key)
-        merged[key] = _merged(legend[key], value, inner) if key in legend and inner is not None else value
+        inner = _Field.of(kind, key)
+        merged[key] = _merged(legend[key], value, inner) if key in legend else value
     for group in getattr(kind, "exclusive_options", ()):
         if any(key in override for key in group):
             for key in group:
                 if key not in override:
                     merged.pop(key, None)
     return merged
-
-
-def _variant_registry(kind: Any, field: str) -> Any:
-    """The registry of a kind's field typed `Variant(...)`, or None."""
-    info = getattr(kind, "model_fields", {}).get(field)
-    for meta in getattr(info, "metadata", ()):
-        if isinstance(meta, Variant):
-            return meta.registry
-    return None
 
 
 def resolve_block(raw: dict[str, Any]) -> BlockConfig:

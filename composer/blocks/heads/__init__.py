@@ -87,7 +87,7 @@ class PoolHeadConfig(_Head):
                      "conv_norm_eps": "conv: {channels: 1280, norm_eps: 1e-3}"}
 
     type: Literal["pool"] = Field("pool", description="Head kind: global average pooling.")
-    conv: Annotated[Optional[HeadConv], BeforeValidator(_conv_shorthand, json_schema_input_type=Union[int, HeadConv, None])] = Field(
+    conv: Annotated[Optional[HeadConv], BeforeValidator(_conv_shorthand, json_schema_input_type=Union[Annotated[int, Field(ge=1, le=65536)], HeadConv, None])] = Field(
         None, description="A 1x1 conv + BatchNorm + act before pooling: `{channels, act, norm_eps}`, or its width "
                           "alone (MobileNetV2: `conv: 1280`); none when unset.")
     norm_on: Literal["pooled", "map"] = Field(
