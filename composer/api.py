@@ -125,9 +125,9 @@ def check_fits_in_memory(p: Plan) -> None:
 
     meta = _build(p, device="meta")
     # each part, where it is blamed, and its bytes: the largest part takes the blame
-    parts = [("the stem", ("stem",), meta.stem)]
-    parts += [(f"stage {i}", ("stages", i, "channels"), s) for i, s in enumerate(meta.stages)]
-    parts += [("the head", ("classes",) if p.classes else ("head",), meta.head)]
+    blame = {"stem": ("stem",), "head": ("classes",) if p.classes else ("head",)}
+    parts = [(part.title, blame.get(part.kind, ("stages", part.stage, "channels")), part.module(meta))
+             for part in meta.parts.top]
     sizes = [_tensor_bytes(module) for _, _, module in parts]
     params = sum(t.numel() for t in meta.parameters())
     need = _tensor_bytes(meta)

@@ -16,15 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def tokens_to_map(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """(B, H*W, C) -> (B, C, H, W)."""
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], grid[0], grid[1])
-
-
-def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H*W, C)."""
-    return x.flatten(2).transpose(1, 2)
+from .tokens import map_to_tokens, tokens_to_map  # noqa: F401  (also imported from here by the blocks)
 
 
 def _shapes_only() -> bool:
