@@ -12,7 +12,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .features import check_input, feature_levels, fixed_size_reason, forward_intermediates, resolve_indices
-from .layers.tokens import map_to_tokens, tokens_to_map
+from .layers.tokens import map_to_tokens, resize_pos_embed, square_grid, tokens_to_map
 from .parts import children, network_parts
 from .plan import Plan, StagePlan
 
@@ -41,8 +41,18 @@ class Stage(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c)) if sp.class_token else None
         n = sp.prefix_out + grid_in[0] * grid_in[1]
         self.pos_embed = nn.Parameter(torch.zeros(1, n, c)) if sp.pos_embed else None
+        self.pos_grid = grid_in
         self.blocks = nn.Sequential(*(p.build() for p in parts if p.kind == "block"))
         self.grad_checkpointing = False
+
+    def fit_tensor(self, name: str, tensor: torch.Tensor) -> torch.Tensor | None:
+        """A checkpoint's position embedding for another grid, resized to this stage's (class tokens
+        kept): fine-tuning at another input size. None when it is no such embedding."""
+        if name != "pos_embed" or self.pos_embed is None or tensor.ndim != 3 or tensor.shape[2] != self.pos_embed.shape[2]:
+            return None
+        n = self.pos_embed.shape[1] - self.prefix
+        grid = self.pos_grid if self.pos_grid[0] * self.pos_grid[1] == n else square_grid(n)
+        return resize_pos_embed(tensor, self.prefix, grid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.enter(x)

@@ -46,6 +46,24 @@ class RelativePositionBias(nn.Module):
     def forward(self) -> torch.Tensor:
         return self.table[:, self.index]  # (heads, N, N)
 
+    def fit_tensor(self, name: str, tensor: torch.Tensor) -> torch.Tensor | None:
+        """A checkpoint's table for another grid, resized to this one (loading weights trained at
+        another input size); None when it is no such table."""
+        if name != "table" or tensor.ndim != 2 or tensor.shape[0] != self.table.shape[0]:
+            return None
+        return resize_relative_table(tensor, self.grid)
+
+
+def resize_relative_table(t: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(heads, (2h-1)(2w-1)) -> (heads, (2H-1)(2W-1)), resized bicubically as a (2h-1) x (2w-1) image."""
+    heads, n = t.shape
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"a table of {n} offsets is not a square grid")
+    table = t.reshape(1, heads, side, side).float()
+    table = F.interpolate(table, size=(2 * grid[0] - 1, 2 * grid[1] - 1), mode="bicubic", align_corners=False)
+    return table.reshape(heads, -1).to(t.dtype)
+
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(B, N, heads * d) -> (B, heads, N, d)."""
