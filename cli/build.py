@@ -53,12 +53,8 @@ def build(
     from composer.profile import profile_module_parts
 
     params = profile_module_parts(net)
-    rows = [["part", "block", "output", "params"],
-            ["stem", plan.stem.type, shape(list(plan.stem_shape)), f"{params['stem']:,}"]]
-    for sp in plan.stages:
-        rows.append([f"s{sp.index + 1}", f"{sp.letter}: {sp.label} x{sp.depth}", shape(sp.output_shape),
-                     f"{params[f's{sp.index + 1}']:,}"])
-    rows.append(["head", plan.head.type, shape(plan.output_shape), f"{params['head']:,}"])
+    rows = [["part", "block", "output", "params"]]
+    rows += [[part.name, part.label, shape(list(part.out_shape)), f"{params[part.name]:,}"] for part in net.parts.top]
     total = sum(p.numel() for p in net.parameters())
     rows.append(["total", "", "", f"{total:,}"])
     out(f"{plan.name}: input {shape(list(plan.input_shape))}")

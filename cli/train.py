@@ -83,7 +83,7 @@ def train(
     from composer.train import MissingExtra, runs, train as run
     if plan["prep"] is not None and plan["prep"].complete:
         with user_errors():
-            run(plan["bp"], data, plan["recipe"], out, resume=True, device=device, exist_ok=True)
+            run(plan["bp"], data, plan["recipe"], out, resume=True, device=device, exist_ok=True, prepared=plan["prep"])
         return
     if not (resume or exist_ok or worker):
         with user_errors():
@@ -99,7 +99,7 @@ def train(
         try:
             run(plan["bp"], data, plan["recipe"], out, resume=resume, weights=weights, weights_from=weights_from,
                 partial=partial, parts=plan["parts"], weights_blueprint=plan["weights_bp"], auto=plan["auto"],
-                batch=plan["batch"], device=device, exist_ok=True)
+                batch=plan["batch"], device=device, exist_ok=True, prepared=plan["prep"])
         except MissingExtra as exc:
             fail(str(exc))
 

@@ -168,9 +168,9 @@ def check_fits_in_memory(p: Plan) -> None:
 
     meta = _build(p, device="meta")
     # each part, where it is blamed, and its bytes: the largest part takes the blame
-    parts = [("the stem", ("stem",), meta.stem)]
-    parts += [(f"stage {i}", ("stages", i, "channels"), s) for i, s in enumerate(meta.stages)]
-    parts += [("the head", ("classes",) if p.classes else ("head",), meta.head)]
+    blame = {"stem": ("stem",), "head": ("classes",) if p.classes else ("head",)}
+    parts = [(part.title, blame.get(part.kind, ("stages", part.stage, "channels")), part.module(meta))
+             for part in meta.parts.top]
     sizes = [_tensor_bytes(module) for _, _, module in parts]
     params = sum(t.numel() for t in meta.parameters())
     need = _tensor_bytes(meta)
@@ -334,16 +334,24 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     not a composer model, or whose tensors do not fit its blueprint, raises WeightsError (a
     BlueprintError) naming the file and the tensors.
     """
-    import torch
-
-    from .build import build as _build
-    from .weights.load import load_tensors
     from .weights.saved import read_saved
 
     args.check_path(path, "model path")
     device = args.check_device(device)
-    saved = read_saved(path)
-    p = plan(loads(saved.blueprint_text, file=saved.blueprint_name))
+    return model_from_saved(read_saved(path), device=device)
+
+
+def model_from_saved(saved, *, device: str | torch.device | None = None, blueprint: Blueprint | None = None
+                     ) -> ComposedNet:
+    """The network of a saved model already read (composer.weights.saved.Saved), its weights loaded;
+    `blueprint`: its embedded blueprint, when the caller has validated it already."""
+    import torch
+
+    from .build import build as _build
+    from .weights.load import load_tensors
+
+    path = saved.file
+    p = plan(blueprint if blueprint is not None else loads(saved.blueprint_text, file=saved.blueprint_name))
     if torch.device(device or "cpu").type == "cpu":
         check_fits_in_memory(p)
     net = _build(p, device=device)

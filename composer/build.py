@@ -11,8 +11,9 @@ import torch.utils.checkpoint
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .blocks.heads import Head
 from .features import check_input, feature_levels, fixed_size_reason, forward_intermediates, resolve_indices
+from .layers.tokens import map_to_tokens, resize_pos_embed, square_grid, tokens_to_map
+from .parts import children, network_parts
 from .plan import Plan, StagePlan
 
 torch.fx.wrap("check_input")  # a leaf for torch.fx: the input-size guard runs on the real input
@@ -27,7 +28,8 @@ class Stage(nn.Module):
 
     def __init__(self, sp: StagePlan, device=None):
         super().__init__()
-        self.transition = sp.transition.build(sp.in_channels, sp.out_channels, sp.stride) or nn.Identity()
+        parts = children(sp)
+        self.transition = parts[0].build() if parts[0].kind == "transition" else nn.Identity()
         tokens = sp.data_format == "tokens"
         self.flatten = tokens and sp.prefix_in == 0  # map in, token blocks
         self.unflatten = tokens and sp.prefix_out == 0  # token blocks, map out
@@ -39,8 +41,18 @@ class Stage(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c)) if sp.class_token else None
         n = sp.prefix_out + grid_in[0] * grid_in[1]
         self.pos_embed = nn.Parameter(torch.zeros(1, n, c)) if sp.pos_embed else None
-        self.blocks = nn.Sequential(*(sp.block.build(ctx) for ctx in sp.contexts))
+        self.pos_grid = grid_in
+        self.blocks = nn.Sequential(*(p.build() for p in parts if p.kind == "block"))
         self.grad_checkpointing = False
+
+    def fit_tensor(self, name: str, tensor: torch.Tensor) -> torch.Tensor | None:
+        """A checkpoint's position embedding for another grid, resized to this stage's (class tokens
+        kept): fine-tuning at another input size. None when it is no such embedding."""
+        if name != "pos_embed" or self.pos_embed is None or tensor.ndim != 3 or tensor.shape[2] != self.pos_embed.shape[2]:
+            return None
+        n = self.pos_embed.shape[1] - self.prefix
+        grid = self.pos_grid if self.pos_grid[0] * self.pos_grid[1] == n else square_grid(n)
+        return resize_pos_embed(tensor, self.prefix, grid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.enter(x)
@@ -63,7 +75,7 @@ class Stage(nn.Module):
         """What comes before the blocks: transition, map -> tokens, class token, position embedding."""
         x = self.transition(x)
         if self.flatten:
-            x = x.flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, H*W, C)
+            x = map_to_tokens(x)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         if self.pos_embed is not None:
@@ -73,7 +85,7 @@ class Stage(nn.Module):
     def leave(self, x: torch.Tensor) -> torch.Tensor:
         """What comes after the blocks: tokens -> map where the next stage (or the head) wants a map."""
         if self.unflatten:
-            x = x.transpose(1, 2).reshape(x.shape[0], -1, self.grid[0], self.grid[1])  # (B, N, C) -> (B, C, H, W)
+            x = tokens_to_map(x, self.grid)
         return x
 
 
@@ -90,10 +102,11 @@ class ComposedNet(nn.Module):
     def __init__(self, plan: Plan):
         super().__init__()
         self.name = plan.name
-        self.stem = plan.stem.build(plan.input_shape[0])
-        self.stages = nn.Sequential(*(Stage(sp) for sp in plan.stages))
-        self.head = Head(plan.head, plan.stages[-1].out_channels, plan.classes)
-        self.head.prefix = plan.stages[-1].prefix_out
+        self.parts = network_parts(plan)  # what each submodule is, as planned (composer/parts.py)
+        top = {p.kind: p for p in self.parts.top if p.kind != "stage"}
+        self.stem = top["stem"].build()
+        self.stages = nn.Sequential(*(p.build() for p in self.parts.top if p.kind == "stage"))
+        self.head = top["head"].build()
         self.num_classes = plan.classes
         self.num_features = plan.stages[-1].out_channels
         self.input_shape = plan.input_shape

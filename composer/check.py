@@ -12,37 +12,16 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from .blocks.cost import Cost
-from .plan import Plan, StagePlan
+from .parts import network_parts
+from .plan import Plan
 
 if TYPE_CHECKING:  # analytic() needs no torch; check() traces, and imports it then
     from .profile import Profile
 
 
-def _stage_cost(sp: StagePlan) -> Cost | None:
-    """None when the stage's block family states no analytic cost (a plugin may not)."""
-    total = sp.transition.cost(sp.in_channels, sp.out_channels, sp.stride, sp.in_resolution)
-    c = sp.block_in_channels
-    if sp.class_token:
-        total += Cost(c)
-    if sp.pos_embed:
-        grid = sp.block_in_resolution
-        total += Cost((sp.prefix_out + grid[0] * grid[1]) * c)
-    try:
-        for ctx in sp.contexts:
-            total += sp.block.cost(ctx)
-    except NotImplementedError:
-        return None
-    return total
-
-
 def analytic(plan: Plan) -> list[tuple[str, Cost | None]]:
     """(part, cost for one sample) for the stem, each stage and the head; None where unknown."""
-    c, h, w = plan.input_shape
-    parts = [("stem", plan.stem.cost(c, (h, w)))]
-    parts += [(f"s{sp.index + 1}", _stage_cost(sp)) for sp in plan.stages]
-    last = plan.stages[-1]
-    parts.append(("head", plan.head.cost(last.out_channels, last.out_resolution, plan.classes)))
-    return parts
+    return [(part.name, part.cost()) for part in network_parts(plan).top]
 
 
 @dataclass

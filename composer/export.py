@@ -38,6 +38,7 @@ from .blueprint.errors import printable
 from .errors import ComposerError
 from .features import check_input
 from .fileio import atomic_write
+from .parts import Parts
 
 TOLERANCE = 1e-4
 ONNX_LIMIT = 2**31 - 1  # protobuf's limit on one serialised ONNX model
@@ -328,17 +329,13 @@ def _export_or_locate(net: nn.Module, x: torch.Tensor, convert: Callable[[nn.Mod
 
 
 def _parts(net: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """The network's parts in order: stem, each stage's transition and blocks, head."""
-    for name in ("stem",):
-        if hasattr(net, name):
-            yield name, getattr(net, name)
-    for i, stage in enumerate(getattr(net, "stages", [])):
-        if not isinstance(stage.transition, nn.Identity):
-            yield f"stages.{i}.transition", stage.transition
-        for j, block in enumerate(stage.blocks):
-            yield f"stages.{i}.blocks.{j}", block
-    if hasattr(net, "head"):
-        yield "head", net.head
+    """The network's parts in order (composer/parts.py): stem, each stage's transition and blocks, head;
+    those a pruned network no longer holds are left out."""
+    for part in getattr(net, "parts", Parts()).leaves:
+        try:
+            yield part.path, part.module(net)
+        except AttributeError:
+            continue
 
 
 def _locate(net: nn.Module, x: torch.Tensor, convert) -> tuple[str, Exception] | None:

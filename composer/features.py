@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .errors import ComposerError
+from .layers.tokens import map_to_tokens, tokens_to_map
 
 if TYPE_CHECKING:
     from .build import ComposedNet, Stage
@@ -147,7 +148,7 @@ def to_map(x: torch.Tensor, prefix: int, grid: tuple[int, int]) -> torch.Tensor:
     """Tokens (B, prefix + H*W, C) -> (B, C, H, W) without the class tokens; a map passes unchanged."""
     if x.dim() == 4:
         return x
-    return x[:, prefix:].transpose(1, 2).reshape(x.shape[0], x.shape[2], grid[0], grid[1])
+    return tokens_to_map(x, grid, prefix)
 
 
 def _run(net, x: torch.Tensor, taps: Sequence[Tap], take: set[int], stop_after: int | None,
@@ -232,7 +233,7 @@ def forward_intermediates(net: ComposedNet, x: torch.Tensor, indices: int | Sequ
         y = to_map(y, prefix, grid)
         if head_norm is not None and (every or n == last) and y.shape[1] == head_norm[1]:
             y = apply_position_norm(head_norm[0], y)
-        return y.flatten(2).transpose(1, 2) if output_fmt == "NLC" else y
+        return map_to_tokens(y) if output_fmt == "NLC" else y
 
     x, maps = _run(net, x, taps, set(take), take[-1] if stop_early else None, on_map)
     return maps if intermediates_only else (x, maps)
@@ -249,6 +250,7 @@ class FeatureNet(nn.Module):
         taps = net.feature_taps
         last = taps[self.out_indices[-1]]
         self.stem = net.stem
+        self.parts = net.parts  # those it keeps are found at their paths (composer/parts.py)
         self.stages = net.stages[: last.stage + 1] if last.where != "stem" else nn.Sequential()
         if last.where == "block":  # keep the blocks up to the last one asked for
             stage = self.stages[-1]

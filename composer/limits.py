@@ -2,7 +2,9 @@
 its cgroup's memory limit, and its own address-space and data-segment limits (rlimit).
 
 Free RAM alone misleads in a container (the cgroup limit is far below the host's RAM) and under
-`ulimit -v`; the build guard (composer.api.check_fits_in_memory) compares against all of them.
+`ulimit -v`. Every consumer asks here: the build guard (composer.api.check_fits_in_memory), the
+checkpoint reader, export's checks, and `--batch auto` (`device_room`: on a GPU, its free memory;
+elsewhere, this process's room), so they all see the same figure.
 """
 
 from __future__ import annotations
@@ -91,3 +93,13 @@ def memory_room() -> tuple[int, str]:
                 candidates.append((soft - _status_bytes(used_field), f"the room left under this process's {name} limit"))
     room, why = min(candidates)
     return max(0, room), why
+
+
+def device_room(device) -> tuple[int, str]:
+    """(bytes a tensor on `device` may still take, what sets that figure): a CUDA device's free
+    memory, or this process's room (`memory_room`) for the CPU and anything else."""
+    if getattr(device, "type", device) == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0], f"free memory on {device}"
+    return memory_room()

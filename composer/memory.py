@@ -28,6 +28,7 @@ import torch
 
 from .build import build
 from .choices import DTYPE_ALIASES, DTYPE_NAMES, OPTIMIZER_STATES
+from .parts import network_parts
 from .plan import Plan
 from .repeats import count_repeats_once
 
@@ -68,7 +69,7 @@ def train_memory(plan: Plan, *, batch: int, dtype: str = "float32", optimizer: s
     item = torch.empty((), dtype=torch_dtype, device="meta").element_size()
     weights = sum(p.numel() for p in params) * item
 
-    parts = [("stem", net.stem)] + [(f"s{i + 1}", s) for i, s in enumerate(net.stages)] + [("head", net.head)]
+    parts = [(part.name, part.module(net)) for part in net.parts.top]
     part_bytes = {name: 0 for name, _ in parts}
     current = ["stem"]
     seen: set[int] = set()
@@ -99,7 +100,7 @@ def train_memory(plan: Plan, *, batch: int, dtype: str = "float32", optimizer: s
                 part_bytes[current[0]] += math.prod(input_shape) * item - saved
                 largest_block[0] = max(largest_block[0], saved)
 
-    count_repeats_once(net, plan.stages, PartLedger())
+    count_repeats_once(net, PartLedger())
     c, h, w = plan.input_shape
     x = torch.empty(batch, c, h, w, device="meta", dtype=torch_dtype)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -191,21 +192,19 @@ class ActivationCache:
     def activations(self, plan: Plan) -> int:
         from dataclasses import replace
 
-        from .blocks.heads import Head
-        from .build import Stage
-
         item = torch.empty((), dtype=self.dtype, device="meta").element_size()
         shape: tuple[int, ...] = plan.input_shape
         total, previous_saves_output = 0, False
-        parts = [(("stem", _config(plan.stem)), lambda: plan.stem.build(plan.input_shape[0]))]
-        for sp in plan.stages:
-            contexts = tuple(replace(c, drop_path=float(c.drop_path > 0)) for c in sp.contexts)
-            key = ("stage", _config(sp.block), _config(sp.transition), sp.in_channels, sp.out_channels, sp.stride,
-                   sp.class_token, sp.pos_embed, sp.prefix_in, sp.prefix_out, sp.out_resolution, contexts)
-            parts.append((key, lambda sp=sp: Stage(sp)))
-        last = plan.stages[-1]
-        parts.append((("head", _config(plan.head), last.out_channels, plan.classes),
-                      lambda: Head(plan.head, last.out_channels, plan.classes)))
+        parts = []
+        for part in network_parts(plan).top:
+            if part.kind == "stage":
+                sp = part.config
+                contexts = tuple(replace(c, drop_path=float(c.drop_path > 0)) for c in sp.contexts)
+                key = ("stage", _config(sp.block), _config(sp.transition), sp.in_channels, sp.out_channels, sp.stride,
+                       sp.class_token, sp.pos_embed, sp.prefix_in, sp.prefix_out, sp.out_resolution, contexts)
+            else:
+                key = (part.kind, _config(part.config), part.context, part.classes)
+            parts.append((key, part.build))
         for key, make in parts:
             key = (*key, shape)
             trace = self.parts.get(key)

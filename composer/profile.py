@@ -219,20 +219,16 @@ def profile(plan: Plan, *, batch: int = 1, elementwise: bool = False) -> Profile
     net = build(plan, device="meta").eval()
     c, h, w = plan.input_shape
     x = torch.empty(batch, c, h, w, device="meta")
-    parts: list[tuple[str, str, torch.nn.Module]] = [("stem", plan.stem.type, net.stem)]
-    for sp, stage in zip(plan.stages, net.stages):
-        parts.append((f"s{sp.index + 1}", f"{sp.letter}: {sp.label} x{sp.depth}", stage))
-    parts.append(("head", plan.head.type, net.head))
-
     ledger = _CounterLedger()
-    count_repeats_once(net, plan.stages, ledger)
+    count_repeats_once(net, ledger)
     results, by_op, free, uncounted = [], Counter(), Counter(), Counter()
     with torch.no_grad():
-        for name, label, module in parts:
+        for part in net.parts.top:
+            module = part.module(net)
             counter = ledger.counter = OpCounter(elementwise)
             with counter:
                 x = module(x)
-            results.append(PartProfile(name, label, list(x.shape[1:]), _params(module), counter.macs))
+            results.append(PartProfile(part.name, part.label, list(x.shape[1:]), _params(module), counter.macs))
             by_op.update(counter.by_op)
             free.update(counter.free)
             uncounted.update(counter.uncounted)
@@ -271,7 +267,4 @@ def count_with_fvcore(model: torch.nn.Module, inputs: torch.Tensor) -> tuple[int
 
 def profile_module_parts(net: ComposedNet) -> dict[str, int]:
     """Parameters of stem, each stage and head of a built network."""
-    out = {"stem": _params(net.stem)}
-    out.update({f"s{i + 1}": _params(s) for i, s in enumerate(net.stages)})
-    out["head"] = _params(net.head)
-    return out
+    return {part.name: _params(part.module(net)) for part in net.parts.top}

@@ -64,8 +64,10 @@ class CountedBlocks(nn.Module):
         return x
 
 
-def count_repeats_once(net: nn.Module, stage_plans: tuple[StagePlan, ...], ledger: Ledger) -> None:
+def count_repeats_once(net: nn.Module, ledger: Ledger) -> None:
     """Replace the blocks of each stage of a throw-away (meta) `net` by CountedBlocks on `ledger`."""
-    for sp, stage in zip(stage_plans, net.stages):
-        stage.blocks = CountedBlocks(stage.blocks, sp)
-        stage.blocks.ledger = ledger
+    for part in net.parts.top:
+        if part.kind == "stage":
+            stage = part.module(net)
+            stage.blocks = CountedBlocks(stage.blocks, part.config)
+            stage.blocks.ledger = ledger

@@ -25,6 +25,30 @@ def shared_reference(*parts: str) -> Path:
     return path
 
 
+def small_sets(name: str) -> dict:
+    """The overrides that narrow `blueprints/NAME.yaml` for tests (see `small`)."""
+    data = yaml.safe_load((BLUEPRINTS / f"{name}.yaml").read_text())
+    overrides = {"input.size": 64, "classes": 0}
+    stem = data["stem"].get("channels")
+    if stem:
+        overrides["stem.channels"] = [c // 4 for c in stem] if isinstance(stem, list) else stem // 4
+    for i, s in enumerate(data["stages"]):
+        overrides[f"stages.{i}.depth"] = min(2, s["depth"])
+        overrides[f"stages.{i}.channels"] = s["channels"] // 4
+    return overrides
+
+
+def small(name: str, sets: dict | None = None):
+    """The blueprint `blueprints/NAME.yaml` narrowed for tests: 64x64 without a classifier (pooled or
+    class-token features), each stage at most 2 blocks deep and a quarter as wide (heads and head
+    widths still divide every width). The first block of a stage (stride, width change, class token)
+    and a plain one both remain, so every code path of the full network runs at a fraction of the
+    cost. `sets` are further overrides (`{"classes": 10}`)."""
+    import composer
+
+    return composer.load(BLUEPRINTS / f"{name}.yaml", overrides={**small_sets(name), **(sets or {})})
+
+
 @pytest.fixture(scope="session")
 def reference() -> dict:
     return yaml.safe_load((ROOT / "tests" / "data" / "reference_numbers.yaml").read_text())

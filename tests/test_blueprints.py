@@ -8,7 +8,7 @@ import yaml
 import composer
 from composer.profile import count_with_fvcore
 
-from .conftest import BLUEPRINTS, ROOT, shared_reference
+from .conftest import BLUEPRINTS, ROOT, shared_reference, small
 from .test_families import FAMILIES
 
 # blueprint file -> key in the reference figures
@@ -56,8 +56,9 @@ def test_coatnet0_params_by_part(reference):
 
 @pytest.mark.parametrize("name", ALL)
 def test_forward_backward_small(name):
-    bp = composer.load(BLUEPRINTS / f"{name}.yaml", overrides={"input.size": 64, "classes": 10})
-    net = composer.build(bp)
+    """Every blueprint, narrowed (conftest.small: each stage's first and a plain block, a quarter as
+    wide), trains: finite gradients reach every parameter."""
+    net = composer.build(small(name, {"classes": 10}))
     x = torch.randn(2, 3, 64, 64)
     y = net(x)
     assert y.shape == (2, 10)
@@ -69,8 +70,8 @@ def test_forward_backward_small(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_meta_count_agrees_with_fvcore(name):
-    """Our meta-tensor count equals fvcore's jit-trace count on the real model."""
-    bp = composer.load(BLUEPRINTS / f"{name}.yaml", overrides={"input.size": 64, "classes": 10})
+    """Our meta-tensor count equals fvcore's jit-trace count on the real (narrowed) model."""
+    bp = small(name, {"classes": 10})
     ours = composer.profile(bp, batch=2)
     theirs, _ = count_with_fvcore(composer.build(bp), torch.randn(2, 3, 64, 64))
     assert ours.macs == theirs
@@ -79,7 +80,7 @@ def test_meta_count_agrees_with_fvcore(name):
 @pytest.mark.parametrize("name,size", [("coatnet0", 50), ("efficientnet_b0", 72), ("resnet50", 45), ("cvt13", 60)])
 def test_sizes_the_strides_do_not_divide(name, size):
     """Every stride rounds up (ceil(n / s)); plan, model, meta count and fvcore agree at odd sizes."""
-    plan = composer.plan(composer.load(BLUEPRINTS / f"{name}.yaml", overrides={"input.size": size, "classes": 10}))
+    plan = composer.plan(small(name, {"input.size": size, "classes": 10}))
     net = composer.build(plan)
     x = torch.randn(1, 3, size, size)
     assert list(net.forward_features(x).shape[1:]) == plan.stages[-1].output_shape
@@ -89,7 +90,7 @@ def test_sizes_the_strides_do_not_divide(name, size):
 
 
 def test_build_is_deterministic_given_a_seed():
-    bp = composer.load(BLUEPRINTS / "coatnet0.yaml", overrides={"input.size": 64})
+    bp = small("coatnet0")
     a, b = composer.build(bp, seed=3), composer.build(bp, seed=3)
     c = composer.build(bp, seed=4)
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 import composer
 from cli.app import app
 
-from .conftest import BLUEPRINTS
+from .conftest import BLUEPRINTS, small_sets
 
 runner = CliRunner()
 COATNET = str(BLUEPRINTS / "coatnet0.yaml")
@@ -41,11 +41,15 @@ def test_profile_table_size_and_batch():
 
 def test_build_saves_and_reloads(tmp_path):
     out = tmp_path / "m.pt"
-    r = runner.invoke(app, ["build", COATNET, "--set", "input.size=64", "--set", "classes=10", "-o", str(out)])
+    sets = {**small_sets("coatnet0"), "classes": 10}
+    flags = [a for k, v in sets.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    r = runner.invoke(app, ["build", COATNET, *flags, "-o", str(out)])
     assert r.exit_code == 0, r.output
-    assert "25,036,820" not in r.stdout and "saved" in r.stdout
+    ref = composer.build(composer.load(COATNET, overrides=sets))
+    rows = [line.split()[0] for line in r.stdout.splitlines()[2:9]]
+    assert rows == ["stem", "s1", "s2", "s3", "s4", "head", "total"], r.stdout
+    assert f"{sum(p.numel() for p in ref.parameters()):,}" in r.stdout and "saved" in r.stdout
     net = composer.load_model(out)
-    ref = composer.build(composer.load(COATNET, overrides={"input.size": 64, "classes": 10}))
     x = torch.randn(1, 3, 64, 64)
     assert torch.allclose(net.eval()(x), ref.eval()(x))
     assert not list(tmp_path.glob(".m.pt.*"))  # no temporary file left behind

@@ -15,32 +15,17 @@ import sys
 import pytest
 import torch
 import torch._inductor.config
-import yaml
 from typer.testing import CliRunner
 
 import composer
 from cli.app import app
 from composer.export import ExportError, export_onnx, export_program
 
-from .conftest import BLUEPRINTS, ROOT
+from .conftest import BLUEPRINTS, ROOT, small
 
 ALL = sorted(p.stem for p in BLUEPRINTS.glob("*.yaml"))
 runner = CliRunner()
 ort = pytest.importorskip("onnxruntime", reason="needs the `export` extra: pip install -e '.[export]'")
-
-
-def small(name: str, sets: dict | None = None) -> composer.Blueprint:
-    """The blueprint at 64x64 without a classifier (pooled or class-token features), each stage at
-    most 2 blocks deep and a quarter as wide (heads and head widths still divide every width)."""
-    data = yaml.safe_load((BLUEPRINTS / f"{name}.yaml").read_text())
-    overrides = {"input.size": 64, "classes": 0}
-    stem = data["stem"].get("channels")
-    if stem:
-        overrides["stem.channels"] = [c // 4 for c in stem] if isinstance(stem, list) else stem // 4
-    for i, s in enumerate(data["stages"]):
-        overrides[f"stages.{i}.depth"] = min(2, s["depth"])
-        overrides[f"stages.{i}.channels"] = s["channels"] // 4
-    return composer.load(BLUEPRINTS / f"{name}.yaml", overrides={**overrides, **(sets or {})})
 
 
 @torch.no_grad()

@@ -23,8 +23,8 @@ from cli.app import app
 from composer.features import apply_position_norm
 from composer.timm_adapter import TimmUnavailable, entrypoint, register
 
-from .conftest import BLUEPRINTS
-from .test_export import perturbed, small
+from .conftest import BLUEPRINTS, small
+from .test_export import perturbed
 
 NAMES = sorted([p.stem for p in BLUEPRINTS.glob("*.yaml")] + [f"timm/{p.stem}" for p in BLUEPRINTS.glob("timm/*.yaml")])
 runner = CliRunner()

@@ -16,15 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def tokens_to_map(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """(B, H*W, C) -> (B, C, H, W)."""
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], grid[0], grid[1])
-
-
-def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H*W, C)."""
-    return x.flatten(2).transpose(1, 2)
+from .tokens import map_to_tokens, tokens_to_map  # noqa: F401  (also imported from here by the blocks)
 
 
 def _shapes_only() -> bool:
@@ -53,6 +45,24 @@ class RelativePositionBias(nn.Module):
 
     def forward(self) -> torch.Tensor:
         return self.table[:, self.index]  # (heads, N, N)
+
+    def fit_tensor(self, name: str, tensor: torch.Tensor) -> torch.Tensor | None:
+        """A checkpoint's table for another grid, resized to this one (loading weights trained at
+        another input size); None when it is no such table."""
+        if name != "table" or tensor.ndim != 2 or tensor.shape[0] != self.table.shape[0]:
+            return None
+        return resize_relative_table(tensor, self.grid)
+
+
+def resize_relative_table(t: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(heads, (2h-1)(2w-1)) -> (heads, (2H-1)(2W-1)), resized bicubically as a (2h-1) x (2w-1) image."""
+    heads, n = t.shape
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"a table of {n} offsets is not a square grid")
+    table = t.reshape(1, heads, side, side).float()
+    table = F.interpolate(table, size=(2 * grid[0] - 1, 2 * grid[1] - 1), mode="bicubic", align_corners=False)
+    return table.reshape(heads, -1).to(t.dtype)
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:

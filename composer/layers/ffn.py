@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .activations import make_act
-from .attention import map_to_tokens, tokens_to_map
+from .tokens import map_to_tokens, tokens_to_map
 
 
 class Mlp(nn.Module):

@@ -15,10 +15,9 @@ per-image part. On a GPU the choice is then confirmed by a real step, halving on
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from ..limits import device_room
 from ..memory import train_memory
 from ..plan import Plan
 from .recipe import Recipe
@@ -45,9 +44,8 @@ def step_bytes(plan: Plan, recipe: Recipe, batch: int) -> int:
 
 
 def free_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    """Bytes a training step on `device` may take: the same room the build guard sees (composer/limits.py)."""
+    return device_room(device)[0]
 
 
 def auto_batch(plan: Plan, recipe: Recipe, device: torch.device, limit: int) -> tuple[int, dict]:

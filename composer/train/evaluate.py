@@ -18,10 +18,11 @@ from typing import Optional, Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from ..api import load_model, loads
+from ..api import loads, model_from_saved
 from ..blueprint import BlueprintError, Problem
 from ..errors import where
 from ..fileio import atomic_write
+from ..weights.saved import saved_from_payload
 from . import distributed
 from .augment import Normalize
 from .checkpoints import load_checkpoint
@@ -66,7 +67,8 @@ def load_for_inference(path: str | Path, device: torch.device, batch: int = 1, v
     payload = load_checkpoint(path)
     # the blueprint inside the checkpoint: its errors are located there, not in the file it was once read from
     origin = payload.get("blueprint_file")
-    shape = loads(payload["blueprint"], file=f"{path} (blueprint {origin})" if origin else str(path)).model.input
+    bp = loads(payload["blueprint"], file=f"{path} (blueprint {origin})" if origin else str(path))
+    shape = bp.model.input
     (h, w), channels = shape.hw, shape.channels
     if channels not in (1, 3):
         raise ModelsError(Problem(f"the network reads {channels}-channel images; images decode to 1 (grayscale) or 3 (RGB)",
@@ -80,7 +82,8 @@ def load_for_inference(path: str | Path, device: torch.device, batch: int = 1, v
                                           + (", or fewer views" if views > 1 else "")))
         exc.subject = "with the options"
         raise exc
-    net = load_model(path, device=device).eval()
+    # the payload read above is the model too: the file is read once
+    net = model_from_saved(saved_from_payload(path, payload), device=device, blueprint=bp).eval()
     classes = payload.get("classes") or [str(i) for i in range(net.num_classes)]
     if len(classes) != net.num_classes:
         raise ModelsError(Problem(f"the checkpoint names {len(classes)} classes but its head has {net.num_classes} outputs",

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Subset
 from ..api import apply_overrides, build as build_model, plan as make_plan, save
 from ..blueprint import Blueprint, BlueprintError, Problem
 from ..blueprint.validate import validate as validate_blueprint
+from ..plan import Plan
 from . import distributed, runs
 from .augment import Normalize, TrainAugment, soft_cross_entropy
 from .autobatch import auto_batch
@@ -147,6 +148,7 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
     complete: bool = False
     channels: int = 3
+    plan: Optional[Plan] = None  # of `bp`, made once
 
 
 def with_classes(bp: Blueprint, n: int) -> Blueprint:
@@ -159,7 +161,7 @@ def _shown(names: list[str]) -> str:
 
 
 def _input_problem(bp: Blueprint) -> Optional[DataError]:
-    if make_plan(bp).input_shape[0] not in (1, 3):
+    if bp.model.input.channels not in (1, 3):
         return DataError(bp.source.problem(("input", "channels"), "training decodes images to 1 (grayscale) or 3 (RGB) channels",
                                            "set `input: {channels: 3}`"))
     return None
@@ -194,7 +196,7 @@ def _data_limit(per: int) -> int:
     return max(1, min(8, per))
 
 
-def _batch(bp: Blueprint, recipe: Recipe, n_train: int, d: distributed.Dist, auto: bool, batch: Optional[int],
+def _batch(plan: Plan, recipe: Recipe, n_train: int, d: distributed.Dist, auto: bool, batch: Optional[int],
            notes: list[str]) -> tuple[Recipe, int]:
     """(the recipe at the run's batch, its per-device micro-batch x accumulate); raise a bad batch."""
     flag = batch
@@ -204,9 +206,9 @@ def _batch(bp: Blueprint, recipe: Recipe, n_train: int, d: distributed.Dist, aut
         batch = limit * d.world * recipe.accumulate
         notes.append(f"batch {batch}: the recipe's {recipe.batch} is larger than the {n_train} training images")
     if auto:
-        per_device, info = auto_batch(make_plan(bp), recipe, d.device, limit=limit)
+        per_device, info = auto_batch(plan, recipe, d.device, limit=limit)
         if per_device < 1:
-            raise DataError(bp.source.problem((), f"not even one image per step fits in the {info['free_bytes'] / 2**30:.1f} GiB "
+            raise DataError(plan.blueprint.source.problem((), f"not even one image per step fits in the {info['free_bytes'] / 2**30:.1f} GiB "
                                                   f"free on {d.device} (estimate: {info['fixed_bytes'] / 2**30:.1f} GiB fixed)",
                                               "a smaller blueprint, `--set recipe.precision=bf16`, or a larger device"))
         chosen = per_device * d.world * recipe.accumulate
@@ -248,14 +250,15 @@ def prepare(bp: Blueprint, data: Path, recipe: Recipe, out: Path, d: distributed
         notes.append(f"head: {n} classes from the data ({_shown(splits.train.classes)}); the blueprint says "
                      f"{bp.model.classes}, so the classifier is new (`--set classes={n}` says so in the blueprint)")
         bp = gather.attempt(with_classes, bp, n) or bp
+    plan = make_plan(bp)  # once: the batch, the input and the build all take this plan
     checkpoint, complete = None, False
     if resume:
         checkpoint, complete = gather.attempt(_resume_checks, bp, splits, recipe, out) or (None, False)
     if splits is not None and not complete:
         if not resume:
-            recipe, per_device = gather.attempt(_batch, bp, recipe, len(splits.train), d, auto, batch, notes) or (recipe, 0)
+            recipe, per_device = gather.attempt(_batch, plan, recipe, len(splits.train), d, auto, batch, notes) or (recipe, 0)
         else:  # the run's own batch
-            recipe, per_device = gather.attempt(_batch, bp, recipe, len(splits.train), d, False, None, notes) or (recipe, 0)
+            recipe, per_device = gather.attempt(_batch, plan, recipe, len(splits.train), d, False, None, notes) or (recipe, 0)
     else:
         per_device = 0
     if recipe.sync_bn and d.enabled and d.device.type != "cuda":
@@ -265,8 +268,9 @@ def prepare(bp: Blueprint, data: Path, recipe: Recipe, out: Path, d: distributed
     if fitted_warmup(recipe) < recipe.schedule.warmup_epochs:
         notes.append(f"warm-up {fitted_warmup(recipe):g} epochs (the recipe's {recipe.schedule.warmup_epochs:g}, "
                      f"shortened to a quarter of this {recipe.epochs}-epoch run)")
-    shape = make_plan(bp).input_shape
-    return Prepared(bp, tuple(shape[1:]), splits, recipe, per_device, checkpoint, notes, complete, channels=shape[0])
+    shape = plan.input_shape
+    return Prepared(bp, tuple(shape[1:]), splits, recipe, per_device, checkpoint, notes, complete, channels=shape[0],
+                    plan=plan)
 
 
 # --- the run's objects ---------------------------------------------------------------------------
@@ -316,9 +320,9 @@ def _cpu_split(recipe: Recipe, d: distributed.Dist) -> tuple[int, int]:
 
 def _build_model(prep: Prepared, d: distributed.Dist, weights: Any, weight_options: dict, show: Progress) -> nn.Module:
     if weights is None:
-        model = build_model(prep.bp, seed=prep.recipe.seed)
+        model = build_model(prep.plan or prep.bp, seed=prep.recipe.seed)
     else:
-        model = build_model(prep.bp, seed=prep.recipe.seed, weights=weights, **weight_options)
+        model = build_model(prep.plan or prep.bp, seed=prep.recipe.seed, weights=weights, **weight_options)
         show.line(model.weights_report.summary())  # what was loaded, resized and re-initialised (a new head)
     if prep.recipe.grad_checkpointing:
         model.set_grad_checkpointing(True)
@@ -499,7 +503,7 @@ def train(bp: Blueprint, data: str | Path, recipe: Recipe, out: str | Path, *, r
           weights: Any = None, weights_from: str = "auto", partial: bool = False, parts: Optional[list] = None,
           weights_blueprint: Optional[Blueprint] = None, auto: bool = False, batch: Optional[int] = None,
           device: Optional[str] = None, exist_ok: bool = False, progress: bool = True,
-          stop_after: Optional[int] = None) -> TrainResult:
+          stop_after: Optional[int] = None, prepared: Optional[Prepared] = None) -> TrainResult:
     """Train the network of `bp` on `data` (ImageFolder tree or CSV) with `recipe`; write
     OUT/last.pt, OUT/best.pt, OUT/metrics.jsonl (+ .csv), OUT/curves.png and TensorBoard events.
 
@@ -509,7 +513,9 @@ def train(bp: Blueprint, data: str | Path, recipe: Recipe, out: str | Path, *, r
     picks one (both scale the lr by `recipe.lr_scale`). `weights` (a path, `hf-hub:` name or state
     dict) starts from a checkpoint, as `composer.build` reads it (`weights_from`, `partial`, `parts`,
     `weights_blueprint`). `stop_after` ends the run after that many epochs of this call, as an
-    interruption would (the run can be resumed).
+    interruption would (the run can be resumed). `prepared`: what `prepare` gave for these same
+    arguments on one process (the command line checks before it runs), taken instead of preparing
+    again; a run of several processes prepares on each.
     """
     d = distributed.setup(device)
     out = Path(out)
@@ -517,7 +523,10 @@ def train(bp: Blueprint, data: str | Path, recipe: Recipe, out: str | Path, *, r
         out = _agreed(d, runs.free_folder(out) if d.main else None)
     show = Progress(enabled=progress and d.main)
     try:
-        prep = prepare(bp, Path(data), recipe, out, d, resume=resume, auto=auto, batch=batch)
+        if prepared is not None and not d.enabled:
+            prep = prepared
+        else:
+            prep = prepare(bp, Path(data), recipe, out, d, resume=resume, auto=auto, batch=batch)
         if prep.complete:
             return _complete(prep, out, show)
         with runs.locked(out) if d.main else contextlib.nullcontext():

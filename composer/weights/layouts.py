@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Union
 
 import torch
 
+from ..parts import Part, Parts, network_parts
 from ..plan import Plan
 
 Theirs = Union[str, tuple[str, ...]]
@@ -86,60 +87,59 @@ def _best(keys: Iterable[str], alternatives: Alternatives, available: set[str], 
     return best
 
 
-def _by_part(own_keys: Iterable[str]) -> dict[str, list[str]]:
-    """Our keys grouped by part: `stem`, `head`, `block.S.I`, `stage.S` (keys relative to the part)."""
+def _by_part(parts: Parts, own_keys: Iterable[str]) -> dict[str, list[str]]:
+    """Our keys grouped by the part that holds them (the deepest part whose path prefixes the key;
+    a stage holds its own tensors), keys relative to the part."""
+    paths = {p.path for p in parts}
     by_part: dict[str, list[str]] = {}
     for key in own_keys:
-        head, _, rest = key.partition(".")
-        if head == "stages":
-            s, _, rest = rest.partition(".")
-            part, _, rest = rest.partition(".")
-            if part == "blocks":
-                i, _, rest = rest.partition(".")
-                by_part.setdefault(f"block.{s}.{i}", []).append(rest)
-            else:
-                by_part.setdefault(f"stage.{s}", []).append(part + ("." + rest if rest else ""))
-        else:
-            by_part.setdefault(head, []).append(rest)
+        pieces = key.split(".")
+        for cut in range(len(pieces) - 1, 0, -1):
+            owner = ".".join(pieces[:cut])
+            if owner in paths:
+                by_part.setdefault(owner, []).append(".".join(pieces[cut:]))
+                break
     return by_part
+
+
+def _part_names(part: Part, spelling: Spelling) -> Alternatives:
+    """How the library names the tensors of a stem, head or transition (keys relative to the part,
+    values to the network)."""
+    if part.kind == "transition":
+        return spelling.names(part.config, part.stage)
+    return spelling.names(part.config)
 
 
 def rules(plan: Plan, own_keys: Iterable[str], available: set[str], spelling: Spelling) -> dict[str, Rule]:
     """For each of our state-dict keys, the library's key(s) and conversion (keys it has no name for
-    are absent)."""
-    by_part = _by_part(own_keys)
+    are absent). Every part of the network (composer/parts.py) names its own tensors."""
+    parts = network_parts(plan)
+    by_part = _by_part(parts, own_keys)
     out: dict[str, Rule] = {}
-    for part in ("stem", "head"):
-        for key, rule in _best(by_part.get(part, []), spelling.names(getattr(plan, part)), available).items():
-            out[f"{part}.{key}"] = rule
+    for part in parts:
+        if part.kind in ("stem", "head", "transition"):
+            alternatives = _part_names(part, spelling)
+        elif part.kind == "stage":
+            alternatives = spelling.stage_names(part.stage)
+        else:
+            continue  # blocks: below, under one numbering for the whole network
+        for key, rule in _best(by_part.get(part.path, []), alternatives, available).items():
+            out[f"{part.path}.{key}"] = rule
 
     # one block numbering for the whole network: the one that finds most tensors
+    blocks = [p for p in parts if p.kind == "block"]
     best_hits, block_rules = -1, {}
     for layout, where in spelling.block_layouts.items():
-        found, hits, g = {}, 0, 0
-        for sp in plan.stages:
-            for i, ctx in enumerate(sp.contexts):
-                prefix = where(sp.index, i, g) + "."
-                keys = by_part.get(f"block.{sp.index}.{i}", [])
-                for rest, rule in _best(keys, spelling.names(sp.block, ctx, layout), available, prefix).items():
-                    found[f"stages.{sp.index}.blocks.{i}.{rest}"] = rule
-                    hits += _found(rule, available)
-                g += 1
+        found, hits = {}, 0
+        for g, part in enumerate(blocks):
+            prefix = where(part.stage, part.index, g) + "."
+            names = spelling.names(part.config, part.context, layout)
+            for rest, rule in _best(by_part.get(part.path, []), names, available, prefix).items():
+                found[f"{part.path}.{rest}"] = rule
+                hits += _found(rule, available)
         if hits > best_hits:
             best_hits, block_rules = hits, found
-    out |= block_rules
-
-    for sp in plan.stages:
-        keys = by_part.get(f"stage.{sp.index}", [])
-        transition = [k for k in keys if k.startswith("transition.")]
-        own = [k for k in keys if not k.startswith("transition.")]
-        for key, rule in _best(own, spelling.stage_names(sp.index), available).items():
-            out[f"stages.{sp.index}.{key}"] = rule
-        alternatives = [{f"transition.{k}": v for k, v in names.items()}
-                        for names in spelling.names(sp.transition, sp.index)]
-        for key, rule in _best(transition, alternatives, available).items():
-            out[f"stages.{sp.index}.{key}"] = rule
-    return out
+    return out | block_rules
 
 
 def convert(plan: Plan, own_keys: Iterable[str], tensors: dict[str, torch.Tensor], spelling: Spelling

@@ -1,25 +1,27 @@
 """Putting checkpoint tensors into a built network: match, convert, resize, report.
 
 A tensor whose shape differs only by trailing 1x1 dimensions (a 1x1 conv vs a Linear) is reshaped;
-a learned position embedding or relative-position table for another grid is resized (bicubic, class
-tokens kept), as fine-tuning at a new resolution does; a classifier for another class count is left
+a tensor that its module can adapt (`fit_tensor(name, tensor)`: a stage's learned position
+embedding, a relative-position table, for another grid) is resized by it (bicubic, class tokens
+kept), as fine-tuning at a new resolution does; a classifier for another class count is left
 at its initialisation. Anything else that is missing or mismatched is an error, unless the load is
 partial.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..build import ComposedNet, Stage
-from ..layers.attention import RelativePositionBias
+from ..layers.attention import resize_relative_table  # noqa: F401  (the resizing, where the tables live)
+from ..layers.tokens import resize_pos_embed  # noqa: F401
 from .read import weights_error
+
+if TYPE_CHECKING:
+    from ..build import ComposedNet
 
 OPTIONAL = ("num_batches_tracked",)  # counters some checkpoints leave out
 
@@ -73,30 +75,6 @@ def _names(keys: list[str], limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def resize_pos_embed(t: torch.Tensor, prefix: int, grid: tuple[int, int]) -> torch.Tensor:
-    """(1, prefix + h*w, C) -> (1, prefix + H*W, C): the grid part resized bicubically, class tokens kept."""
-    n_old = t.shape[1] - prefix
-    side = math.isqrt(n_old)
-    if side * side != n_old:
-        raise ValueError(f"{n_old} position tokens are not a square grid")
-    cls, pos = t[:, :prefix], t[:, prefix:]
-    pos = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()  # (1, C, h, w)
-    pos = F.interpolate(pos, size=grid, mode="bicubic", align_corners=False)
-    pos = pos.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1).to(t.dtype)
-    return torch.cat([cls, pos], dim=1)
-
-
-def resize_relative_table(t: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """(heads, (2h-1)(2w-1)) -> (heads, (2H-1)(2W-1)), resized bicubically as a (2h-1) x (2w-1) image."""
-    heads, n = t.shape
-    side = math.isqrt(n)
-    if side * side != n:
-        raise ValueError(f"a table of {n} offsets is not a square grid")
-    table = t.reshape(1, heads, side, side).float()
-    table = F.interpolate(table, size=(2 * grid[0] - 1, 2 * grid[1] - 1), mode="bicubic", align_corners=False)
-    return table.reshape(heads, -1).to(t.dtype)
-
-
 def _owners(net: nn.Module) -> dict[str, tuple[nn.Module, str]]:
     """Our key -> (module holding it, its name there)."""
     out = {}
@@ -114,24 +92,15 @@ def _fit(src: torch.Tensor, target: torch.Tensor, owner: tuple[nn.Module, str] |
     if src.numel() == target.numel() and [d for d in src.shape if d != 1] == [d for d in target.shape if d != 1]:
         return src.reshape(target.shape), "same"  # 1x1 conv <-> Linear, (C,) <-> (1, C, 1, 1)
     module, name = owner or (None, "")
-    try:
-        if isinstance(module, Stage) and name == "pos_embed" and src.ndim == 3 and src.shape[2] == target.shape[2]:
-            prefix = 1 if module.cls_token is not None else 0
-            n = target.shape[1] - prefix
-            grid = module.grid if module.grid[0] * module.grid[1] == n else _grid(n)
-            return resize_pos_embed(src, prefix, grid), "resized"
-        if isinstance(module, RelativePositionBias) and src.ndim == 2 and src.shape[0] == target.shape[0]:
-            return resize_relative_table(src, module.grid), "resized"
-    except ValueError:
-        pass
+    fit = getattr(module, "fit_tensor", None)  # a part that can adapt a tensor says so itself
+    if fit is not None:
+        try:
+            fitted = fit(name, src)
+        except ValueError:  # not a shape it can adapt
+            fitted = None
+        if fitted is not None and fitted.shape == target.shape:
+            return fitted, "resized"
     return None, "mismatch"
-
-
-def _grid(n: int) -> tuple[int, int]:
-    side = math.isqrt(n)
-    if side * side != n:
-        raise ValueError(f"{n} tokens are not a square grid")
-    return side, side
 
 
 def load_tensors(net: ComposedNet, tensors: dict[str, torch.Tensor], *, file: str, layout: str,

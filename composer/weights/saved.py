@@ -116,7 +116,13 @@ def read_saved(path: str | os.PathLike) -> Saved:
     if kind == "unknown":
         raise weights_error(p, "is neither a safetensors file nor a torch checkpoint",
                             "composer models are .pt or .safetensors files written by `composer build -o`")
-    payload = load_pickle(p)  # memory-mapped: no tensor is copied yet
+    return saved_from_payload(p, load_pickle(p))  # memory-mapped: no tensor is copied yet
+
+
+def saved_from_payload(path: str | os.PathLike, payload: Any) -> Saved:
+    """A torch pickle's payload, already read from `path`, as a saved model (checked as `read_saved`
+    checks it): for a caller that has read the checkpoint for its other entries."""
+    p = Path(path)
     if not isinstance(payload, dict):
         raise weights_error(p, f"holds a {type(payload).__name__}, not a composer model")
     text, name = _blueprint_text(p, payload)
