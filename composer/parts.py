@@ -82,16 +82,9 @@ class Part:
         """Parameters and MACs for one sample from the config alone; None when a block family states
         no analytic cost (a plugin may not). A stage's includes its transition, class token,
         position embedding and blocks."""
-        ctx = self.context
-        if self.kind == "stem":
-            return self.config.cost(ctx.in_channels, ctx.resolution)
-        if self.kind == "head":
-            return self.config.cost(ctx.in_channels, ctx.resolution, self.classes)
-        if self.kind == "transition":
-            return self.config.cost(ctx.in_channels, ctx.out_channels, ctx.stride, ctx.resolution)
-        if self.kind == "block":
+        if self.kind != "stage":
             try:
-                return self.config.cost(ctx)
+                return self.config.cost(self.context)
             except NotImplementedError:
                 return None
         total = Cost()
@@ -108,19 +101,8 @@ class Part:
         """The part's module, on the default device, as the network holds it."""
         from torch import nn
 
-        ctx = self.context
-        if self.kind == "stem":
-            return self.config.build(ctx.in_channels)
-        if self.kind == "transition":
-            return self.config.build(ctx.in_channels, ctx.out_channels, ctx.stride) or nn.Identity()
-        if self.kind == "block":
-            return self.config.build(ctx)
-        if self.kind == "head":
-            from .blocks.heads import Head
-
-            head = Head(self.config, ctx.in_channels, self.classes)
-            head.prefix = ctx.prefix_tokens
-            return head
+        if self.kind != "stage":
+            return self.config.build(self.context) or nn.Identity()
         from .build import Stage
 
         return Stage(self.config)
@@ -173,7 +155,7 @@ def children(sp: StagePlan) -> tuple[Part, ...]:
     """A stage's transition (when it has one) and blocks."""
     i, out = sp.index, []
     if sp.transition.type != "none":
-        ctx = BlockContext(sp.in_channels, sp.out_channels, sp.stride, sp.in_resolution, sp.prefix_in)
+        ctx = BlockContext(sp.in_channels, sp.out_channels, sp.stride, sp.in_resolution, sp.prefix_in, stage=i)
         out.append(Part(f"stages.{i}.transition", "transition", sp.transition, ctx,
                         _shape(sp.in_channels, sp.in_resolution, 0, False),
                         _shape(sp.out_channels, sp.out_resolution, 0, False), stage=i))
@@ -192,12 +174,12 @@ def network_parts(plan: Plan) -> Parts:
     stride = plan.stem.total_stride
     out = [Part("stem", "stem", plan.stem, BlockContext(c, stem_c, stride, (h, w)), (c, h, w), tuple(plan.stem_shape))]
     for sp in plan.stages:
-        ctx = BlockContext(sp.in_channels, sp.out_channels, sp.stride, sp.in_resolution, sp.prefix_in)
+        ctx = BlockContext(sp.in_channels, sp.out_channels, sp.stride, sp.in_resolution, sp.prefix_in, stage=sp.index)
         in_shape = _shape(sp.in_channels, sp.in_resolution, sp.prefix_in, sp.prefix_in > 0)
         out.append(Part(f"stages.{sp.index}", "stage", sp, ctx, in_shape, tuple(sp.output_shape), stage=sp.index))
         out.extend(children(sp))
     last = plan.stages[-1]
-    ctx = BlockContext(last.out_channels, plan.head_channels, 1, last.out_resolution, last.prefix_out)
+    ctx = BlockContext(last.out_channels, plan.classes, 1, last.out_resolution, last.prefix_out, stage=last.index)
     out.append(Part("head", "head", plan.head, ctx, tuple(last.output_shape), tuple(plan.output_shape),
                     classes=plan.classes))
     return Parts(out)

@@ -34,7 +34,10 @@ def downsample(size: int, stride: int) -> int:
 
 @dataclass(frozen=True)
 class BlockContext:
-    """Everything a block needs to know about where it sits in the network."""
+    """Everything a part needs to know about where it sits in the network: the one context of the
+    part protocol. For a stem, the image's channels and size go in; for a transition, the stage's
+    widths, stride and input grid; for a head, the features' width and grid go in and the classes
+    come out (`out_channels`, 0 for a feature extractor)."""
 
     in_channels: int
     out_channels: int
@@ -42,6 +45,8 @@ class BlockContext:
     resolution: tuple[int, int]  # (H, W) of the block's input grid
     prefix_tokens: int = 0  # class tokens in front of the grid tokens
     drop_path: float = 0.0
+    index: int = 0  # the block's place in its stage, 0 for the first (Swin shifts the windows of odd ones)
+    stage: int = 0  # the stage the part belongs to (the head: the last stage)
 
     @property
     def out_resolution(self) -> tuple[int, int]:

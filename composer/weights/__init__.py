@@ -14,6 +14,7 @@ from typing import Literal, Mapping, Union
 import torch
 
 from ..build import ComposedNet
+from ..parts import network_parts
 from ..plan import Plan
 from .load import LoadReport, load_tensors
 from .read import Checkpoint, WeightsError, read_checkpoint, weights_error
@@ -85,7 +86,8 @@ def load_weights(net: ComposedNet, plan: Plan, source: Source, *, layout: Layout
     tensors, layout, ignored = to_our_layout(plan, net, ckpt, layout)
     droppable: set[str] = set()
     if plan.classes == 0:  # a feature extractor: the checkpoint's classifier has no place
-        for names in [{"fc": "head.fc"}, *plan.head.timm_names(), *plan.head.transformers_names()]:
+        head = network_parts(plan)["head"]
+        for names in [{"fc": "head.fc"}, *head.config.timm_names(head.context), *head.config.transformers_names(head.context)]:
             droppable |= {f"{names['fc']}.weight", f"{names['fc']}.bias"} if "fc" in names else set()
     return load_tensors(net, tensors, file=ckpt.file, layout=layout, strict=strict, ignored=ignored,
                         droppable=droppable)

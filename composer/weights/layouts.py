@@ -105,9 +105,7 @@ def _by_part(parts: Parts, own_keys: Iterable[str]) -> dict[str, list[str]]:
 def _part_names(part: Part, spelling: Spelling) -> Alternatives:
     """How the library names the tensors of a stem, head or transition (keys relative to the part,
     values to the network)."""
-    if part.kind == "transition":
-        return spelling.names(part.config, part.stage)
-    return spelling.names(part.config)
+    return spelling.names(part.config, part.context, "")
 
 
 def rules(plan: Plan, own_keys: Iterable[str], available: set[str], spelling: Spelling) -> dict[str, Rule]:

@@ -14,7 +14,7 @@ from pydantic import BeforeValidator, Field
 
 from ...layers.names import Activation
 from .. import cost as C
-from ..base import HEADS, Part, StrictModel, Variant
+from ..base import HEADS, BlockContext, Part, StrictModel, Variant
 
 
 class HeadConv(StrictModel):
@@ -40,9 +40,10 @@ class _Head(Part):
     act: Activation = Field("tanh", description="Activation after the pre-logits Linear.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the classifier.")
 
-    def cost(self, channels: int, hw: tuple[int, int], classes: int) -> C.Cost:
-        """Parameters and MACs for one sample whose features are `channels` wide on an `hw` grid."""
-        total = C.Cost()
+    def cost(self, ctx: BlockContext) -> C.Cost:
+        """Parameters and MACs for one sample whose features are `in_channels` wide on the `resolution`
+        grid, for `out_channels` classes."""
+        total, channels, hw, classes = C.Cost(), ctx.in_channels, ctx.resolution, ctx.out_channels
         conv = getattr(self, "conv", None)
         if conv:
             total += C.conv(channels, conv.channels, 1, hw) + C.batchnorm(conv.channels, hw[0] * hw[1])
@@ -56,7 +57,14 @@ class _Head(Part):
             channels = self.hidden
         return total + (C.linear(channels, classes) if classes > 0 else C.Cost())
 
-    def timm_names(self) -> list[dict[str, str]]:
+    def build(self, ctx: BlockContext):
+        from .module import Head
+
+        head = Head(self, ctx.in_channels, ctx.out_channels)
+        head.prefix = ctx.prefix_tokens
+        return head
+
+    def timm_names(self, ctx: BlockContext, layout: str = "") -> list[dict[str, str]]:
         """Spellings of the head in timm (keys relative to the network): ResNet's `fc`; EfficientNet's
         `conv_head/bn2/classifier`; ViT's `norm/head`; ConvNeXt's and MaxxVit's `head.*` (MaxxVit's
         map norm is `norm`)."""
@@ -65,7 +73,7 @@ class _Head(Part):
                 {"norm": "norm", "fc": "head"},
                 {"norm": "head.norm", "pre_logits.fc": "head.pre_logits.fc", "fc": "head.fc", "map_norm": "norm"}]
 
-    def transformers_names(self) -> list[dict[str, str]]:
+    def transformers_names(self, ctx: BlockContext, layout: str = "") -> list[dict[str, str]]:
         """Spellings of the head in Hugging Face transformers: CvT's, ViT's and ConvNeXt's final
         LayerNorm and `classifier`; ResNet's `classifier.1`; MobileNetV2's and EfficientNet's feature
         conv before the classifier."""

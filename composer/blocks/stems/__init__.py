@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 
 from ...layers.names import PADDING_HELP, Activation, Padding
 from .. import cost as C
-from ..base import Part, STEMS, Variant, downsample
+from ..base import STEMS, BlockContext, Part, Variant, downsample
 
 if TYPE_CHECKING:
     from torch import nn
@@ -60,8 +60,8 @@ class ConvStemConfig(_Stem):
         out = tuple(downsample(n, self.stride) for n in hw)
         return tuple(downsample(n, 2) for n in out) if self.pool == "max" else out
 
-    def cost(self, in_channels: int, hw: tuple[int, int]) -> C.Cost:
-        total, c = C.Cost(), in_channels
+    def cost(self, ctx: BlockContext) -> C.Cost:
+        total, c, hw = C.Cost(), ctx.in_channels, ctx.resolution
         grid = tuple(downsample(n, self.stride) for n in hw)
         for i, width in enumerate(self.channels):
             total += C.conv(c, width, self.kernel, grid, bias=self.norm == "none")
@@ -70,12 +70,12 @@ class ConvStemConfig(_Stem):
             c = width
         return total
 
-    def build(self, in_channels: int) -> nn.Module:
+    def build(self, ctx: BlockContext) -> nn.Module:
         from .module import conv_stem
 
-        return conv_stem(self, in_channels)
+        return conv_stem(self, ctx.in_channels)
 
-    def timm_names(self) -> list[dict[str, str]]:
+    def timm_names(self, ctx: BlockContext, layout: str = "") -> list[dict[str, str]]:
         """Spellings of this stem in timm: MaxxVit's `stem.conv1/norm1/conv2`, ResNet's `conv1/bn1`,
         EfficientNet's `conv_stem/bn1` (keys relative to the network)."""
         maxxvit = {}
@@ -83,7 +83,7 @@ class ConvStemConfig(_Stem):
             maxxvit[f"conv{i}"], maxxvit[f"norm{i}"] = f"stem.conv{i}", f"stem.norm{i}"
         return [maxxvit, {"conv1": "conv1", "norm1": "bn1"}, {"conv1": "conv_stem", "norm1": "bn1"}]
 
-    def transformers_names(self) -> list[dict[str, str]]:
+    def transformers_names(self, ctx: BlockContext, layout: str = "") -> list[dict[str, str]]:
         """Hugging Face transformers' ResNet embedder, MobileNetV2's first conv, EfficientNet's embeddings."""
         return [{"conv1": "resnet.embedder.embedder.convolution", "norm1": "resnet.embedder.embedder.normalization"},
                 {"conv1": "mobilenet_v2.conv_stem.first_conv.convolution",
@@ -113,21 +113,22 @@ class PatchStemConfig(_Stem):
         """n / patch; the plan requires sizes divisible by the patch."""
         return hw[0] // self.patch, hw[1] // self.patch
 
-    def cost(self, in_channels: int, hw: tuple[int, int]) -> C.Cost:
+    def cost(self, ctx: BlockContext) -> C.Cost:
+        hw = ctx.resolution
         grid = (hw[0] // self.patch, hw[1] // self.patch)
-        total = C.conv(in_channels, self.channels, self.patch, grid, bias=True)
+        total = C.conv(ctx.in_channels, self.channels, self.patch, grid, bias=True)
         return total + (C.layernorm(self.channels, grid[0] * grid[1]) if self.norm == "layernorm" else C.Cost())
 
-    def build(self, in_channels: int) -> nn.Module:
+    def build(self, ctx: BlockContext) -> nn.Module:
         from .module import patch_stem
 
-        return patch_stem(self, in_channels)
+        return patch_stem(self, ctx.in_channels)
 
-    def timm_names(self) -> list[dict[str, str]]:
+    def timm_names(self, ctx: BlockContext, layout: str = "") -> list[dict[str, str]]:
         """ViT's `patch_embed.proj/norm`, ConvNeXt's `stem.0/1`."""
         return [{"proj": "patch_embed.proj", "norm": "patch_embed.norm"}, {"proj": "stem.0", "norm": "stem.1"}]
 
-    def transformers_names(self) -> list[dict[str, str]]:
+    def transformers_names(self, ctx: BlockContext, layout: str = "") -> list[dict[str, str]]:
         """Hugging Face transformers' ViT patch embedding, ConvNeXt's embeddings."""
         return [{"proj": "vit.embeddings.patch_embeddings.projection"},
                 {"proj": "convnext.embeddings.patch_embeddings", "norm": "convnext.embeddings.layernorm"}]
@@ -144,18 +145,18 @@ class NoStemConfig(_Stem):
     def output_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
         return hw
 
-    def cost(self, in_channels: int, hw: tuple[int, int]) -> C.Cost:
+    def cost(self, ctx: BlockContext) -> C.Cost:
         return C.Cost()
 
-    def build(self, in_channels: int) -> nn.Module:
+    def build(self, ctx: BlockContext) -> nn.Module:
         from .module import no_stem
 
-        return no_stem(self, in_channels)
+        return no_stem(self, ctx.in_channels)
 
-    def timm_names(self) -> list[dict[str, str]]:
+    def timm_names(self, ctx: BlockContext, layout: str = "") -> list[dict[str, str]]:
         return [{}]
 
-    def transformers_names(self) -> list[dict[str, str]]:
+    def transformers_names(self, ctx: BlockContext, layout: str = "") -> list[dict[str, str]]:
         return [{}]
 
 

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from .. import cost as C
 from ...layers.names import Padding
-from ..base import Part, TRANSITIONS, Variant, downsample
+from ..base import TRANSITIONS, BlockContext, Part, Variant, downsample
 
 if TYPE_CHECKING:
     from torch import nn
@@ -30,17 +30,11 @@ class NoTransitionConfig(_Transition):
 
     type: Literal["none"] = Field("none", description="No transition layer.")
 
-    def cost(self, in_channels: int, out_channels: int, stride: int, hw: tuple[int, int]) -> C.Cost:
+    def cost(self, ctx: BlockContext) -> C.Cost:
         return C.Cost()
 
-    def build(self, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
+    def build(self, ctx: BlockContext) -> nn.Module | None:
         return None
-
-    def timm_names(self, stage: int) -> dict[str, str]:
-        return {}
-
-    def transformers_names(self, stage: int) -> list[dict[str, str]]:
-        return [{}]
 
 
 @TRANSITIONS.register
@@ -66,7 +60,8 @@ class ConvTransitionConfig(_Transition):
             return downsample(size, stride)
         return (size + 2 * self.pad(stride) - self.kernel) // stride + 1
 
-    def cost(self, in_channels: int, out_channels: int, stride: int, hw: tuple[int, int]) -> C.Cost:
+    def cost(self, ctx: BlockContext) -> C.Cost:
+        in_channels, out_channels, stride, hw = ctx.in_channels, ctx.out_channels, ctx.stride, ctx.resolution
         out = tuple(self.output_size(n, stride) for n in hw)
         total = C.conv(in_channels, out_channels, self.kernel, out, bias=self.bias)
         if self.norm == "before":
@@ -75,18 +70,20 @@ class ConvTransitionConfig(_Transition):
             total += C.layernorm(out_channels, out[0] * out[1])
         return total
 
-    def build(self, in_channels: int, out_channels: int, stride: int) -> nn.Module:
+    def build(self, ctx: BlockContext) -> nn.Module:
         from .module import conv_transition
 
-        return conv_transition(self, in_channels, out_channels, stride)
+        return conv_transition(self, ctx.in_channels, ctx.out_channels, ctx.stride)
 
-    def timm_names(self, stage: int) -> dict[str, str]:
+    def timm_names(self, ctx: BlockContext, layout: str = "") -> dict[str, str]:
         """ConvNeXt's `stages.N.downsample` (norm, conv); keys relative to the network."""
+        stage = ctx.stage
         return {"norm_in": f"stages.{stage}.downsample.0", "conv": f"stages.{stage}.downsample.1"}
 
-    def transformers_names(self, stage: int) -> list[dict[str, str]]:
+    def transformers_names(self, ctx: BlockContext, layout: str = "") -> list[dict[str, str]]:
         """Hugging Face transformers' CvT token embedding (conv, then LayerNorm) and ConvNeXt's
         `downsampling_layer` (LayerNorm, then conv); keys relative to the network."""
+        stage = ctx.stage
         embedding = f"cvt.encoder.stages.{stage}.embedding.convolution_embeddings"
         down = f"convnext.encoder.stages.{stage}.downsampling_layer"
         return [{"conv": f"{embedding}.projection", "norm_out": f"{embedding}.normalization"},
