@@ -346,3 +346,27 @@ def test_the_schema_refuses_what_composer_refuses(change):
     data = copy.deepcopy(read_file(BLUEPRINTS / "vit_b16.yaml").data)
     change(data)
     assert list(validator.iter_errors(data))
+
+
+# ---------------------------------------------------------------------------------------------
+# Analytic cost of sub-config combinations no shipped blueprint uses agrees with the trace.
+
+COMBOS = [
+    ("efficientnet_b0", ["blocks.M.se={ratio: 0.25, from: out, at: before_norm}"]),
+    ("localvit_tiny", ["blocks.T.ffn.se={ratio: 0.25, from: in, gate: sigmoid, act: gelu}", "stages.0.depth=2"]),
+    ("cvt13", ["stages.1.block.attention=gpsa", "stages.2.depth=1"]),
+    ("vit_b16", ["blocks.T.ffn={type: conv, se: 0.1}", "blocks.T.attention={type: conv, kv_stride: 2}",
+                 "stages.0.depth=1", "stem.patch=8", "stem.channels=128", "stages.0.channels=128"]),
+    ("seresnet50", ["blocks.B.se={ratio: 0.25, from: hidden}"] + [f"stages.{i}.depth=1" for i in range(4)]),
+]
+
+
+@pytest.mark.parametrize("name,sets", COMBOS, ids=[c[0] for c in COMBOS])
+def test_unshipped_sub_config_combinations_profile_exactly(name, sets):
+    argv = ["profile", str(BLUEPRINTS / f"{name}.yaml"), "--check", "--set", "input.size=32"]
+    for s in sets:
+        argv += ["--set", s]
+    r = run(*argv)
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    rows = r.output[r.output.index("traced vs analytic"):].splitlines()[2:]
+    assert rows and all(row.rstrip().endswith("ok") for row in rows if row.strip() and "%" in row), r.output
