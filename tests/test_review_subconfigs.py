@@ -356,6 +356,7 @@ COMBOS = [
     ("localvit_tiny", ["blocks.T.ffn.se={ratio: 0.25, from: in, gate: sigmoid, act: gelu}", "stages.0.depth=2"]),
     ("cvt13", ["stages.1.block.attention=gpsa", "stages.2.depth=1"]),
     ("vit_b16", ["blocks.T.ffn={type: conv, se: 0.1}", "blocks.T.attention={type: conv, kv_stride: 2}",
+                 "blocks.T.attention.heads=2",  # a switch of kind keeps the 12 heads both kinds have
                  "stages.0.depth=1", "stem.patch=8", "stem.channels=128", "stages.0.channels=128"]),
     ("seresnet50", ["blocks.B.se={ratio: 0.25, from: hidden}"] + [f"stages.{i}.depth=1" for i in range(4)]),
 ]
