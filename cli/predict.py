@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from composer.fileio import reading_many
+from composer.io.files import reading_many
 
 from .common import check_output, fail, out, quote, reading, user_errors
 

@@ -12,8 +12,8 @@ import yaml
 
 from composer.blueprint import read_file
 from composer.blueprint.loader import dump_text
-from composer.fileio import check_target, child, safe_name, write_text
-from composer.search import parse_budget, plot, search as run_search
+from composer.io.files import check_target, child, safe_name, write_text
+from composer.tools.search import parse_budget, plot, search as run_search
 
 from .common import SetOption, check_output, command_line_error, fail, out, parse_sets, quote, reading, si, table, user_errors, write_error, write_picture
 from .profile import DType, Optimizer, bytes_text

@@ -68,9 +68,9 @@ if TYPE_CHECKING:
     from .arguments import ArgumentError
     from .blocks import BLOCKS, BlockConfig, BlockContext, register_block
     from .blueprint import Blueprint, BlueprintError, Problem
-    from .build import ComposedNet
+    from .network.composed import ComposedNet
     from .errors import ComposerError
-    from .features import FeatureNet, InputSizeError
-    from .plan import Plan
-    from .profile import Profile
+    from .network.features import FeatureNet, InputSizeError
+    from .planning.planner import Plan
+    from .analysis.tracing import Profile
     from .weights import LoadReport, WeightsError

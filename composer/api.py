@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any, Sequence, Union
 
 from .blueprint import Blueprint, BlueprintError, Problem, load_text, read_file, validate
 from .blueprint.loader import Source
-from .plan import Plan, plan as _plan
-from .check import CheckReport, check as _check
-from .limits import memory_room
+from .planning.planner import Plan, plan as _plan
+from .analysis.crosscheck import CheckReport, check as _check
+from .io.room import memory_room
 from . import arguments as args
 from .errors import api
 
@@ -19,10 +19,10 @@ from .errors import api
 if TYPE_CHECKING:
     import torch
 
-    from .build import ComposedNet
-    from .features import FeatureNet
-    from .memory import TrainMemory
-    from .profile import Profile
+    from .network.composed import ComposedNet
+    from .network.features import FeatureNet
+    from .analysis.memory import TrainMemory
+    from .analysis.tracing import Profile
 
 Spec = Union[str, os.PathLike, Blueprint, Plan]
 
@@ -108,7 +108,7 @@ def plan(spec: Spec) -> Plan:
 
 def available_memory() -> int:
     """Bytes this process may still allocate: the least of free memory, the room under its cgroup
-    limit and under its rlimits (composer/limits.py)."""
+    limit and under its rlimits (composer/io/room.py)."""
     return memory_room()[0]
 
 
@@ -121,7 +121,7 @@ def check_fits_in_memory(p: Plan) -> None:
     """Refuse, with a location, to build a network whose tensors would not fit in the memory this
     process may use. Everything a build allocates is counted, parameters and buffers (relative-
     position tables grow with the square of the token count), from a build on the meta device."""
-    from .build import build as _build
+    from .network.composed import build as _build
 
     meta = _build(p, device="meta")
     # each part, where it is blamed, and its bytes: the largest part takes the blame
@@ -161,15 +161,15 @@ def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | N
     architecture, whose blueprint `weights_blueprint` names (needed for timm's layout). Without
     `weights`, the blueprint's own `pretrained:` entries are loaded (not on the meta device).
 
-    `features_only=True` returns a backbone (composer.features.FeatureNet) whose forward gives the
+    `features_only=True` returns a backbone (composer.network.features.FeatureNet) whose forward gives the
     (B, C, H, W) maps of the feature levels in `out_indices` (default all; negative count from the
     end; the levels are the last map at each resolution, or every block of an isotropic network),
     described by its `feature_info`.
     """
     import torch
 
-    from .build import build as _build
-    from .features import FeatureNet
+    from .network.composed import build as _build
+    from .network.features import FeatureNet
     from .weights import LAYOUTS, load_weights, transplant_weights
 
     p = plan(spec)
@@ -225,7 +225,7 @@ def _load_pretrained(net: ComposedNet, p: Plan, strict: bool) -> list:
 @api
 def profile(spec: Spec, *, batch: int = 1, elementwise: bool = False) -> Profile:
     """Parameters and MACs per part, counted on meta tensors (no weights allocated)."""
-    from .profile import profile as _profile
+    from .analysis.tracing import profile as _profile
 
     p = plan(spec)
     args.check_batch(p, batch)
@@ -238,8 +238,8 @@ def train_memory(spec: Spec, *, batch: int, dtype: str = "float32", optimizer: s
                  grad_checkpointing: bool = False) -> TrainMemory:
     """Bytes a training step needs (weights, gradients, optimizer state, saved activations), from a
     forward pass on meta tensors; `grad_checkpointing` counts what `net.set_grad_checkpointing()` keeps."""
-    from .choices import DTYPE_ALIASES, DTYPE_NAMES, OPTIMIZER_STATES
-    from .memory import train_memory as _train_memory
+    from .analysis.options import DTYPE_ALIASES, DTYPE_NAMES, OPTIMIZER_STATES
+    from .analysis.memory import train_memory as _train_memory
 
     p = plan(spec)
     args.check_batch(p, batch)
@@ -260,7 +260,7 @@ def train_memory(spec: Spec, *, batch: int, dtype: str = "float32", optimizer: s
 def check(spec: Spec, *, traced: Profile | None = None, tolerance: float = 0.01) -> CheckReport:
     """Compare each part's analytic cost (from the block configs) with the traced count; `traced`
     reuses a profile already taken (batch 1, elementwise off), else one is taken."""
-    from .profile import Profile
+    from .analysis.tracing import Profile
 
     p = plan(spec)
     if traced is not None and not isinstance(traced, Profile):
@@ -293,8 +293,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     """
     import torch
 
-    from .build import build as _build
-    from .weights.load import load_tensors
+    from .network.composed import build as _build
+    from .weights.loading import load_tensors
     from .weights.saved import read_saved
 
     args.check_path(path, "model path")

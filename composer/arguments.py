@@ -11,9 +11,9 @@ import os
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .blueprint.errors import BlueprintError, Problem
-from .budgets import MAX_BATCH, MAX_TENSOR_BYTES
+from .blueprint.budgets import MAX_BATCH, MAX_TENSOR_BYTES
 from .errors import given, option, where
-from .plan import Plan
+from .planning.planner import Plan
 
 if TYPE_CHECKING:
     import torch
@@ -93,7 +93,7 @@ def check_batch(plan: Plan, batch: Any) -> None:
 
 def check_save(net: Any, blueprint: Any, path: Any, extra: Any) -> None:
     from .blueprint.validate import Blueprint
-    from .build import ComposedNet
+    from .network.composed import ComposedNet
 
     if not isinstance(net, ComposedNet):
         raise argument_error(f"`net` must be a network built by composer.build, not {type(net).__name__}")

@@ -36,8 +36,8 @@ from torch import nn
 
 from .blueprint.errors import printable
 from .errors import ComposerError
-from .features import check_input
-from .fileio import atomic_write
+from .network.features import check_input
+from .io.files import atomic_write
 
 TOLERANCE = 1e-4
 ONNX_LIMIT = 2**31 - 1  # protobuf's limit on one serialised ONNX model
@@ -178,7 +178,7 @@ def example_input(net: nn.Module, size: int | tuple[int, int] | None = None, bat
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):  # before the tensor exists
-        from .features import InputSizeError
+        from .network.features import InputSizeError
         raise InputSizeError(f"an input of {h}x{w}: each side must be 1 to {MAX_SIDE:,}, as a blueprint's input.size")
     if 4 * (batch + 2) * c * h * w > 0.5 * available_memory():  # the example and the check input
         raise ExportError(f"an example input of {batch}x{c}x{h}x{w} does not fit in this process's memory; "

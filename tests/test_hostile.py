@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 import composer
 from cli.app import app
 from composer import BlueprintError
-from composer.fileio import Interrupted, NotRegularFileError, atomic_write, write_text
+from composer.io.files import Interrupted, NotRegularFileError, atomic_write, write_text
 
 from .conftest import BLUEPRINTS, ROOT, TINY
 
@@ -224,7 +224,7 @@ def test_memory_guard_counts_buffers_and_blames_the_part(monkeypatch):
 
 def test_memory_room_reads_rlimits():
     code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY));"
-            "from composer.limits import memory_room; room, why = memory_room();"
+            "from composer.io.room import memory_room; room, why = memory_room();"
             "assert room < 3 << 30 and 'RLIMIT_AS' in why, (room, why)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
 
@@ -255,9 +255,9 @@ def test_repeated_blocks_count_like_traced_ones(monkeypatch):
     """Replaying a repeated block's counts gives exactly what tracing every block gives."""
     plan = composer.plan(composer.load(BLUEPRINTS / "resnet50.yaml", overrides={"input.size": 64, "drop_path": 0.1}))
     replayed = composer.profile(plan), composer.train_memory(plan, batch=2)
-    for name in ("composer.profile", "composer.memory"):  # trace every block
+    for name in ("composer.profile", "composer.analysis.memory"):  # trace every block
         monkeypatch.setattr(sys.modules[name], "count_repeats_once", lambda *args: None)
-    traced = sys.modules["composer.profile"].profile(plan), sys.modules["composer.memory"].train_memory(plan, batch=2)
+    traced = sys.modules["composer.profile"].profile(plan), sys.modules["composer.analysis.memory"].train_memory(plan, batch=2)
     assert replayed[0].to_dict() == traced[0].to_dict()
     assert replayed[1].to_dict() == traced[1].to_dict()
 

@@ -151,7 +151,7 @@ def test_fine_tune_coatnet_resizes_relative_tables():
 
 
 def test_resizing_to_the_same_grid_changes_nothing():
-    from composer.weights.load import resize_pos_embed, resize_relative_table
+    from composer.weights.loading import resize_pos_embed, resize_relative_table
 
     pos = torch.randn(1, 1 + 16, 8)
     assert torch.allclose(resize_pos_embed(pos, 1, (4, 4)), pos, atol=1e-6)

@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .build import build
-from .choices import DTYPE_ALIASES, DTYPE_NAMES, OPTIMIZER_STATES
-from .plan import Plan
+from ..network.composed import build
+from .options import DTYPE_ALIASES, DTYPE_NAMES, OPTIMIZER_STATES
+from ..planning.planner import Plan
 from .repeats import count_repeats_once
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
@@ -191,8 +191,8 @@ class ActivationCache:
     def activations(self, plan: Plan) -> int:
         from dataclasses import replace
 
-        from .blocks.heads import Head
-        from .build import Stage
+        from ..blocks.heads import Head
+        from ..network.composed import Stage
 
         item = torch.empty((), dtype=self.dtype, device="meta").element_size()
         shape: tuple[int, ...] = plan.input_shape

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import torch
 from torch import nn
 
-from .errors import ComposerError
+from ..errors import ComposerError
 
 if TYPE_CHECKING:
-    from .build import ComposedNet, Stage
-    from .plan import Plan
+    from .composed import ComposedNet, Stage
+    from ..planning.planner import Plan
 
 
 class InputSizeError(ComposerError, ValueError):
@@ -137,7 +137,7 @@ def resolve_indices(indices: int | Sequence[int] | None, count: int, what: str,
                     at: str | None = None) -> tuple[int, ...]:
     """timm's convention: None takes all, an int n the last n, a sequence those (negative from the end);
     a bad choice is an ArgumentError (composer/arguments.py)."""
-    from .arguments import check_indices
+    from ..arguments import check_indices
 
     return check_indices(indices, count, what, at)
 
@@ -192,7 +192,7 @@ def _run(net, x: torch.Tensor, taps: Sequence[Tap], take: set[int], stop_after: 
 
 def apply_position_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A LayerNorm over the channels of a (B, C, H, W) map, whether it takes maps or channels-last."""
-    from .layers.norms import LayerNorm2d
+    from ..layers.norms import LayerNorm2d
 
     return norm(x) if isinstance(norm, LayerNorm2d) else norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
@@ -213,7 +213,7 @@ def forward_intermediates(net: ComposedNet, x: torch.Tensor, indices: int | Sequ
     `norm` passes maps through the head's per-position norm (a token head's LayerNorm, or a pool
     head's `norm_on: map`): every level's in an isotropic network, as timm's ViT, else the last
     level's, as timm's hierarchical networks. `output_fmt` is "NCHW" (B, C, H, W) or "NLC" (B, H*W, C)."""
-    from .arguments import check_choice, check_flag
+    from ..arguments import check_choice, check_flag
 
     at = "forward_intermediates()"
     check_choice("output_fmt", output_fmt, ("NCHW", "NLC"), at)

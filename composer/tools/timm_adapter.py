@@ -1,7 +1,7 @@
 """Composer blueprints as timm model names, for scripts that only know `timm.create_model`.
 
     import timm
-    from composer.timm_adapter import register_blueprints
+    from composer.tools.timm_adapter import register_blueprints
     register_blueprints()                        # the shipped blueprints: composer_coatnet0, composer_timm_resnet50, ...
     net = timm.create_model("composer_coatnet0", num_classes=10, img_size=64)
 
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ComposerError
+from ..errors import ComposerError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "blueprints"
 
@@ -90,7 +90,7 @@ def entrypoint(path: str | os.PathLike, name: str | None = None) -> Callable[...
         if global_pool is not None:
             net.reset_classifier(net.num_classes, global_pool)
         if features_only:
-            from .features import FeatureNet
+            from ..network.features import FeatureNet
 
             backbone = FeatureNet(net, out_indices)
             backbone.pretrained_cfg = backbone.default_cfg = net.pretrained_cfg

@@ -1,5 +1,5 @@
 """`--batch auto`: the largest per-device batch that fits, from composer's own training-memory
-estimate (composer.memory, a forward pass on meta tensors), before any weight is allocated.
+estimate (composer.analysis.memory, a forward pass on meta tensors), before any weight is allocated.
 
 The estimate is built to err on the safe side for what the recipe adds:
 - mixed precision (bf16/fp16 autocast): weights, gradients and optimizer state stay float32; the
@@ -19,8 +19,8 @@ import os
 
 import torch
 
-from ..memory import train_memory
-from ..plan import Plan
+from ..analysis.memory import train_memory
+from ..planning.planner import Plan
 from .recipe import Recipe
 
 HEADROOM = 0.85  # of the free memory: the allocator's fragmentation and the backward's temporaries

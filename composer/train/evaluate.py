@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from ..api import load_model, loads
 from ..blueprint import BlueprintError, Problem
 from ..errors import where
-from ..fileio import atomic_write
+from ..io.files import atomic_write
 from . import distributed
 from .augment import Normalize
 from .checkpoints import load_checkpoint

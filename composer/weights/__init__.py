@@ -13,9 +13,9 @@ from typing import Literal, Mapping, Union
 
 import torch
 
-from ..build import ComposedNet
-from ..plan import Plan
-from .load import LoadReport, load_tensors
+from ..network.composed import ComposedNet
+from ..planning.planner import Plan
+from .loading import LoadReport, load_tensors
 from .read import Checkpoint, WeightsError, read_checkpoint, weights_error
 from .timm import from_timm, timm_hits
 from .transformers import from_transformers, transformers_hits

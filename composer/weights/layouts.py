@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Union
 
 import torch
 
-from ..plan import Plan
+from ..planning.planner import Plan
 
 Theirs = Union[str, tuple[str, ...]]
 Rule = tuple[Theirs, Callable | None]  # the library's key(s), and how to turn its tensor(s) into ours

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..build import ComposedNet, Stage
+from ..network.composed import ComposedNet, Stage
 from ..layers.attention import RelativePositionBias
 from .read import weights_error
 

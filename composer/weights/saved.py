@@ -21,7 +21,7 @@ import torch
 
 from ..blueprint import Blueprint
 from ..blueprint.loader import MAX_FILE_BYTES, dump_text
-from ..fileio import atomic_write, inputs
+from ..io.files import atomic_write, inputs
 from .read import _check_path, check_finite, check_safetensors_header, file_kind, load_pickle, weights_error
 
 FORMAT = "composer/1"

@@ -11,9 +11,9 @@ from typing import Iterable, Union
 
 import torch
 
-from ..build import ComposedNet, build
-from ..plan import Plan
-from .load import LoadReport, load_tensors
+from ..network.composed import ComposedNet, build
+from ..planning.planner import Plan
+from .loading import LoadReport, load_tensors
 from .read import weights_error
 from .timm import from_timm, timm_hits
 from .transformers import from_transformers
