@@ -6,12 +6,12 @@
 
 `import composer` does not import torch: the names below load their module on first use (PEP 562),
 so reading, validating and planning a blueprint stay light; building and tracing import torch.
+No module of the package is named like one of these functions, so `import composer.X as M` always
+gives a module.
 """
 
 from __future__ import annotations
 
-import sys
-import types
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -24,8 +24,8 @@ _HOMES = {
     **dict.fromkeys(["BLOCKS", "BlockConfig", "BlockContext", "register_block"], "blocks"),
     **dict.fromkeys(["Blueprint", "BlueprintError", "Problem"], "blueprint"),
     "ComposerError": "errors", "ArgumentError": "arguments",
-    "ComposedNet": "build", "FeatureNet": "features", "InputSizeError": "features", "Plan": "plan",
-    "Profile": "profile", "LoadReport": "weights", "WeightsError": "weights",
+    "ComposedNet": "network.composed", "FeatureNet": "network.features", "InputSizeError": "network.features",
+    "Plan": "planning.planner", "Profile": "analysis.tracing", "LoadReport": "weights", "WeightsError": "weights",
 }
 
 __all__ = [
@@ -47,20 +47,6 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
-
-
-class _Package(types.ModuleType):
-    """`composer.build`, `.profile`, `.plan` and `.check` are the API's functions, though modules of
-    the same names exist: loading such a module (lazily, at any time) must not rebind the name.
-    The modules stay importable as usual (`from composer.build import ComposedNet`)."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if isinstance(value, types.ModuleType) and _HOMES.get(name) == "api":
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:
