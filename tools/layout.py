@@ -14,8 +14,8 @@ Safe to run any number of times, and on a tree where others added files or edite
    before the move), then mapped.
 3. Rewrite mentions of the old module paths in those folders' comments and strings, docs/*.md and
    README.md: `composer/plan.py`, `composer.fileio.atomic_write`, `python -m composer.reference`.
-   A dotted mention of a module that is named like an API function (`composer.plan`) is rewritten
-   only where a name follows it (`composer.plan.Plan`), since `composer.plan(...)` is the function.
+   A dotted mention of a module that is named like a function (`composer.plan`) is rewritten only
+   where a name follows it (`composer.plan.Plan`), since `composer.plan(...)` is the function.
 
 Keep each commit of step 1 free of content edits, so that git's rename detection carries edits
 made elsewhere to the old paths across a merge; then run this again on the merged tree.
@@ -51,6 +51,7 @@ MOVES = {
     "composer.search": "composer.tools.search",
     "composer.timm_adapter": "composer.tools.timm_adapter",
     "composer.weights.load": "composer.weights.loading",
+    "composer.blueprint.validate": "composer.blueprint.validation",
 }
 
 # the docstring of each package this layout creates
@@ -66,6 +67,8 @@ PACKAGES = {
 # public functions of the API: a module of that name is mentioned as such only before a `.name`
 API_NAMES = {"load", "loads", "plan", "build", "profile", "check", "train_memory", "save", "load_model",
              "apply_overrides"}
+# modules whose name is also a function that their package exports (`composer.blueprint.validate(...)`)
+FUNCTION_NAMED = API_NAMES | {"validate"}
 
 CODE_DIRS = ("composer", "cli", "tests", "bench", "tools")
 TEXT_FILES = ("README.md",)
@@ -232,7 +235,7 @@ def mention_rules() -> list[tuple[re.Pattern, str]]:
     for old, new in sorted(MOVES.items(), key=lambda kv: -len(kv[0])):
         old_path, new_path = old.replace(".", "/") + ".py", new.replace(".", "/") + ".py"
         rules.append((re.compile(r"(?<![\w/.])" + re.escape(old_path) + r"(?!\w)"), new_path))
-        follow = r"(?=\.[A-Za-z_])" if old.rsplit(".", 1)[1] in API_NAMES else r"(?![\w])"
+        follow = r"(?=\.[A-Za-z_])" if old.rsplit(".", 1)[1] in FUNCTION_NAMED else r"(?![\w])"
         rules.append((re.compile(r"(?<![\w.])" + re.escape(old) + follow), new))
     return rules
 
