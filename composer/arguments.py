@@ -92,7 +92,7 @@ def check_batch(plan: Plan, batch: Any) -> None:
 
 
 def check_save(net: Any, blueprint: Any, path: Any, extra: Any) -> None:
-    from .blueprint.validate import Blueprint
+    from .blueprint.validation import Blueprint
     from .network.composed import ComposedNet
 
     if not isinstance(net, ComposedNet):

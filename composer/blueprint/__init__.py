@@ -2,6 +2,6 @@
 
 from .errors import BlueprintError, Problem
 from .loader import Source, load_text, read_file
-from .validate import Blueprint, validate
+from .validation import Blueprint, validate
 
 __all__ = ["BlueprintError", "Problem", "Source", "load_text", "read_file", "Blueprint", "validate"]

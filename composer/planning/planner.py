@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from ..blocks.base import BlockConfig, BlockContext, Complaint, downsample
 from ..blueprint.errors import BlueprintError, Problem
-from ..blueprint.validate import Blueprint
+from ..blueprint.validation import Blueprint
 from ..blueprint.budgets import MAX_TOKEN_LAYERS
 
 

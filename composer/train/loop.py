@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ..api import apply_overrides, build as build_model, plan as make_plan, save
 from ..blueprint import Blueprint, BlueprintError, Problem
-from ..blueprint.validate import validate as validate_blueprint
+from ..blueprint.validation import validate as validate_blueprint
 from . import distributed, runs
 from .augment import Normalize, TrainAugment, soft_cross_entropy
 from .autobatch import auto_batch

@@ -18,7 +18,7 @@ from pydantic import Discriminator, Field, PrivateAttr, Strict, Tag, ValidationE
 from ..api import apply_overrides
 from ..blueprint import BlueprintError, Problem
 from ..blueprint.loader import Source, load_text, read_file
-from ..blueprint.validate import located_problems
+from ..blueprint.validation import located_problems
 from ..blocks.base import StrictModel
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
