@@ -19,7 +19,7 @@ from ..api import apply_overrides
 from ..blueprint import BlueprintError, Problem
 from ..blueprint.loader import Source, load_text, read_file
 from ..blueprint.validation import located_problems
-from ..blocks.base import StrictModel
+from ..blueprint.scalars import StrictModel
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 DEFAULT_RECIPE = "<default recipe>"  # where the values of no recipe file come from
