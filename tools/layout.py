@@ -15,7 +15,8 @@ Safe to run any number of times, and on a tree where others added files or edite
 3. Rewrite mentions of the old module paths in those folders' comments and strings, docs/*.md and
    README.md: `composer/plan.py`, `composer.fileio.atomic_write`, `python -m composer.reference`.
    A dotted mention of a module that is named like a function (`composer.plan`) is rewritten only
-   where a name follows it (`composer.plan.Plan`), since `composer.plan(...)` is the function.
+   where a name follows it (`composer.plan.Plan`) or in an import spelled in text (a subprocess's
+   code: `from composer.plan import Plan`), since `composer.plan(...)` is the function.
 
 Keep each commit of step 1 free of content edits, so that git's rename detection carries edits
 made elsewhere to the old paths across a merge; then run this again on the merged tree.
@@ -237,6 +238,9 @@ def mention_rules() -> list[tuple[re.Pattern, str]]:
         rules.append((re.compile(r"(?<![\w/.])" + re.escape(old_path) + r"(?!\w)"), new_path))
         follow = r"(?=\.[A-Za-z_])" if old.rsplit(".", 1)[1] in FUNCTION_NAMED else r"(?![\w])"
         rules.append((re.compile(r"(?<![\w.])" + re.escape(old) + follow), new))
+        # an import spelled inside a string (a subprocess's code): `from composer.check import analytic`
+        rules.append((re.compile(r"(?<=\bfrom )" + re.escape(old) + r"(?= import\b)"), new))
+        rules.append((re.compile(r"(?<=\bimport )" + re.escape(old) + r"(?=[ \n;'\"]|$)"), new))
     return rules
 
 
