@@ -68,7 +68,7 @@ t0 = time.perf_counter()
 import torch
 t1 = time.perf_counter()
 import cli.app, composer
-from composer.profile import profile
+from composer.analysis.tracing import profile
 t2 = time.perf_counter()
 import torch._dynamo
 t3 = time.perf_counter()
