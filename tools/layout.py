@@ -53,6 +53,7 @@ MOVES = {
     "composer.timm_adapter": "composer.tools.timm_adapter",
     "composer.weights.load": "composer.weights.loading",
     "composer.blueprint.validate": "composer.blueprint.validation",
+    "composer.arguments": "composer.blueprint.arguments",
 }
 
 # the docstring of each package this layout creates
