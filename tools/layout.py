@@ -93,6 +93,9 @@ def git(*args: str) -> str:
 
 # -- step 1: renames ---------------------------------------------------------------------------------
 
+JUST_MOVED: set[Path] = set()  # files this run moved: their relative imports are written for the old place
+
+
 def move(dry: bool) -> list[str]:
     done = []
     for package, doc in PACKAGES.items():
@@ -110,6 +113,7 @@ def move(dry: bool) -> list[str]:
             if not dry:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 git("mv", str(src.relative_to(ROOT)), str(dst.relative_to(ROOT)))
+                JUST_MOVED.add(dst)
         elif src.exists() and dst.exists():
             print(f"warning: both {src.relative_to(ROOT)} and {dst.relative_to(ROOT)} exist; merge them by hand",
                   file=sys.stderr)
@@ -157,14 +161,46 @@ def relative(target: str, package: list[str]) -> tuple[int, str]:
     return len(package) - common + 1, ".".join(parts[common:])
 
 
-def new_target(level: int, module: str | None, file: Path) -> tuple[str | None, str | None]:
-    """(what the import names now, what it should name), both absolute; None where it is not ours."""
+def defined_names(module: str) -> set[str] | None:
+    """The names `module` defines or imports (anywhere in it), and its submodules; None if absent."""
+    base = ROOT / module.replace(".", "/")
+    file = base / "__init__.py" if (base / "__init__.py").is_file() else base.with_suffix(".py")
+    if not file.is_file():
+        return None
+    names = {p.stem for p in base.glob("*.py")} | {p.name for p in base.iterdir() if (p / "__init__.py").is_file()} \
+        if base.is_dir() else set()
+    try:
+        tree = ast.parse(file.read_text(encoding="utf-8"))
+    except SyntaxError:
+        return names
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def fits(module: str, names: list[str]) -> bool:
+    """Whether `module` (or what it moved to) exists and defines every one of `names`."""
+    found = defined_names(mapped(module) or module)
+    return found is not None and all(n == "*" or n in found for n in names)
+
+
+def new_target(level: int, module: str | None, file: Path, names: list[str]) -> tuple[str | None, str | None]:
+    """(what the import names now, what it should name), both absolute; None where it is not ours.
+
+    In a file moved by this run, a relative import was written for the old place. In one moved
+    before, it was too where it does not fit the new place but fits the old one (an edit made to
+    the old path that a merge carried over)."""
     here = resolve(level, module, package_of(file))
     if here is None:
         return None, None
-    if level and not exists(here) and mapped(here) is None and (old := old_file(file)) is not None:
-        before = resolve(level, module, package_of(old))  # an import written for the old place
-        if before is not None and (exists(before) or mapped(before)):
+    if level and (old := old_file(file)) is not None:
+        before = resolve(level, module, package_of(old))
+        if before is not None and (file in JUST_MOVED or (not fits(here, names) and fits(before, names))):
             return here, mapped(before) or before
     return here, mapped(here) or here
 
@@ -178,7 +214,7 @@ def _module_names(node: ast.ImportFrom, file: Path) -> tuple[str, str] | None:
     alias = node.names[0]
     full = f"{package}.{alias.name}"
     target = mapped(full)
-    if target is None and not exists(full) and old is not None:
+    if old is not None and (file in JUST_MOVED or (target is None and not exists(full))):
         before = resolve(node.level, None, package_of(old))
         if before is not None:
             target = mapped(f"{before}.{alias.name}") or (f"{before}.{alias.name}" if exists(f"{before}.{alias.name}")
@@ -209,7 +245,7 @@ def rewrite_imports(file: Path, text: str) -> str:
             if edit is not None:
                 edits.append((node.lineno - 1, *edit))
         elif isinstance(node, ast.ImportFrom):
-            here, want = new_target(node.level, node.module, file)
+            here, want = new_target(node.level, node.module, file, [a.name for a in node.names])
             if here is None or not here.startswith("composer") or want == here:
                 continue
             spelled = "." * node.level + node.module
