@@ -51,7 +51,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .api import apply_overrides, build, check, load, load_model, loads, plan, profile, save, train_memory
-    from .arguments import ArgumentError
+    from .blueprint.arguments import ArgumentError
     from .blocks import BLOCKS, BlockConfig, BlockContext, register_block
     from .blueprint import Blueprint, BlueprintError, Problem
     from .network.composed import ComposedNet

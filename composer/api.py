@@ -12,7 +12,7 @@ from .blueprint.loader import Source
 from .planning.planner import Plan, plan as _plan
 from .analysis.crosscheck import CheckReport, check as _check
 from .io.room import memory_room
-from . import arguments as args
+from .blueprint import arguments as args
 from .errors import api
 
 # load, loads, plan and apply_overrides need no torch; the verbs that build or trace import it when called.

@@ -10,10 +10,10 @@ import math
 import os
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from .blueprint.errors import BlueprintError, Problem
-from .blueprint.budgets import MAX_BATCH, MAX_TENSOR_BYTES
-from .errors import given, option, where
-from .planning.planner import Plan
+from .errors import BlueprintError, Problem
+from .budgets import MAX_BATCH, MAX_TENSOR_BYTES
+from ..errors import given, option, where
+from ..planning.planner import Plan
 
 if TYPE_CHECKING:
     import torch
@@ -92,8 +92,8 @@ def check_batch(plan: Plan, batch: Any) -> None:
 
 
 def check_save(net: Any, blueprint: Any, path: Any, extra: Any) -> None:
-    from .blueprint.validation import Blueprint
-    from .network.composed import ComposedNet
+    from .validation import Blueprint
+    from ..network.composed import ComposedNet
 
     if not isinstance(net, ComposedNet):
         raise argument_error(f"`net` must be a network built by composer.build, not {type(net).__name__}")
@@ -158,7 +158,7 @@ def check_indices(indices: Any, count: int, what: str, at: str | None = None) ->
 
 def check_parts(plan: Plan, parts: Any, weights: Any) -> list:
     """`parts` of composer.build: stem, head and stage indices, only with `weights`."""
-    from .weights.transplant import check_parts as problems_of
+    from ..weights.transplant import check_parts as problems_of
 
     if weights is None:
         raise argument_error("`parts` needs `weights` (the checkpoint to transplant them from)")

@@ -139,7 +139,7 @@ class ComposedNet(nn.Module):
         optionally another pooling: "avg" or "max" for a pool head, "token" or "avg" for a token head,
         "" for none (the head then works at every position: maps or tokens come out)."""
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            from ..arguments import argument_error
+            from ..blueprint.arguments import argument_error
 
             raise argument_error(f"`num_classes`: expected a whole number >= 0, not {num_classes!r}",
                                  at="reset_classifier()")
@@ -152,7 +152,7 @@ class ComposedNet(nn.Module):
         """Recompute each block's activations in the backward pass instead of keeping them
         (torch.utils.checkpoint, per block): less memory, about one more forward pass of time."""
         if not isinstance(enable, bool):
-            from ..arguments import argument_error
+            from ..blueprint.arguments import argument_error
 
             raise argument_error(f"`enable`: expected True or False, not {enable!r}", at="set_grad_checkpointing()")
         self.grad_checkpointing = enable

@@ -136,8 +136,8 @@ def feature_levels(plan: Plan, stem: nn.Module) -> tuple[FeatureInfo, tuple[Tap,
 def resolve_indices(indices: int | Sequence[int] | None, count: int, what: str,
                     at: str | None = None) -> tuple[int, ...]:
     """timm's convention: None takes all, an int n the last n, a sequence those (negative from the end);
-    a bad choice is an ArgumentError (composer/arguments.py)."""
-    from ..arguments import check_indices
+    a bad choice is an ArgumentError (composer/blueprint/arguments.py)."""
+    from ..blueprint.arguments import check_indices
 
     return check_indices(indices, count, what, at)
 
@@ -213,7 +213,7 @@ def forward_intermediates(net: ComposedNet, x: torch.Tensor, indices: int | Sequ
     `norm` passes maps through the head's per-position norm (a token head's LayerNorm, or a pool
     head's `norm_on: map`): every level's in an isotropic network, as timm's ViT, else the last
     level's, as timm's hierarchical networks. `output_fmt` is "NCHW" (B, C, H, W) or "NLC" (B, H*W, C)."""
-    from ..arguments import check_choice, check_flag
+    from ..blueprint.arguments import check_choice, check_flag
 
     at = "forward_intermediates()"
     check_choice("output_fmt", output_fmt, ("NCHW", "NLC"), at)

@@ -45,7 +45,7 @@ def _save_model(net: torch.nn.Module, blueprint: Blueprint, path: str | os.PathL
     if is_safetensors_path(path):
         from safetensors.torch import save
 
-        from ..arguments import check_extra
+        from ..blueprint.arguments import check_extra
 
         check_extra(path, extra)
         metadata = {**(extra or {}), **{k: v or "" for k, v in header.items()}}
