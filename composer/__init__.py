@@ -23,7 +23,7 @@ _HOMES = {
                      "train_memory"], "api"),
     **dict.fromkeys(["BLOCKS", "BlockConfig", "BlockContext", "register_block"], "blocks"),
     **dict.fromkeys(["Blueprint", "BlueprintError", "Problem"], "blueprint"),
-    "ComposerError": "errors", "ArgumentError": "arguments",
+    "ComposerError": "errors", "ArgumentError": "blueprint.arguments",
     "ComposedNet": "network.composed", "FeatureNet": "network.features", "InputSizeError": "network.features",
     "Plan": "planning.planner", "Profile": "analysis.tracing", "LoadReport": "weights", "WeightsError": "weights",
 }

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import copy
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import TYPE_CHECKING, Any, Sequence
 
-from .blueprint import Blueprint, BlueprintError, Problem, load_text, read_file, validate
-from .blueprint.loader import Source
-from .planning.planner import Plan, plan as _plan
 from .analysis.crosscheck import CheckReport, check as _check
-from .io.room import memory_room
-from .blueprint import arguments as args
+from .blueprint import Blueprint, BlueprintError, Problem, arguments as args
+from .blueprint.loader import Source
+from .blueprint.overrides import apply_overrides as _apply_overrides
+from .blueprint.reading import parse_blueprint, read_blueprint
 from .errors import api
+from .io.room import memory_room
+from .planning.planner import Plan
+from .planning.specs import Spec, to_plan
 
 # load, loads, plan and apply_overrides need no torch; the verbs that build or trace import it when called.
 if TYPE_CHECKING:
@@ -24,122 +24,37 @@ if TYPE_CHECKING:
     from .analysis.memory import TrainMemory
     from .analysis.tracing import Profile
 
-Spec = Union[str, os.PathLike, Blueprint, Plan]
-
-
-def _override_error(dotted: Any, message: str, hint: str | None = None) -> BlueprintError:
-    return args.argument_error(f"cannot set `{dotted}`: {message}", hint)
-
-
 @api
 def apply_overrides(source: Source, overrides: dict[str, Any] | None) -> Source:
     """Set dotted keys (`stages.2.depth`, `input.size`) in a loaded blueprint before validation.
 
     A list is indexed by plain ASCII digits (`stages.0`); a problem with a value set here is later
     located on the command line rather than at the file's line."""
-    if not overrides:
-        return source
-    if not isinstance(overrides, dict):
-        raise args.argument_error(f"overrides must be a dict of dotted keys to values, not {type(overrides).__name__}")
-    data = copy.deepcopy(source.data)
-    marks = dict(source.overrides)
-    for dotted, value in overrides.items():
-        if not isinstance(dotted, str) or not dotted:
-            raise _override_error(dotted, "keys are dotted names such as `stages.0.depth`")
-        node, path = data, []
-        parts = dotted.split(".")
-        for depth, part in enumerate(parts):
-            where = ".".join(parts[:depth]) or "the top level"
-            if not part:
-                raise _override_error(dotted, "a key part is empty", "keys are joined by single dots")
-            if isinstance(node, list):
-                if not (part.isascii() and part.isdecimal()):
-                    raise _override_error(dotted, f"`{where}` is a list; `{part}` is not an index",
-                                          f"use 0 to {len(node) - 1}" if node else None)
-                key: Any = int(part)
-                if key >= len(node):
-                    raise _override_error(dotted, f"`{'.'.join(parts[:depth + 1])}` does not exist; `{where}` has "
-                                                  f"{len(node)} entries", f"use 0 to {len(node) - 1}" if node else None)
-            elif isinstance(node, dict):
-                key = int(part) if part.isascii() and part.isdecimal() and int(part) in node else part
-                if depth < len(parts) - 1 and key not in node:
-                    raise _override_error(dotted, f"`{'.'.join(parts[:depth + 1])}` does not exist in the blueprint")
-            else:
-                raise _override_error(dotted, f"`{where}` is a single value, not a mapping or list")
-            path.append(key)
-            if depth < len(parts) - 1:
-                node = node[key]
-        node[path[-1]] = value
-        marks[tuple(path)] = f"{dotted}={_short(value)}"
-    return Source(data, source.file, source.text, source.keys, source.values, marks)
-
-
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= 30 else text[:27] + "..."
+    return _apply_overrides(source, overrides)
 
 
 @api
 def load(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None) -> Blueprint:
     """Read and validate a blueprint file. Raises BlueprintError with every problem located."""
-    args.check_path(path, "blueprint path")
-    return validate(apply_overrides(read_file(path), overrides or {}))
+    return read_blueprint(path, overrides)
 
 
 @api
 def loads(text: str, *, file: str | None = None) -> Blueprint:
     """Validate blueprint text."""
-    if file is not None:
-        args.check_path(file, "file name")
-    return validate(load_text(text, file))
+    return parse_blueprint(text, file)
 
 
 @api
 def plan(spec: Spec) -> Plan:
     """The static shape plan of a blueprint (path, Blueprint or Plan)."""
-    if isinstance(spec, Plan):
-        return spec
-    if not isinstance(spec, (Blueprint, str, os.PathLike)):
-        raise args.argument_error(f"expected a blueprint path, Blueprint or Plan, not {type(spec).__name__}")
-    if not isinstance(spec, Blueprint):
-        spec = load(spec)
-    return _plan(spec)
+    return to_plan(spec)
 
 
 def available_memory() -> int:
     """Bytes this process may still allocate: the least of free memory, the room under its cgroup
     limit and under its rlimits (composer/io/room.py)."""
     return memory_room()[0]
-
-
-def _tensor_bytes(module: torch.nn.Module) -> int:
-    tensors = {id(t): t for t in [*module.parameters(), *module.buffers()]}
-    return sum(t.numel() * t.element_size() for t in tensors.values())
-
-
-def check_fits_in_memory(p: Plan) -> None:
-    """Refuse, with a location, to build a network whose tensors would not fit in the memory this
-    process may use. Everything a build allocates is counted, parameters and buffers (relative-
-    position tables grow with the square of the token count), from a build on the meta device."""
-    from .network.composed import build as _build
-
-    meta = _build(p, device="meta")
-    # each part, where it is blamed, and its bytes: the largest part takes the blame
-    parts = [("the stem", ("stem",), meta.stem)]
-    parts += [(f"stage {i}", ("stages", i, "channels"), s) for i, s in enumerate(meta.stages)]
-    parts += [("the head", ("classes",) if p.classes else ("head",), meta.head)]
-    sizes = [_tensor_bytes(module) for _, _, module in parts]
-    params = sum(t.numel() for t in meta.parameters())
-    need = _tensor_bytes(meta)
-    have, why = memory_room()
-    if need > 0.8 * have:
-        worst = max(range(len(sizes)), key=sizes.__getitem__)
-        name, path, _ = parts[worst]
-        raise BlueprintError(p.blueprint.source.problem(
-            path,
-            f"building the network needs {need / 2**30:.1f} GiB ({params:,} parameters and their buffers), more "
-            f"than the {have / 2**30:.1f} GiB this process may use ({why}); {name} holds "
-            f"{sizes[worst] / 2**30:.1f} GiB", "`composer profile` counts it without allocating weights"))
 
 
 @api
@@ -166,60 +81,11 @@ def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | N
     end; the levels are the last map at each resolution, or every block of an isotropic network),
     described by its `feature_info`.
     """
-    import torch
+    from .weights.model import build_network
 
-    from .network.composed import build as _build
-    from .network.features import FeatureNet
-    from .weights import LAYOUTS, load_weights, transplant_weights
-
-    p = plan(spec)
-    args.check_seed(seed)
-    args.check_choice("weights_from", weights_from, LAYOUTS)
-    args.check_flag("strict", strict)
-    args.check_flag("features_only", features_only)
-    if out_indices is not None and not features_only:
-        raise args.argument_error("`out_indices` chooses the levels of a backbone; it needs `features_only=True`")
-    if parts is not None:
-        parts = args.check_parts(p, parts, weights)
-    if args.check_device(device).type == "cpu":
-        check_fits_in_memory(p)
-    net = _build(p, device=device, seed=seed)
-    if weights is not None:
-        if parts is None:
-            net.weights_report = load_weights(net, p, weights, layout=weights_from, strict=strict)
-        else:
-            source = plan(weights_blueprint) if weights_blueprint is not None else None
-            net.weights_report = transplant_weights(net, p, weights, parts, source_plan=source, layout=weights_from,
-                                                    strict=strict)
-    elif p.blueprint.model.pretrained and torch.device(device or "cpu").type != "meta":
-        net.pretrained_reports = _load_pretrained(net, p, strict)
-    return FeatureNet(net, out_indices) if features_only else net
-
-
-def _load_pretrained(net: ComposedNet, p: Plan, strict: bool) -> list:
-    """The blueprint's `pretrained:` entries, paths relative to the blueprint's folder."""
-    source = p.blueprint.source
-    here = Path(source.file).parent if source.file else Path(".")
-    from .weights import transplant_weights
-
-    reports = []
-    for i, entry in enumerate(p.blueprint.model.pretrained):
-        checkpoint = here / entry.checkpoint
-        if not checkpoint.is_file():
-            raise BlueprintError(source.problem(("pretrained", i, "checkpoint"), f"no such file: {checkpoint}"))
-        arch = None
-        if entry.blueprint is not None:
-            if not (here / entry.blueprint).is_file():
-                raise BlueprintError(source.problem(("pretrained", i, "blueprint"),
-                                                    f"no such file: {here / entry.blueprint}"))
-            arch = plan(here / entry.blueprint)
-        for j, part in enumerate(entry.parts):
-            if isinstance(part, int) and part >= len(p.stages):
-                raise BlueprintError(source.problem(("pretrained", i, "parts", j),
-                                                    f"stage {part} does not exist (stages 0 to {len(p.stages) - 1})"))
-        reports.append(transplant_weights(net, p, checkpoint, entry.parts, source_plan=arch, layout=entry.layout,
-                                          strict=strict))
-    return reports
+    return build_network(spec, device=device, seed=seed, weights=weights, weights_from=weights_from, strict=strict,
+                         parts=parts, weights_blueprint=weights_blueprint, features_only=features_only,
+                         out_indices=out_indices)
 
 
 @api
@@ -277,10 +143,9 @@ def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike, *, ext
     pickle. `extra` adds entries to the saved payload (a training run's recipe, class names,
     optimizer state, ...; in safetensors, strings only); `load_model` ignores entries it does not know.
     """
-    from .weights.saved import save_model
+    from .weights.model import save_network
 
-    args.check_save(net, blueprint, path, extra)
-    save_model(net, blueprint, path, extra=extra)
+    save_network(net, blueprint, path, extra=extra)
 
 
 @api
@@ -291,19 +156,6 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     not a composer model, or whose tensors do not fit its blueprint, raises WeightsError (a
     BlueprintError) naming the file and the tensors.
     """
-    import torch
+    from .weights.model import load_network
 
-    from .network.composed import build as _build
-    from .weights.loading import load_tensors
-    from .weights.saved import read_saved
-
-    args.check_path(path, "model path")
-    device = args.check_device(device)
-    saved = read_saved(path)
-    p = plan(loads(saved.blueprint_text, file=saved.blueprint_name))
-    if torch.device(device or "cpu").type == "cpu":
-        check_fits_in_memory(p)
-    net = _build(p, device=device)
-    load_tensors(net, saved.tensors(), file=str(path), layout="composer", strict=True,
-                 ignored=saved.unknown_tensors(net))
-    return net
+    return load_network(path, device=device)

@@ -148,9 +148,9 @@ def check_room(plan, batch: int = 1) -> None:
     """Refuse, before any tensor exists, an export whose forward pass would not fit in this
     process's memory: weights plus the activations a training step at that size saves (an upper
     bound of a forward pass's), from a count on meta tensors."""
-    from .api import available_memory, train_memory
-
+    from .analysis.memory import train_memory
     from .blueprint import BlueprintError
+    from .io.room import memory_room
 
     counted = max(batch, 2)  # BatchNorm in training mode needs two values per channel to be counted
     try:
@@ -160,7 +160,7 @@ def check_room(plan, batch: int = 1) -> None:
     except Exception:  # a block that cannot run on meta tensors (data-dependent): the exporter names it
         return
     need = memory.weights + memory.activations * batch / counted
-    have = available_memory()
+    have = memory_room()[0]
     if need > 0.8 * have:
         c, h, w = plan.input_shape
         raise ExportError(f"exporting at {h}x{w} (batch {batch}) needs about {need / 2**30:.1f} GiB, more than the "
@@ -170,7 +170,7 @@ def check_room(plan, batch: int = 1) -> None:
 def example_input(net: nn.Module, size: int | tuple[int, int] | None = None, batch: int = 1,
                   dynamic_batch: bool = False) -> torch.Tensor:
     """A fixed (seeded) input of the network's input shape, at `size` if given."""
-    from .api import available_memory
+    from .io.room import memory_room
 
     c, h, w = net.input_shape
     if dynamic_batch:
@@ -180,7 +180,7 @@ def example_input(net: nn.Module, size: int | tuple[int, int] | None = None, bat
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):  # before the tensor exists
         from .network.features import InputSizeError
         raise InputSizeError(f"an input of {h}x{w}: each side must be 1 to {MAX_SIDE:,}, as a blueprint's input.size")
-    if 4 * (batch + 2) * c * h * w > 0.5 * available_memory():  # the example and the check input
+    if 4 * (batch + 2) * c * h * w > 0.5 * memory_room()[0]:  # the example and the check input
         raise ExportError(f"an example input of {batch}x{c}x{h}x{w} does not fit in this process's memory; "
                           "export at a smaller `--size`")
     x = torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(0))

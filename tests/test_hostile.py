@@ -210,9 +210,11 @@ def test_names_with_escape_sequences_are_printed_escaped(tmp_path):
 # --- 2. memory past the build guard --------------------------------------------------------------
 
 def test_memory_guard_counts_buffers_and_blames_the_part(monkeypatch):
+    import composer.network.guard
+
     # a 66-parameter GPSA net at 128x128 holds 3 GB of index buffers
     gpsa = composer.loads(stages_text(1, 1, "G", 128).replace("channels: 16", "channels: 1"))
-    monkeypatch.setattr(composer.api, "memory_room", lambda: (2 << 30, "the room left under this process's RLIMIT_AS limit"))
+    monkeypatch.setattr(composer.network.guard, "memory_room", lambda: (2 << 30, "the room left under this process's RLIMIT_AS limit"))
     with pytest.raises(BlueprintError, match=r"needs 3\.0 GiB \(66 parameters and their buffers\).*RLIMIT_AS") as e:
         composer.build(gpsa)
     assert e.value.problems[0].path == ("stages", 0, "channels")

@@ -2,7 +2,7 @@
 its cgroup's memory limit, and its own address-space and data-segment limits (rlimit).
 
 Free RAM alone misleads in a container (the cgroup limit is far below the host's RAM) and under
-`ulimit -v`; the build guard (composer.api.check_fits_in_memory) compares against all of them.
+`ulimit -v`; the build guard (composer.network.guard.check_fits_in_memory) compares against all of them.
 """
 
 from __future__ import annotations

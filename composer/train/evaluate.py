@@ -18,7 +18,8 @@ from typing import Optional, Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from ..api import load_model, loads
+from ..blueprint.reading import parse_blueprint
+from ..weights.model import load_network
 from ..blueprint import BlueprintError, Problem
 from ..errors import where
 from ..io.files import atomic_write
@@ -66,7 +67,7 @@ def load_for_inference(path: str | Path, device: torch.device, batch: int = 1, v
     payload = load_checkpoint(path)
     # the blueprint inside the checkpoint: its errors are located there, not in the file it was once read from
     origin = payload.get("blueprint_file")
-    shape = loads(payload["blueprint"], file=f"{path} (blueprint {origin})" if origin else str(path)).model.input
+    shape = parse_blueprint(payload["blueprint"], file=f"{path} (blueprint {origin})" if origin else str(path)).model.input
     (h, w), channels = shape.hw, shape.channels
     if channels not in (1, 3):
         raise ModelsError(Problem(f"the network reads {channels}-channel images; images decode to 1 (grayscale) or 3 (RGB)",
@@ -80,7 +81,7 @@ def load_for_inference(path: str | Path, device: torch.device, batch: int = 1, v
                                           + (", or fewer views" if views > 1 else "")))
         exc.subject = "with the options"
         raise exc
-    net = load_model(path, device=device).eval()
+    net = load_network(path, device=device).eval()
     classes = payload.get("classes") or [str(i) for i in range(net.num_classes)]
     if len(classes) != net.num_classes:
         raise ModelsError(Problem(f"the checkpoint names {len(classes)} classes but its head has {net.num_classes} outputs",

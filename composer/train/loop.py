@@ -27,7 +27,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from ..api import apply_overrides, build as build_model, plan as make_plan, save
+from ..blueprint.overrides import apply_overrides
+from ..planning.specs import to_plan as make_plan
+from ..weights.model import build_network as build_model, save_network as save
 from ..blueprint import Blueprint, BlueprintError, Problem
 from ..blueprint.validation import validate as validate_blueprint
 from . import distributed, runs

@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Discriminator, Field, PrivateAttr, Strict, Tag, ValidationError, field_validator
 
-from ..api import apply_overrides
 from ..blueprint import BlueprintError, Problem
 from ..blueprint.loader import Source, load_text, read_file
+from ..blueprint.overrides import apply_overrides
 from ..blueprint.validation import located_problems
 from ..blueprint.scalars import StrictModel
 
