@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from .errors import BlueprintError, Problem
 from .budgets import MAX_BATCH, MAX_TENSOR_BYTES
 from ..errors import given, option, where
-from ..planning.planner import Plan
 
 if TYPE_CHECKING:
     import torch
+
+    from ..planning.planner import Plan
 
 
 class ArgumentError(BlueprintError, ValueError):
