@@ -54,6 +54,8 @@ MOVES = {
     "composer.weights.load": "composer.weights.loading",
     "composer.blueprint.validate": "composer.blueprint.validation",
     "composer.arguments": "composer.blueprint.arguments",
+    "composer.train.evaluate": "composer.train.evaluation",
+    "composer.weights.transplant": "composer.weights.part_transplant",
 }
 
 # the docstring of each package this layout creates
@@ -70,7 +72,7 @@ PACKAGES = {
 API_NAMES = {"load", "loads", "plan", "build", "profile", "check", "train_memory", "save", "load_model",
              "apply_overrides"}
 # modules whose name is also a function that their package exports (`composer.blueprint.validate(...)`)
-FUNCTION_NAMED = API_NAMES | {"validate"}
+FUNCTION_NAMED = API_NAMES | {"validate", "evaluate", "transplant"}
 
 CODE_DIRS = ("composer", "cli", "tests", "bench", "tools")
 TEXT_FILES = ("README.md",)
