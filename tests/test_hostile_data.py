@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 import composer.train.data as data_module
-import composer.train.evaluate  # noqa: F401  (the package exports a function of the same name)
+import composer.train.evaluation  # noqa: F401  (the package exports a function of the same name)
 
 from .conftest import ROOT
 from .synthetic import TINY_NET, make_folder, quick_train_args

@@ -19,7 +19,7 @@ from .loading import LoadReport, load_tensors
 from .read import Checkpoint, WeightsError, read_checkpoint, weights_error
 from .timm import from_timm, timm_hits
 from .transformers import from_transformers, transformers_hits
-from .transplant import transplant
+from .part_transplant import transplant
 
 Source = Union[str, os.PathLike, Mapping[str, torch.Tensor], Checkpoint]
 Layout = Literal["auto", "composer", "timm", "transformers"]

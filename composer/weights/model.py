@@ -25,7 +25,7 @@ from ..planning.specs import Spec, to_plan
 from . import LAYOUTS, load_weights, transplant_weights
 from .loading import load_tensors
 from .saved import read_saved, save_model
-from .transplant import check_parts as problems_of
+from .part_transplant import check_parts as problems_of
 
 
 def build_network(spec: Spec, *, device: str | torch.device | None = None, seed: int | None = 0,
