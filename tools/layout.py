@@ -277,6 +277,8 @@ def mention_rules() -> list[tuple[re.Pattern, str]]:
         rules.append((re.compile(r"(?<![\w/.])" + re.escape(old_path) + r"(?!\w)"), new_path))
         follow = r"(?=\.[A-Za-z_])" if old.rsplit(".", 1)[1] in FUNCTION_NAMED else r"(?![\w])"
         rules.append((re.compile(r"(?<![\w.])" + re.escape(old) + follow), new))
+        # a module's name as a whole string: sys.modules["composer.train.evaluate"]
+        rules.append((re.compile(r"(?<=[\"'])" + re.escape(old) + r"(?=[\"'])"), new))
         # an import spelled inside a string (a subprocess's code): `from composer.check import analytic`
         rules.append((re.compile(r"(?<=\bfrom )" + re.escape(old) + r"(?= import\b)"), new))
         rules.append((re.compile(r"(?<=\bimport )" + re.escape(old) + r"(?=[ \n;'\"]|$)"), new))
