@@ -257,9 +257,9 @@ def test_repeated_blocks_count_like_traced_ones(monkeypatch):
     """Replaying a repeated block's counts gives exactly what tracing every block gives."""
     plan = composer.plan(composer.load(BLUEPRINTS / "resnet50.yaml", overrides={"input.size": 64, "drop_path": 0.1}))
     replayed = composer.profile(plan), composer.train_memory(plan, batch=2)
-    for name in ("composer.profile", "composer.analysis.memory"):  # trace every block
+    for name in ("composer.analysis.tracing", "composer.analysis.memory"):  # trace every block
         monkeypatch.setattr(sys.modules[name], "count_repeats_once", lambda *args: None)
-    traced = sys.modules["composer.profile"].profile(plan), sys.modules["composer.analysis.memory"].train_memory(plan, batch=2)
+    traced = sys.modules["composer.analysis.tracing"].profile(plan), sys.modules["composer.analysis.memory"].train_memory(plan, batch=2)
     assert replayed[0].to_dict() == traced[0].to_dict()
     assert replayed[1].to_dict() == traced[1].to_dict()
 

@@ -27,7 +27,7 @@ from .synthetic import TINY_NET, make_folder, quick_train_args
 from .test_hostile import _check_refusal
 
 runner = CliRunner()
-evaluate_module = sys.modules["composer.train.evaluate"]
+evaluate_module = sys.modules["composer.train.evaluation"]
 # class names a spreadsheet would run as formulas, and a file name that is not UTF-8 (Latin-1 `café`)
 HOSTILE_CLASSES = ("=HYPERLINK(\"x\")", "@SUM(A1)", os.fsdecode(b"caf\xe9"))
 
