@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..network.composed import ComposedNet, Stage
-from ..layers.attention import RelativePositionBias
 from .read import weights_error
+
+if TYPE_CHECKING:
+    from ..network.composed import ComposedNet
 
 OPTIONAL = ("num_batches_tracked",)  # counters some checkpoints leave out
 
@@ -115,12 +116,14 @@ def _fit(src: torch.Tensor, target: torch.Tensor, owner: tuple[nn.Module, str] |
         return src.reshape(target.shape), "same"  # 1x1 conv <-> Linear, (C,) <-> (1, C, 1, 1)
     module, name = owner or (None, "")
     try:
-        if isinstance(module, Stage) and name == "pos_embed" and src.ndim == 3 and src.shape[2] == target.shape[2]:
-            prefix = 1 if module.cls_token is not None else 0
+        # known by the tensor's name and its module's `grid` (the token grid it was built for), not by class
+        grid_of = getattr(module, "grid", None)
+        if name == "pos_embed" and grid_of is not None and src.ndim == 3 and src.shape[2] == target.shape[2]:
+            prefix = 1 if getattr(module, "cls_token", None) is not None else 0
             n = target.shape[1] - prefix
             grid = module.grid if module.grid[0] * module.grid[1] == n else _grid(n)
             return resize_pos_embed(src, prefix, grid), "resized"
-        if isinstance(module, RelativePositionBias) and src.ndim == 2 and src.shape[0] == target.shape[0]:
+        if name == "table" and grid_of is not None and src.ndim == 2 and src.shape[0] == target.shape[0]:
             return resize_relative_table(src, module.grid), "resized"
     except ValueError:
         pass
