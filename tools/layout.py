@@ -56,6 +56,7 @@ MOVES = {
     "composer.arguments": "composer.blueprint.arguments",
     "composer.train.evaluate": "composer.train.evaluation",
     "composer.weights.transplant": "composer.weights.part_transplant",
+    "composer.parts": "composer.network.parts",
 }
 
 # the docstring of each package this layout creates
