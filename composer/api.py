@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .analysis.crosscheck import CheckReport, check as _check
-from .blueprint import Blueprint, BlueprintError, Problem, arguments as args
+from .blueprint import Blueprint, arguments as args
 from .blueprint.loader import Source
 from .blueprint.overrides import apply_overrides as _apply_overrides
 from .blueprint.reading import parse_blueprint, read_blueprint
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .network.features import FeatureNet
     from .analysis.memory import TrainMemory
     from .analysis.tracing import Profile
+
 
 @api
 def apply_overrides(source: Source, overrides: dict[str, Any] | None) -> Source:
