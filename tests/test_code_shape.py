@@ -152,3 +152,61 @@ def test_the_import_check_sees_a_forbidden_import(tmp_path):
     assert found == [(1, "composer.network.composed")]
     assert "network" not in allowed_imports()["planning"]
 
+
+
+# --- the worked example of docs/architecture.md ----------------------------------------------------
+
+def example_files() -> tuple[dict[str, str], str]:
+    """The example's files (path -> code, each the python block after the last path named before
+    it) and its blueprint."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = text.split("## Worked example", 1)[1]
+    files, at = {}, 0
+    for block in re.finditer(r"```(python|yaml)\n(.*?)```", section, re.S):
+        named = re.findall(r"`(composer/[\w/]+\.py)`", section[at:block.start()])
+        if block[1] == "python":
+            files[named[-1]] = block[2]
+        else:
+            blueprint = block[2]
+        at = block.end()
+    return files, blueprint
+
+
+EXAMPLE_RUN = """
+import importlib.util, sys
+import torch
+import composer
+import composer.blocks.transformer.attention
+
+for name, path in FILES:  # as if the files were in the tree
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+bp = composer.loads(BLUEPRINT)
+net = composer.build(bp).eval()
+with torch.no_grad():
+    out = net(torch.randn(2, *net.input_shape))
+assert out.shape == (2, bp.model.classes), out.shape
+report = composer.check(bp)
+assert report.ok, report.to_dict()
+print(sum(p.numel() for p in net.parameters()))
+"""
+
+
+def test_the_worked_example_is_two_files_that_work(tmp_path):
+    import subprocess
+    import sys
+
+    files, blueprint = example_files()
+    assert sorted(files) == ["composer/blocks/transformer/attention/cosine.py", "composer/layers/cosine_attention.py"]
+    assert not any((ROOT / path).exists() for path in files), "the example names a file the tree already has"
+    modules = []
+    for path, code in sorted(files.items(), key=lambda kv: "blocks" in kv[0]):  # the layer first
+        local = tmp_path / Path(path).name
+        local.write_text(code, encoding="utf-8")
+        modules.append((path.removesuffix(".py").replace("/", "."), str(local)))
+    code = f"FILES = {modules!r}\nBLUEPRINT = {blueprint!r}\n" + EXAMPLE_RUN
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.strip()) > 0
