@@ -14,10 +14,10 @@ from typing import Any, get_args, get_origin
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from .blocks import BLOCKS
-from .blocks.base import HEADS, STEMS, TRANSITIONS, Variant
-from .blocks.se import SEConfig
-from .blueprint.schema import BlueprintBase, InputSpec, StageSpec
+from ..blocks import BLOCKS
+from ..blocks.base import HEADS, STEMS, TRANSITIONS, Variant
+from ..blocks.se import SEConfig
+from .schema import BlueprintBase, InputSpec, StageSpec
 
 
 def _variant(field) -> Variant | None:

@@ -9,7 +9,7 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from ..blocks.base import BlockConfig, Variant
-from ..budgets import MAX_BLOCKS, MAX_STAGES
+from .budgets import MAX_BLOCKS, MAX_STAGES
 from .errors import BlueprintError, Problem, suggest
 from .loader import Source
 from .schema import LAYOUT_RE, block_adapter, block_union, blueprint_model, merged_block, parse_layout
