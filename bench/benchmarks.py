@@ -41,7 +41,7 @@ MEMORY_CASES = [
 
 MEASURE = """
 import json, sys, composer
-from composer.memory import measure_train_peak, train_memory
+from composer.analysis.memory import measure_train_peak, train_memory
 size, batch = int(sys.argv[2]), int(sys.argv[3])
 plan = composer.plan(composer.load(sys.argv[1], overrides={"input.size": size, "classes": 10}))
 m = train_memory(plan, batch=batch, optimizer="adamw")
@@ -126,7 +126,7 @@ def main() -> None:
         "",
         "`composer profile blueprints/coatnet0.yaml --json --train` with stages 2 and 3 deepened, each in a",
         "fresh process. Within a stage every block after the first does the same work as the one before,",
-        "so its counts are traced once and replayed (composer/repeats.py); what remains grows with depth",
+        "so its counts are traced once and replayed (composer/analysis/repeats.py); what remains grows with depth",
         "is building the network on the meta device, about 1 ms a block for each of the two builds.",
         "",
         *depth_rows(),
@@ -134,7 +134,7 @@ def main() -> None:
         "## Training memory: estimate against a real step",
         "",
         "`composer profile --train` (AdamW, float32) against the peak resident memory that two real",
-        "AdamW steps on the CPU add to a fresh process (`composer.memory.measure_train_peak`, with",
+        "AdamW steps on the CPU add to a fresh process (`composer.analysis.memory.measure_train_peak`, with",
         "glibc's mmap threshold fixed at 128 KiB so that freed tensors leave the resident set). The",
         "test suite holds CoAtNet-0's case to 15%. The estimate is the sum weights + gradients + optimizer",
         "state + every tensor autograd saves. It overshoots where weights dominate (ViT-B at 64x64):",

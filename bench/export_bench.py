@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import composer  # noqa: E402
-from composer.fileio import write_text  # noqa: E402
+from composer.io.files import write_text  # noqa: E402
 
 
 def throughput(fn, x: torch.Tensor, iters: int) -> float:

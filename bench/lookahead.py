@@ -68,7 +68,7 @@ t0 = time.perf_counter()
 import torch
 t1 = time.perf_counter()
 import cli.app, composer
-from composer.profile import profile
+from composer.analysis.tracing import profile
 t2 = time.perf_counter()
 import torch._dynamo
 t3 = time.perf_counter()
@@ -122,7 +122,7 @@ def main() -> None:
         "",
         f"`composer search {SPACE}` over all 5,832 candidates, in a fresh process (start-up included).",
         "Parameters and MACs come from the blocks' analytic costs; the training-memory budget traces",
-        "each distinct stage once on meta tensors (`composer.memory.ActivationCache`).",
+        "each distinct stage once on meta tensors (`composer.analysis.memory.ActivationCache`).",
         "",
         *search_rows(),
     ])

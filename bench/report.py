@@ -33,6 +33,6 @@ def write_section(name: str, text: str, target: Path = TARGET) -> None:
     pattern = re.compile(rf"<!-- begin {re.escape(name)} -->.*?<!-- end {re.escape(name)} -->", re.S)
     updated = pattern.sub(lambda _: block, current) if pattern.search(current) else current.rstrip() + "\n\n" + block + "\n"
     sys.path.insert(0, str(ROOT))
-    from composer.fileio import write_text
+    from composer.io.files import write_text
     write_text(target, updated)
     print(f"wrote section `{name}` of {target.relative_to(ROOT)}")

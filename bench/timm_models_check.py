@@ -1,5 +1,5 @@
 """Run timm's own model tests (`tests/test_models.py` of pytorch-image-models) on composer networks
-registered as timm models (composer.timm_adapter), where timm can be imported.
+registered as timm models (composer.tools.timm_adapter), where timm can be imported.
 
     python bench/timm_models_check.py PATH/TO/test_models.py [--models composer_cvt13,...] [--stub-torchvision]
                                       [-- PYTEST ARGS]
@@ -99,7 +99,7 @@ CONFTEST = '''
 import sys
 sys.path.insert(0, {root!r})
 {stub}
-from composer.timm_adapter import register_blueprints
+from composer.tools.timm_adapter import register_blueprints
 register_blueprints()
 '''
 
@@ -107,7 +107,7 @@ register_blueprints()
 def token_networks(names: list[str]) -> list[str]:
     """The registered networks whose forward_features gives tokens (a class token carried out)."""
     import composer
-    from composer.timm_adapter import SHIPPED
+    from composer.tools.timm_adapter import SHIPPED
 
     out = []
     for name in names:
@@ -132,7 +132,7 @@ def main() -> int:
     if stub:
         exec(compile(stub, "<torchvision stand-in>", "exec"), {})
     sys.path.insert(0, str(ROOT))
-    from composer.timm_adapter import register_blueprints
+    from composer.tools.timm_adapter import register_blueprints
 
     names = register_blueprints()
     chosen = a.models.split(",") if a.models else names

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from composer.blocks import BLOCKS
-from composer.reference import block_summary, option_rows, render_blocks, sub_kinds
+from composer.blueprint.grammar import block_summary, option_rows, render_blocks, sub_kinds
 
 from .common import out, table
 

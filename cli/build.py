@@ -50,7 +50,7 @@ def build(
         source = composer.load(weights_blueprint) if weights_blueprint is not None else None
         net = composer.build(plan, seed=seed, weights=weights, weights_from=weights_from, strict=not partial,
                              parts=part_list, weights_blueprint=source)
-    from composer.profile import profile_module_parts
+    from composer.analysis.tracing import profile_module_parts
 
     params = profile_module_parts(net)
     rows = [["part", "block", "output", "params"]]

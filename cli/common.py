@@ -13,7 +13,7 @@ from composer.blueprint import BlueprintError, Problem
 from composer.blueprint.errors import printable
 from composer.blueprint.loader import load_value
 from composer.errors import COMMAND_LINE, caller
-from composer.fileio import Interrupted, WriteError, check_target, forget_inputs, reading as _reading
+from composer.io.files import Interrupted, WriteError, check_target, forget_inputs, reading as _reading
 
 STATE = {"debug": False}
 
@@ -50,7 +50,7 @@ def command_line_error(message: str) -> BlueprintError:
 
 def reading(*paths: Any) -> None:
     """Declare the files this command reads (blueprints, weights, images, ...): no output of the
-    command may replace one of them, whatever the spelling of its path (composer.fileio.reading).
+    command may replace one of them, whatever the spelling of its path (composer.io.files.reading).
     Call it before `check_output`."""
     _reading(*paths)
 

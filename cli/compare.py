@@ -10,7 +10,7 @@ import typer
 
 import composer
 from composer.blueprint import BlueprintError
-from composer.compare import compare as compare_rows, plot
+from composer.tools.compare import compare as compare_rows, plot
 
 from .common import SetOption, check_output, fail, out, parse_sets, quote, reading, si, table, user_errors, write_picture
 from .profile import DType, Optimizer, bytes_text

@@ -19,7 +19,7 @@ def draw(
 ) -> None:
     """Draw the network: stem, stages (family, depth, width, output shape), head, and each part's share of
     MACs and parameters."""
-    from composer.draw import FORMATS, draw as draw_picture
+    from composer.tools.draw import FORMATS, draw as draw_picture
 
     if output.suffix.lower().lstrip(".") not in FORMATS:
         fail(f"cannot draw to `{output}`: the file must end in .svg or .png")

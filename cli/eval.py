@@ -33,7 +33,7 @@ def eval_(
     if confusion is not None:
         check_output(confusion)
     from composer.train import MissingExtra, evaluate
-    from composer.train.evaluate import MAX_CONFUSION
+    from composer.train.evaluation import MAX_CONFUSION
     from composer.train.extras import require
     from composer.train.report import plot_confusion
     from composer.train.data import usable_cores

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from composer.fileio import reading_many
+from composer.io.files import reading_many
 
 from .common import check_output, fail, out, quote, reading, user_errors
 
@@ -21,7 +21,7 @@ from .common import check_output, fail, out, quote, reading, user_errors
 def _scales(text: Optional[str]) -> Optional[list[float]]:
     if text is None:
         return None
-    from composer.train.evaluate import MAX_SCALES
+    from composer.train.evaluation import MAX_SCALES
     parts = [p.strip() for p in text.split(",")]
     if len(parts) > MAX_SCALES:
         fail(f"`--tta-scales`: {len(parts)} scales, over the limit of {MAX_SCALES}")
@@ -77,7 +77,7 @@ def predict(
             check_output(target)
     from composer.train import MissingExtra, predict as run
     from composer.train.data import list_images, usable_cores
-    from composer.train.evaluate import image_ids, write_predictions, write_probabilities
+    from composer.train.evaluation import image_ids, write_predictions, write_probabilities
     with user_errors():
         from composer.train.distributed import resolve_device
         resolve_device(device)  # before the images are listed and decoded

@@ -13,19 +13,19 @@ import typer
 
 import composer
 from composer.blueprint import BlueprintError
-from composer.choices import DTYPE_ALIASES, DTYPE_NAMES, OPTIMIZER_STATES
+from composer.analysis.options import DTYPE_ALIASES, DTYPE_NAMES, OPTIMIZER_STATES
 
 if TYPE_CHECKING:  # composer.profile traces with torch, imported when the command runs
-    from composer.check import CheckReport
-    from composer.memory import TrainMemory
-    from composer.profile import Profile
+    from composer.analysis.crosscheck import CheckReport
+    from composer.analysis.memory import TrainMemory
+    from composer.analysis.tracing import Profile
 
 from .common import SetOption, command_line_error, out, quote, parse_sets, shape, si, table, user_errors
 
 
 MAX_SIZES = 16  # reports per `--sizes` run
 
-# choices come from composer.choices, the one place that knows them
+# choices come from composer.analysis.options, the one place that knows them
 DType = Enum("DType", {name: name for name in [*DTYPE_NAMES, *DTYPE_ALIASES]}, type=str)
 Optimizer = Enum("Optimizer", {name: name for name in OPTIMIZER_STATES}, type=str)
 

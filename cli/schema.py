@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from composer.blueprint.jsonschema import blueprint_json_schema_text, space_json_schema_text
-from composer.fileio import write_text
+from composer.io.files import write_text
 
 from .common import check_output, fail, out, user_errors, write_error
 

@@ -12,8 +12,8 @@ import yaml
 
 from composer.blueprint import read_file
 from composer.blueprint.loader import dump_text
-from composer.fileio import check_target, child, safe_name, write_text
-from composer.search import parse_budget, plot, search as run_search
+from composer.io.files import check_target, child, safe_name, write_text
+from composer.tools.search import parse_budget, plot, search as run_search
 
 from .common import SetOption, check_output, command_line_error, fail, out, parse_sets, quote, reading, si, table, user_errors, write_error, write_picture
 from .profile import DType, Optimizer, bytes_text
@@ -61,24 +61,7 @@ def search(
         if show:
             sys.stderr.write("\n")
     front = result.front[:top]
-    written = []
-    if emit is not None:
-        # file names from the space's name (text from a file): one plain name inside the folder each
-        stem = safe_name(result.name, fallback="space", limit=100)
-        paths = [child(emit, f"{stem}-{c.index}.yaml") for c in front]
-        try:
-            emit.mkdir(parents=True, exist_ok=True)
-            for path in paths:  # every target checked before the first is written: all or none refused
-                check_target(path)
-            for rank, (c, path) in enumerate(zip(front, paths), 1):
-                data = {**c.data, "name": f"{result.name}-{c.index}"}
-                picks = ", ".join(f"{k}={_flow(v)}" for k, v in c.picks.items())
-                header = (f"# Candidate {c.index} of the space {safe_name(space.name, limit=200)} (rank {rank} of its Pareto front):\n"
-                          f"# {picks}\n# {c.params:,} parameters, {si(c.macs)}MACs\n")
-                write_text(path, header + dump_text(data))  # reads back exactly as written
-                written.append(path)
-        except OSError as exc:
-            write_error(exc.filename or emit, exc)
+    written = _emit(result, front, emit, space) if emit is not None else []
     if plot_file is not None:
         write_picture(lambda: plot(result, plot_file), plot_file)
     if as_json:
@@ -87,6 +70,37 @@ def search(
             d["emitted"] = [str(p) for p in written]
         out(json.dumps(d, indent=2))
         return
+    _report(result, front, limits)
+    if written:
+        out(f"wrote {len(written)} blueprint{'s' if len(written) != 1 else ''} to {emit}")
+    if plot_file is not None:
+        out(f"plotted to {plot_file}")
+
+
+def _emit(result, front, emit: Path, space: Path) -> list[Path]:
+    """Each candidate of `front` as an ordinary blueprint in the folder `emit`: all written or none."""
+    written = []
+    # file names from the space's name (text from a file): one plain name inside the folder each
+    stem = safe_name(result.name, fallback="space", limit=100)
+    paths = [child(emit, f"{stem}-{c.index}.yaml") for c in front]
+    try:
+        emit.mkdir(parents=True, exist_ok=True)
+        for path in paths:  # every target checked before the first is written: all or none refused
+            check_target(path)
+        for rank, (c, path) in enumerate(zip(front, paths), 1):
+            data = {**c.data, "name": f"{result.name}-{c.index}"}
+            picks = ", ".join(f"{k}={_flow(v)}" for k, v in c.picks.items())
+            header = (f"# Candidate {c.index} of the space {safe_name(space.name, limit=200)} (rank {rank} of its Pareto front):\n"
+                      f"# {picks}\n# {c.params:,} parameters, {si(c.macs)}MACs\n")
+            write_text(path, header + dump_text(data))  # reads back exactly as written
+            written.append(path)
+    except OSError as exc:
+        write_error(exc.filename or emit, exc)
+    return written
+
+
+def _report(result, front, limits) -> None:
+    """The search's summary line, its invalid examples and the table of the front."""
     how = f"sampled {result.evaluated:,} of {result.size:,}" if result.sampled else f"all {result.size:,}"
     out(f"{quote(result.name)}: {how} candidates; {result.invalid:,} invalid, {len(result.fitting):,} within "
         f"{_budget_text(limits)}, {len(result.front)} on the Pareto front")
@@ -99,10 +113,6 @@ def search(
             rows.append([str(c.index), f"{c.params:,}", si(c.macs)] + ([bytes_text(c.train_memory)] if memory else [])
                         + [" ".join(f"{k}={_flow(v)}" for k, v in c.picks.items())])
         out(table(rows, right={0, 1, 2, 3} if memory else {0, 1, 2}))
-    if written:
-        out(f"wrote {len(written)} blueprint{'s' if len(written) != 1 else ''} to {emit}")
-    if plot_file is not None:
-        out(f"plotted to {plot_file}")
 
 
 def _flow(value) -> str:

@@ -6,12 +6,12 @@
 
 `import composer` does not import torch: the names below load their module on first use (PEP 562),
 so reading, validating and planning a blueprint stay light; building and tracing import torch.
+No module of the package is named like one of these functions, so `import composer.X as M` always
+gives a module.
 """
 
 from __future__ import annotations
 
-import sys
-import types
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -23,9 +23,9 @@ _HOMES = {
                      "train_memory"], "api"),
     **dict.fromkeys(["BLOCKS", "BlockConfig", "BlockContext", "register_block"], "blocks"),
     **dict.fromkeys(["Blueprint", "BlueprintError", "Problem"], "blueprint"),
-    "ComposerError": "errors", "ArgumentError": "arguments",
-    "ComposedNet": "build", "FeatureNet": "features", "InputSizeError": "features", "Plan": "plan",
-    "Profile": "profile", "LoadReport": "weights", "WeightsError": "weights",
+    "ComposerError": "errors", "ArgumentError": "blueprint.arguments",
+    "ComposedNet": "network.composed", "FeatureNet": "network.features", "InputSizeError": "network.features",
+    "Plan": "planning.planner", "Profile": "analysis.tracing", "LoadReport": "weights", "WeightsError": "weights",
 }
 
 __all__ = [
@@ -49,28 +49,14 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
 
 
-class _Package(types.ModuleType):
-    """`composer.build`, `.profile`, `.plan` and `.check` are the API's functions, though modules of
-    the same names exist: loading such a module (lazily, at any time) must not rebind the name.
-    The modules stay importable as usual (`from composer.build import ComposedNet`)."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if isinstance(value, types.ModuleType) and _HOMES.get(name) == "api":
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
 if TYPE_CHECKING:
     from .api import apply_overrides, build, check, load, load_model, loads, plan, profile, save, train_memory
-    from .arguments import ArgumentError
+    from .blueprint.arguments import ArgumentError
     from .blocks import BLOCKS, BlockConfig, BlockContext, register_block
     from .blueprint import Blueprint, BlueprintError, Problem
-    from .build import ComposedNet
+    from .network.composed import ComposedNet
     from .errors import ComposerError
-    from .features import FeatureNet, InputSizeError
-    from .plan import Plan
-    from .profile import Profile
+    from .network.features import FeatureNet, InputSizeError
+    from .planning.planner import Plan
+    from .analysis.tracing import Profile
     from .weights import LoadReport, WeightsError

@@ -2,33 +2,27 @@
 
 from __future__ import annotations
 
-import copy
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import TYPE_CHECKING, Any, Sequence
 
-from .blueprint import Blueprint, BlueprintError, Problem, load_text, read_file, validate
+from .analysis.crosscheck import CheckReport, check as _check
+from .blueprint import Blueprint, arguments as args
 from .blueprint.loader import Source
-from .plan import Plan, plan as _plan
-from .check import CheckReport, check as _check
-from .limits import memory_room
-from . import arguments as args
+from .blueprint.overrides import apply_overrides as _apply_overrides
+from .blueprint.reading import parse_blueprint, read_blueprint
 from .errors import api
+from .io.room import memory_room
+from .planning.planner import Plan
+from .planning.specs import Spec, to_plan
 
 # load, loads, plan and apply_overrides need no torch; the verbs that build or trace import it when called.
 if TYPE_CHECKING:
     import torch
 
-    from .build import ComposedNet
-    from .features import FeatureNet
-    from .memory import TrainMemory
-    from .profile import Profile
-
-Spec = Union[str, os.PathLike, Blueprint, Plan]
-
-
-def _override_error(dotted: Any, message: str, hint: str | None = None) -> BlueprintError:
-    return args.argument_error(f"cannot set `{dotted}`: {message}", hint)
+    from .network.composed import ComposedNet
+    from .network.features import FeatureNet
+    from .analysis.memory import TrainMemory
+    from .analysis.tracing import Profile
 
 
 @api
@@ -37,152 +31,31 @@ def apply_overrides(source: Source, overrides: dict[str, Any] | None) -> Source:
 
     A list is indexed by plain ASCII digits (`stages.0`); a problem with a value set here is later
     located on the command line rather than at the file's line."""
-    if not overrides:
-        return source
-    if not isinstance(overrides, dict):
-        raise args.argument_error(f"overrides must be a dict of dotted keys to values, not {type(overrides).__name__}")
-    data = copy.deepcopy(source.data)
-    marks = dict(source.overrides)
-    for dotted, value in overrides.items():
-        if not isinstance(dotted, str) or not dotted:
-            raise _override_error(dotted, "keys are dotted names such as `stages.0.depth`")
-        node, path = data, []
-        parts = dotted.split(".")
-        merged = _merged_into_block(data, parts, value)
-        if merged is not None:
-            marks[merged] = f"{dotted}={_short(value)}"
-            continue
-        for depth, part in enumerate(parts):
-            where = ".".join(parts[:depth]) or "the top level"
-            if not part:
-                raise _override_error(dotted, "a key part is empty", "keys are joined by single dots")
-            if isinstance(node, list):
-                if not (part.isascii() and part.isdecimal()):
-                    raise _override_error(dotted, f"`{where}` is a list; `{part}` is not an index",
-                                          f"use 0 to {len(node) - 1}" if node else None)
-                key: Any = int(part)
-                if key >= len(node):
-                    raise _override_error(dotted, f"`{'.'.join(parts[:depth + 1])}` does not exist; `{where}` has "
-                                                  f"{len(node)} entries", f"use 0 to {len(node) - 1}" if node else None)
-            elif isinstance(node, dict):
-                key = int(part) if part.isascii() and part.isdecimal() and int(part) in node else part
-                if depth < len(parts) - 1 and key not in node:
-                    if depth == 0:
-                        raise _override_error(dotted, f"`{part}` does not exist in the blueprint")
-                    node[key] = {}  # a sub-config left at its defaults (validation judges the key)
-                elif depth < len(parts) - 1 and isinstance(node[key], str) and node[key]:
-                    node[key] = {"type": node[key]}  # `attention: relative` is `{type: relative}`
-            else:
-                raise _override_error(dotted, f"`{where}` is a single value, not a mapping or list")
-            path.append(key)
-            if depth < len(parts) - 1:
-                node = node[key]
-        node[path[-1]] = value
-        marks[tuple(path)] = f"{dotted}={_short(value)}"
-    return Source(data, source.file, source.text, source.keys, source.values, marks)
-
-
-def _merged_into_block(data: Any, parts: list[str], value: Any) -> tuple | None:
-    """`blocks.T.attention.heads=3` and `stages.2.block.se.gate=...`: merged into the block options as a
-    stage override would be (shorthands expanded, `heads` replacing `head_dim`); the key path set, or
-    None for any other key (set as it is)."""
-    from .blueprint.schema import BLOCKS, merged_block, merged_options
-
-    if not all(parts):
-        return None
-
-    blocks, stages = data.get("blocks") if isinstance(data, dict) else None, data.get("stages") if isinstance(data, dict) else None
-    if len(parts) >= 3 and parts[0] == "blocks" and isinstance(blocks, dict) and isinstance(blocks.get(parts[1]), (dict, str)):
-        rest, legend = parts[2:], blocks[parts[1]]
-        blocks[parts[1]] = merged_block(legend, _nested(rest, value))
-        return tuple(parts)
-    if (len(parts) >= 4 and parts[0] == "stages" and parts[2] == "block" and parts[1].isascii() and parts[1].isdecimal()
-            and isinstance(stages, list) and int(parts[1]) < len(stages) and isinstance(stages[int(parts[1])], dict)):
-        stage = stages[int(parts[1])]
-        layout = data.get("layout")
-        letters = [p.strip() for p in layout.split("-")] if isinstance(layout, str) else []
-        legend = blocks.get(letters[int(parts[1])]) if isinstance(blocks, dict) and int(parts[1]) < len(letters) else None
-        kind = BLOCKS.get(legend.get("type") if isinstance(legend, dict) else legend)
-        current = stage.get("block", {})
-        if kind is None or not isinstance(current, dict):
-            return None
-        stage["block"] = merged_options(current, _nested(parts[3:], value), kind)
-        return (parts[0], int(parts[1]), *parts[2:])
-    return None
-
-
-def _nested(keys: list[str], value: Any) -> dict:
-    for key in reversed(keys):
-        value = {key: value}
-    return value
-
-
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= 30 else text[:27] + "..."
+    return _apply_overrides(source, overrides)
 
 
 @api
 def load(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None) -> Blueprint:
     """Read and validate a blueprint file. Raises BlueprintError with every problem located."""
-    args.check_path(path, "blueprint path")
-    return validate(apply_overrides(read_file(path), overrides or {}))
+    return read_blueprint(path, overrides)
 
 
 @api
 def loads(text: str, *, file: str | None = None) -> Blueprint:
     """Validate blueprint text."""
-    if file is not None:
-        args.check_path(file, "file name")
-    return validate(load_text(text, file))
+    return parse_blueprint(text, file)
 
 
 @api
 def plan(spec: Spec) -> Plan:
     """The static shape plan of a blueprint (path, Blueprint or Plan)."""
-    if isinstance(spec, Plan):
-        return spec
-    if not isinstance(spec, (Blueprint, str, os.PathLike)):
-        raise args.argument_error(f"expected a blueprint path, Blueprint or Plan, not {type(spec).__name__}")
-    if not isinstance(spec, Blueprint):
-        spec = load(spec)
-    return _plan(spec)
+    return to_plan(spec)
 
 
 def available_memory() -> int:
     """Bytes this process may still allocate: the least of free memory, the room under its cgroup
-    limit and under its rlimits (composer/limits.py)."""
+    limit and under its rlimits (composer/io/room.py)."""
     return memory_room()[0]
-
-
-def _tensor_bytes(module: torch.nn.Module) -> int:
-    tensors = {id(t): t for t in [*module.parameters(), *module.buffers()]}
-    return sum(t.numel() * t.element_size() for t in tensors.values())
-
-
-def check_fits_in_memory(p: Plan) -> None:
-    """Refuse, with a location, to build a network whose tensors would not fit in the memory this
-    process may use. Everything a build allocates is counted, parameters and buffers (relative-
-    position tables grow with the square of the token count), from a build on the meta device."""
-    from .build import build as _build
-
-    meta = _build(p, device="meta")
-    # each part, where it is blamed, and its bytes: the largest part takes the blame
-    blame = {"stem": ("stem",), "head": ("classes",) if p.classes else ("head",)}
-    parts = [(part.title, blame.get(part.kind, ("stages", part.stage, "channels")), part.module(meta))
-             for part in meta.parts.top]
-    sizes = [_tensor_bytes(module) for _, _, module in parts]
-    params = sum(t.numel() for t in meta.parameters())
-    need = _tensor_bytes(meta)
-    have, why = memory_room()
-    if need > 0.8 * have:
-        worst = max(range(len(sizes)), key=sizes.__getitem__)
-        name, path, _ = parts[worst]
-        raise BlueprintError(p.blueprint.source.problem(
-            path,
-            f"building the network needs {need / 2**30:.1f} GiB ({params:,} parameters and their buffers), more "
-            f"than the {have / 2**30:.1f} GiB this process may use ({why}); {name} holds "
-            f"{sizes[worst] / 2**30:.1f} GiB", "`composer profile` counts it without allocating weights"))
 
 
 @api
@@ -204,71 +77,22 @@ def build(spec: Spec, *, device: str | torch.device | None = None, seed: int | N
     architecture, whose blueprint `weights_blueprint` names (needed for timm's layout). Without
     `weights`, the blueprint's own `pretrained:` entries are loaded (not on the meta device).
 
-    `features_only=True` returns a backbone (composer.features.FeatureNet) whose forward gives the
+    `features_only=True` returns a backbone (composer.network.features.FeatureNet) whose forward gives the
     (B, C, H, W) maps of the feature levels in `out_indices` (default all; negative count from the
     end; the levels are the last map at each resolution, or every block of an isotropic network),
     described by its `feature_info`.
     """
-    import torch
+    from .weights.model import build_network
 
-    from .build import build as _build
-    from .features import FeatureNet
-    from .weights import LAYOUTS, load_weights, transplant_weights
-
-    p = plan(spec)
-    args.check_seed(seed)
-    args.check_choice("weights_from", weights_from, LAYOUTS)
-    args.check_flag("strict", strict)
-    args.check_flag("features_only", features_only)
-    if out_indices is not None and not features_only:
-        raise args.argument_error("`out_indices` chooses the levels of a backbone; it needs `features_only=True`")
-    if parts is not None:
-        parts = args.check_parts(p, parts, weights)
-    if args.check_device(device).type == "cpu":
-        check_fits_in_memory(p)
-    net = _build(p, device=device, seed=seed)
-    if weights is not None:
-        if parts is None:
-            net.weights_report = load_weights(net, p, weights, layout=weights_from, strict=strict)
-        else:
-            source = plan(weights_blueprint) if weights_blueprint is not None else None
-            net.weights_report = transplant_weights(net, p, weights, parts, source_plan=source, layout=weights_from,
-                                                    strict=strict)
-    elif p.blueprint.model.pretrained and torch.device(device or "cpu").type != "meta":
-        net.pretrained_reports = _load_pretrained(net, p, strict)
-    return FeatureNet(net, out_indices) if features_only else net
-
-
-def _load_pretrained(net: ComposedNet, p: Plan, strict: bool) -> list:
-    """The blueprint's `pretrained:` entries, paths relative to the blueprint's folder."""
-    source = p.blueprint.source
-    here = Path(source.file).parent if source.file else Path(".")
-    from .weights import transplant_weights
-
-    reports = []
-    for i, entry in enumerate(p.blueprint.model.pretrained):
-        checkpoint = here / entry.checkpoint
-        if not checkpoint.is_file():
-            raise BlueprintError(source.problem(("pretrained", i, "checkpoint"), f"no such file: {checkpoint}"))
-        arch = None
-        if entry.blueprint is not None:
-            if not (here / entry.blueprint).is_file():
-                raise BlueprintError(source.problem(("pretrained", i, "blueprint"),
-                                                    f"no such file: {here / entry.blueprint}"))
-            arch = plan(here / entry.blueprint)
-        for j, part in enumerate(entry.parts):
-            if isinstance(part, int) and part >= len(p.stages):
-                raise BlueprintError(source.problem(("pretrained", i, "parts", j),
-                                                    f"stage {part} does not exist (stages 0 to {len(p.stages) - 1})"))
-        reports.append(transplant_weights(net, p, checkpoint, entry.parts, source_plan=arch, layout=entry.layout,
-                                          strict=strict))
-    return reports
+    return build_network(spec, device=device, seed=seed, weights=weights, weights_from=weights_from, strict=strict,
+                         parts=parts, weights_blueprint=weights_blueprint, features_only=features_only,
+                         out_indices=out_indices)
 
 
 @api
 def profile(spec: Spec, *, batch: int = 1, elementwise: bool = False) -> Profile:
     """Parameters and MACs per part, counted on meta tensors (no weights allocated)."""
-    from .profile import profile as _profile
+    from .analysis.tracing import profile as _profile
 
     p = plan(spec)
     args.check_batch(p, batch)
@@ -281,8 +105,8 @@ def train_memory(spec: Spec, *, batch: int, dtype: str = "float32", optimizer: s
                  grad_checkpointing: bool = False) -> TrainMemory:
     """Bytes a training step needs (weights, gradients, optimizer state, saved activations), from a
     forward pass on meta tensors; `grad_checkpointing` counts what `net.set_grad_checkpointing()` keeps."""
-    from .choices import DTYPE_ALIASES, DTYPE_NAMES, OPTIMIZER_STATES
-    from .memory import train_memory as _train_memory
+    from .analysis.options import DTYPE_ALIASES, DTYPE_NAMES, OPTIMIZER_STATES
+    from .analysis.memory import train_memory as _train_memory
 
     p = plan(spec)
     args.check_batch(p, batch)
@@ -303,7 +127,7 @@ def train_memory(spec: Spec, *, batch: int, dtype: str = "float32", optimizer: s
 def check(spec: Spec, *, traced: Profile | None = None, tolerance: float = 0.01) -> CheckReport:
     """Compare each part's analytic cost (from the block configs) with the traced count; `traced`
     reuses a profile already taken (batch 1, elementwise off), else one is taken."""
-    from .profile import Profile
+    from .analysis.tracing import Profile
 
     p = plan(spec)
     if traced is not None and not isinstance(traced, Profile):
@@ -320,10 +144,9 @@ def save(net: ComposedNet, blueprint: Blueprint, path: str | os.PathLike, *, ext
     pickle. `extra` adds entries to the saved payload (a training run's recipe, class names,
     optimizer state, ...; in safetensors, strings only); `load_model` ignores entries it does not know.
     """
-    from .weights.saved import save_model
+    from .weights.model import save_network
 
-    args.check_save(net, blueprint, path, extra)
-    save_model(net, blueprint, path, extra=extra)
+    save_network(net, blueprint, path, extra=extra)
 
 
 @api
@@ -334,27 +157,6 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     not a composer model, or whose tensors do not fit its blueprint, raises WeightsError (a
     BlueprintError) naming the file and the tensors.
     """
-    from .weights.saved import read_saved
+    from .weights.model import load_network
 
-    args.check_path(path, "model path")
-    device = args.check_device(device)
-    return model_from_saved(read_saved(path), device=device)
-
-
-def model_from_saved(saved, *, device: str | torch.device | None = None, blueprint: Blueprint | None = None
-                     ) -> ComposedNet:
-    """The network of a saved model already read (composer.weights.saved.Saved), its weights loaded;
-    `blueprint`: its embedded blueprint, when the caller has validated it already."""
-    import torch
-
-    from .build import build as _build
-    from .weights.load import load_tensors
-
-    path = saved.file
-    p = plan(blueprint if blueprint is not None else loads(saved.blueprint_text, file=saved.blueprint_name))
-    if torch.device(device or "cpu").type == "cpu":
-        check_fits_in_memory(p)
-    net = _build(p, device=device)
-    load_tensors(net, saved.tensors(), file=str(path), layout="composer", strict=True,
-                 ignored=saved.unknown_tensors(net))
-    return net
+    return load_network(path, device=device)

@@ -36,9 +36,9 @@ from torch import nn
 
 from .blueprint.errors import printable
 from .errors import ComposerError
-from .features import check_input
-from .fileio import atomic_write
-from .parts import Parts
+from .network.features import check_input
+from .io.files import atomic_write
+from .network.parts import Parts
 
 TOLERANCE = 1e-4
 ONNX_LIMIT = 2**31 - 1  # protobuf's limit on one serialised ONNX model
@@ -149,9 +149,9 @@ def check_room(plan, batch: int = 1) -> None:
     """Refuse, before any tensor exists, an export whose forward pass would not fit in this
     process's memory: weights plus the activations a training step at that size saves (an upper
     bound of a forward pass's), from a count on meta tensors."""
-    from .api import available_memory, train_memory
-
+    from .analysis.memory import train_memory
     from .blueprint import BlueprintError
+    from .io.room import memory_room
 
     counted = max(batch, 2)  # BatchNorm in training mode needs two values per channel to be counted
     try:
@@ -161,7 +161,7 @@ def check_room(plan, batch: int = 1) -> None:
     except Exception:  # a block that cannot run on meta tensors (data-dependent): the exporter names it
         return
     need = memory.weights + memory.activations * batch / counted
-    have = available_memory()
+    have = memory_room()[0]
     if need > 0.8 * have:
         c, h, w = plan.input_shape
         raise ExportError(f"exporting at {h}x{w} (batch {batch}) needs about {need / 2**30:.1f} GiB, more than the "
@@ -171,7 +171,7 @@ def check_room(plan, batch: int = 1) -> None:
 def example_input(net: nn.Module, size: int | tuple[int, int] | None = None, batch: int = 1,
                   dynamic_batch: bool = False) -> torch.Tensor:
     """A fixed (seeded) input of the network's input shape, at `size` if given."""
-    from .api import available_memory
+    from .io.room import memory_room
 
     c, h, w = net.input_shape
     if dynamic_batch:
@@ -179,9 +179,9 @@ def example_input(net: nn.Module, size: int | tuple[int, int] | None = None, bat
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):  # before the tensor exists
-        from .features import InputSizeError
+        from .network.features import InputSizeError
         raise InputSizeError(f"an input of {h}x{w}: each side must be 1 to {MAX_SIDE:,}, as a blueprint's input.size")
-    if 4 * (batch + 2) * c * h * w > 0.5 * available_memory():  # the example and the check input
+    if 4 * (batch + 2) * c * h * w > 0.5 * memory_room()[0]:  # the example and the check input
         raise ExportError(f"an example input of {batch}x{c}x{h}x{w} does not fit in this process's memory; "
                           "export at a smaller `--size`")
     x = torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(0))
@@ -329,7 +329,7 @@ def _export_or_locate(net: nn.Module, x: torch.Tensor, convert: Callable[[nn.Mod
 
 
 def _parts(net: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """The network's parts in order (composer/parts.py): stem, each stage's transition and blocks, head;
+    """The network's parts in order (composer/network/parts.py): stem, each stage's transition and blocks, head;
     those a pruned network no longer holds are left out."""
     for part in getattr(net, "parts", Parts()).leaves:
         try:

@@ -140,8 +140,8 @@ def test_every_exception_class_of_composer_derives_from_one_base():
             "RecipeError", "WeightsError", "DeviceError", "ImageRefused", "MissingExtra"} <= names
     assert [c.__name__ for c in ours if not issubclass(c, ComposerError)] == []
     # the built-in classes callers already catch are kept
-    from composer.fileio import WriteError
-    from composer.timm_adapter import TimmUnavailable
+    from composer.io.files import WriteError
+    from composer.tools.timm_adapter import TimmUnavailable
 
     assert issubclass(composer.InputSizeError, ValueError) and issubclass(WriteError, OSError)
     assert issubclass(TimmUnavailable, ImportError)

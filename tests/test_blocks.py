@@ -69,7 +69,7 @@ def test_relative_bias_is_shared_by_equal_offsets():
 
 
 def test_mbconv_stride_placement_changes_macs_not_params():
-    from composer.profile import OpCounter
+    from composer.analysis.tracing import OpCounter
 
     def count(stride_on):
         block = resolve_block({"type": "mbconv", "stride_on": stride_on}).build(BlockContext(64, 96, 2, (56, 56)))
@@ -161,7 +161,7 @@ def test_localvit_block_formula():
 
 
 def test_gpsa_local_init_attends_around_each_heads_offset():
-    from composer.build import init_weights
+    from composer.network.composed import init_weights
 
     config = resolve_block({"type": "transformer", "attention": {"type": "gpsa", "heads": 4, "locality_strength": 2.0}})
     block = config.build(BlockContext(16, 16, 1, (5, 5)))

@@ -6,7 +6,7 @@ import torch
 import yaml
 
 import composer
-from composer.profile import count_with_fvcore
+from composer.analysis.tracing import count_with_fvcore
 
 from .conftest import BLUEPRINTS, ROOT, shared_reference, small
 from .test_families import FAMILIES

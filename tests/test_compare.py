@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 import composer
 from cli.app import app
-from composer.check import analytic
-from composer.compare import compare
+from composer.analysis.crosscheck import analytic
+from composer.tools.compare import compare
 
 from .conftest import BLUEPRINTS
 from .test_profile_tools import PLUGIN_BLUEPRINT, plugin_block  # noqa: F401  (fixture)
@@ -97,7 +97,7 @@ def _label_boxes(rows):
     from matplotlib.text import Text
 
     import matplotlib.pyplot as plt
-    from composer.compare import figure
+    from composer.tools.compare import figure
 
     fig = figure(rows)
     try:
@@ -111,7 +111,7 @@ def _label_boxes(rows):
 @pytest.mark.parametrize("count", [3, 6, 12])
 def test_compare_plot_labels_never_overlap(count):
     """Networks with (nearly) the same figures: their labels' boxes, as the renderer lays them out, are apart."""
-    from composer.compare import Row
+    from composer.tools.compare import Row
 
     rows = [Row(f"network-{i}-with-a-long-name", None, [3, 64, 64], 1_000_000 + i, 2_000_000 + 3 * i, {})
             for i in range(count)]

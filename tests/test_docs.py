@@ -4,14 +4,14 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from composer.blocks import BLOCKS
-from composer.reference import render_blocks, render_grammar
+from composer.blueprint.grammar import render_blocks, render_grammar
 
 from .conftest import ROOT
 
 
 def test_grammar_reference_is_current():
     on_disk = (ROOT / "docs" / "grammar.md").read_text()
-    assert on_disk == render_grammar(), "regenerate: python -m composer.reference > docs/grammar.md"
+    assert on_disk == render_grammar(), "regenerate: python -m composer.blueprint.grammar > docs/grammar.md"
 
 
 def test_blocks_command_lists_every_block_and_option():

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 import composer
 from cli.app import app
-from composer.draw import draw
+from composer.tools.draw import draw
 
 from .conftest import BLUEPRINTS
 

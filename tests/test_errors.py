@@ -164,9 +164,9 @@ stages:
 
 
 def test_build_refuses_weights_larger_than_memory(write, tiny_text, monkeypatch):
-    import composer.api
+    import composer.network.guard
 
-    monkeypatch.setattr(composer.api, "memory_room", lambda: (100_000, "free memory"))  # bytes
+    monkeypatch.setattr(composer.network.guard, "memory_room", lambda: (100_000, "free memory"))  # bytes
     bp = composer.load(write(tiny_text))
     with pytest.raises(BlueprintError) as e:
         composer.build(bp)

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 import composer
 from cli.app import app
 from composer import BlueprintError
-from composer.fileio import Interrupted, NotRegularFileError, atomic_write, write_text
+from composer.io.files import Interrupted, NotRegularFileError, atomic_write, write_text
 
 from .conftest import BLUEPRINTS, ROOT, TINY
 
@@ -210,9 +210,11 @@ def test_names_with_escape_sequences_are_printed_escaped(tmp_path):
 # --- 2. memory past the build guard --------------------------------------------------------------
 
 def test_memory_guard_counts_buffers_and_blames_the_part(monkeypatch):
+    import composer.network.guard
+
     # a 66-parameter GPSA net at 128x128 holds 3 GB of index buffers
     gpsa = composer.loads(stages_text(1, 1, "G", 128).replace("channels: 16", "channels: 1"))
-    monkeypatch.setattr(composer.api, "memory_room", lambda: (2 << 30, "the room left under this process's RLIMIT_AS limit"))
+    monkeypatch.setattr(composer.network.guard, "memory_room", lambda: (2 << 30, "the room left under this process's RLIMIT_AS limit"))
     with pytest.raises(BlueprintError, match=r"needs 3\.0 GiB \(66 parameters and their buffers\).*RLIMIT_AS") as e:
         composer.build(gpsa)
     assert e.value.problems[0].path == ("stages", 0, "channels")
@@ -224,7 +226,7 @@ def test_memory_guard_counts_buffers_and_blames_the_part(monkeypatch):
 
 def test_memory_room_reads_rlimits():
     code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY));"
-            "from composer.limits import memory_room; room, why = memory_room();"
+            "from composer.io.room import memory_room; room, why = memory_room();"
             "assert room < 3 << 30 and 'RLIMIT_AS' in why, (room, why)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
 
@@ -255,9 +257,9 @@ def test_repeated_blocks_count_like_traced_ones(monkeypatch):
     """Replaying a repeated block's counts gives exactly what tracing every block gives."""
     plan = composer.plan(composer.load(BLUEPRINTS / "resnet50.yaml", overrides={"input.size": 64, "drop_path": 0.1}))
     replayed = composer.profile(plan), composer.train_memory(plan, batch=2)
-    for name in ("composer.profile", "composer.memory"):  # trace every block
+    for name in ("composer.analysis.tracing", "composer.analysis.memory"):  # trace every block
         monkeypatch.setattr(sys.modules[name], "count_repeats_once", lambda *args: None)
-    traced = sys.modules["composer.profile"].profile(plan), sys.modules["composer.memory"].train_memory(plan, batch=2)
+    traced = sys.modules["composer.analysis.tracing"].profile(plan), sys.modules["composer.analysis.memory"].train_memory(plan, batch=2)
     assert replayed[0].to_dict() == traced[0].to_dict()
     assert replayed[1].to_dict() == traced[1].to_dict()
 

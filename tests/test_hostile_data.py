@@ -20,14 +20,14 @@ from typer.testing import CliRunner
 
 from cli.app import app
 import composer.train.data as data_module
-import composer.train.evaluate  # noqa: F401  (the package exports a function of the same name)
+import composer.train.evaluation  # noqa: F401  (the package exports a function of the same name)
 
 from .conftest import ROOT
 from .synthetic import TINY_NET, make_folder, quick_train_args
 from .test_hostile import _check_refusal
 
 runner = CliRunner()
-evaluate_module = sys.modules["composer.train.evaluate"]
+evaluate_module = sys.modules["composer.train.evaluation"]
 # class names a spreadsheet would run as formulas, and a file name that is not UTF-8 (Latin-1 `café`)
 HOSTILE_CLASSES = ("=HYPERLINK(\"x\")", "@SUM(A1)", os.fsdecode(b"caf\xe9"))
 

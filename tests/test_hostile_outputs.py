@@ -1,6 +1,6 @@
 """Hostile and careless outputs, weights files and pictures: every writer keeps the user's files.
 
-One output rule for every command (composer/fileio.py): an input of the command is never replaced,
+One output rule for every command (composer/io/files.py): an input of the command is never replaced,
 names from inside files never leave the named folder, every failure names the target (never the
 temporary file) and is one line with exit 1. Budgets before work: names in pictures, safetensors
 headers, the uncompressed size of a zip checkpoint, non-finite weights.
@@ -29,7 +29,7 @@ import torch
 
 import composer
 from cli.app import app
-from composer.fileio import InputTargetError, WriteError, child, safe_name, write_text
+from composer.io.files import InputTargetError, WriteError, child, safe_name, write_text
 from composer.weights import WeightsError
 
 from .conftest import ROOT, TINY
@@ -180,7 +180,7 @@ DISK_CASES = [(["schema", "-o", "out.json"], err) for err in (errno.ENOSPC, errn
 def test_a_failing_disk_is_one_line_naming_the_target(command, err, tmp_path, monkeypatch):
     (tmp_path / "bp.yaml").write_text(TINY)
     (tmp_path / command[-1]).write_bytes(b"previous")  # an existing output survives a failed write
-    monkeypatch.setattr("composer.fileio.os.fsync", _fail_with(err))
+    monkeypatch.setattr("composer.io.files.os.fsync", _fail_with(err))
     r = _in(tmp_path, monkeypatch, command)
     _check_refusal(r, f"cannot write `{command[-1]}`: {os.strerror(err)}", False)
     assert ".tmp" not in r.output and r.output.count("error:") == 1
@@ -205,7 +205,7 @@ def test_a_refused_temporary_file_is_reported_under_the_target(err, tmp_path, mo
 
 
 def test_write_errors_of_the_library_name_the_target(tmp_path, monkeypatch):
-    monkeypatch.setattr("composer.fileio.os.fsync", _fail_with(errno.ENOSPC))
+    monkeypatch.setattr("composer.io.files.os.fsync", _fail_with(errno.ENOSPC))
     with pytest.raises(WriteError) as e:
         write_text(tmp_path / "x.json", "{}")
     assert e.value.filename == str(tmp_path / "x.json") and e.value.errno == errno.ENOSPC

@@ -1,4 +1,4 @@
-"""The parts of a network, enumerated once (composer/parts.py), and what is done once per run: the
+"""The parts of a network, enumerated once (composer/network/parts.py), and what is done once per run: the
 plan of `composer train`, the read of a checkpoint by eval, the memory room every consumer sees."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 import composer
 import composer.api
-import composer.limits
+import composer.io.room
 from cli.app import app
 from composer.layers.tokens import map_to_tokens, tokens_to_map
-from composer.parts import network_parts
+from composer.network.parts import network_parts
 from composer.train import autobatch
 
 from .conftest import ROOT, small
@@ -102,23 +102,23 @@ class _Limits:
 
 def test_batch_auto_and_the_build_guard_see_the_same_room(monkeypatch):
     """With 16 GiB free but a 6 GiB address-space limit, both see 6 GiB (less what is mapped)."""
-    monkeypatch.setattr(composer.limits, "free_memory", lambda: 16 << 30)
-    monkeypatch.setattr(composer.limits, "_cgroup_room", lambda: None)
-    monkeypatch.setattr(composer.limits, "resource", _Limits(6 << 30))
-    monkeypatch.setattr(composer.limits, "_status_bytes", lambda field: 1 << 30 if field == "VmSize" else 0)
+    monkeypatch.setattr(composer.io.room, "free_memory", lambda: 16 << 30)
+    monkeypatch.setattr(composer.io.room, "_cgroup_room", lambda: None)
+    monkeypatch.setattr(composer.io.room, "resource", _Limits(6 << 30))
+    monkeypatch.setattr(composer.io.room, "_status_bytes", lambda field: 1 << 30 if field == "VmSize" else 0)
     assert autobatch.free_memory(torch.device("cpu")) == composer.api.available_memory() == 5 << 30
     plan = composer.plan(composer.loads(TINY_NET))
     recipe = composer.train.load_recipe(None)
     _, info = autobatch.auto_batch(plan, recipe, torch.device("cpu"), limit=10_000)
     assert info["free_bytes"] == int((5 << 30) * autobatch.HEADROOM)
-    monkeypatch.setattr(composer.limits, "_cgroup_room", lambda: 2 << 30)  # a cgroup limit, tighter still
+    monkeypatch.setattr(composer.io.room, "_cgroup_room", lambda: 2 << 30)  # a cgroup limit, tighter still
     assert autobatch.free_memory(torch.device("cpu")) == composer.api.available_memory() == 2 << 30
 
 
 def test_under_a_real_rlimit_both_see_the_same_room():
     code = ("import resource, torch, composer.api\n"
             "from composer.train import autobatch\n"
-            "from composer.limits import _status_bytes\n"
+            "from composer.io.room import _status_bytes\n"
             "resource.setrlimit(resource.RLIMIT_AS, (_status_bytes('VmSize') + (1 << 30), resource.RLIM_INFINITY))\n"
             "a, b = autobatch.free_memory(torch.device('cpu')), composer.api.available_memory()\n"
             "assert a <= 1 << 30 and b <= 1 << 30 and abs(a - b) < 64 << 20, (a, b)\n")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from composer.train.data import class_order, scan_folder
-from composer.train.evaluate import safe_cell, write_predictions
+from composer.train.evaluation import safe_cell, write_predictions
 
 from .synthetic import TINY_NET, make_folder, quick_train_args
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import composer
 from cli.app import app
 from composer.blocks.mbconv import MBConvConfig
-from composer.memory import train_memory
+from composer.analysis.memory import train_memory
 
 from .conftest import BLUEPRINTS, ROOT
 
@@ -122,7 +122,7 @@ def test_train_memory_parts_dtype_and_optimizer():
 
 MEASURE = """
 import json, sys, composer
-from composer.memory import measure_train_peak, train_memory
+from composer.analysis.memory import measure_train_peak, train_memory
 plan = composer.plan(composer.load(sys.argv[1], overrides={"input.size": 64, "classes": 10}))
 estimate = train_memory(plan, batch=32, optimizer="adamw").total
 print(json.dumps({"estimate": estimate, "measured": measure_train_peak(plan, batch=32, optimizer="adamw")}))

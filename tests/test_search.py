@@ -11,7 +11,7 @@ import composer
 from cli.app import app
 from composer.blueprint import BlueprintError, load_text
 from composer.blueprint.jsonschema import space_json_schema_text
-from composer.search import Budget, find_choices, parse_budget, pareto_front, search
+from composer.tools.search import Budget, find_choices, parse_budget, pareto_front, search
 
 from .conftest import ROOT
 
@@ -117,7 +117,7 @@ def test_budget_text():
 
 
 def test_pareto_front_keeps_one_of_equal_candidates():
-    from composer.search import Candidate
+    from composer.tools.search import Candidate
     a, b, c = (Candidate(i, {}, "n", p, m) for i, (p, m) in enumerate([(10, 5), (10, 5), (5, 10)]))
     assert [x.index for x in pareto_front([a, b, c])] == [2, 0]
 
@@ -159,7 +159,7 @@ def test_search_command_errors(write, tmp_path):
 
 
 def test_activation_cache_equals_the_whole_network_trace():
-    from composer.memory import ActivationCache
+    from composer.analysis.memory import ActivationCache
     from .conftest import BLUEPRINTS
     cache = ActivationCache(batch=2, dtype="bf16")
     for path in sorted(BLUEPRINTS.glob("*.yaml")):
@@ -189,7 +189,7 @@ MEMORY_SPACE = SPACE.replace("stem: {type: conv, channels: [16], stride: 2}",
 def test_memory_is_a_cost_no_front_member_is_beaten():
     """With a memory budget, b beats a when b has at least a's parameters and MACs and needs no more
     memory (better on one): no front member is beaten by any candidate within the budget."""
-    from composer.search import dominates
+    from composer.tools.search import dominates
 
     result = search(load_text(MEMORY_SPACE), Budget(train_memory=1e18, batch=4))
     fitting, front = result.fitting, result.front
@@ -210,7 +210,7 @@ def test_memory_is_a_cost_no_front_member_is_beaten():
 
 
 def test_more_memory_is_no_merit():
-    from composer.search import Candidate
+    from composer.tools.search import Candidate
     small_hungry = Candidate(0, {}, "n", 10, 10, train_memory=100)  # smaller, cheaper, needs more memory
     big_lean = Candidate(1, {}, "n", 20, 20, train_memory=50)
     lean_small = Candidate(2, {}, "n", 5, 5, train_memory=10)  # smaller but needs less: a different trade

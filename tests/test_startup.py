@@ -41,7 +41,7 @@ def test_light_commands_do_not_import_torch(args):
 
 def test_import_composer_and_plan_without_torch():
     code = ("import sys, composer\np = composer.plan('%s')\nassert p.stages and composer.Plan is type(p)\n"
-            "from composer.check import analytic\nassert all(c is not None for _, c in analytic(p))\n"
+            "from composer.analysis.crosscheck import analytic\nassert all(c is not None for _, c in analytic(p))\n"
             "print('torch' in sys.modules)" % COATNET)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr

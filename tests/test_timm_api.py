@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 import composer
 from cli.app import app
-from composer.features import apply_position_norm
-from composer.timm_adapter import TimmUnavailable, entrypoint, register
+from composer.network.features import apply_position_norm
+from composer.tools.timm_adapter import TimmUnavailable, entrypoint, register
 
 from .conftest import BLUEPRINTS, small
 from .test_export import perturbed

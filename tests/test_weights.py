@@ -151,7 +151,7 @@ def test_fine_tune_coatnet_resizes_relative_tables():
 
 
 def test_resizing_to_the_same_grid_changes_nothing():
-    from composer.weights.load import resize_pos_embed, resize_relative_table
+    from composer.weights.loading import resize_pos_embed, resize_relative_table
 
     pos = torch.randn(1, 1 + 16, 8)
     assert torch.allclose(resize_pos_embed(pos, 1, (4, 4)), pos, atol=1e-6)
@@ -258,12 +258,12 @@ def test_load_model_ignores_unknown_entries(tmp_path):
 
 
 def test_load_model_checks_memory_before_reading_tensors(tmp_path, monkeypatch):
-    import composer.api
+    import composer.network.guard
     import composer.weights.read
 
     bp = small("resnet18_small", **{"input.size": 32})
     composer.save(composer.build(bp), bp, tmp_path / "m.safetensors")
-    monkeypatch.setattr(composer.api, "memory_room", lambda: (1000, "free memory"))
+    monkeypatch.setattr(composer.network.guard, "memory_room", lambda: (1000, "free memory"))
     monkeypatch.setattr(composer.weights.read, "read_safetensors", lambda p: pytest.fail("tensors read first"))
     with pytest.raises(composer.BlueprintError, match="more than the"):
         composer.load_model(tmp_path / "m.safetensors")

@@ -1,7 +1,7 @@
 """Analytic costs: parameters and MACs from a config and an input shape, with no tensor at all.
 
 Each block family states its cost with these helpers; `composer profile --check` compares the sums
-with the traced count. The conventions are the counter's (see composer/profile.py): a conv or
+with the traced count. The conventions are the counter's (see composer/analysis/tracing.py): a conv or
 Linear costs one MAC per weight use and nothing for its bias; BatchNorm at inference costs 2 per
 element, LayerNorm 5 per element; activations, softmax, pooling and residual adds are free.
 """

@@ -5,7 +5,7 @@ Pillow, kornia, rich and matplotlib (the `train` extra) are imported only when u
 """
 
 from .data import DataError
-from .evaluate import evaluate, predict, write_predictions
+from .evaluation import evaluate, predict, write_predictions
 from .extras import MissingExtra
 from .loop import RunProblems, TrainingError, TrainResult, train
 from .recipe import Recipe, RecipeError, load_recipe, recipe_json_schema_text, recipe_markdown

@@ -1,5 +1,5 @@
 """`--batch auto`: the largest per-device batch that fits, from composer's own training-memory
-estimate (composer.memory, a forward pass on meta tensors), before any weight is allocated.
+estimate (composer.analysis.memory, a forward pass on meta tensors), before any weight is allocated.
 
 The estimate is built to err on the safe side for what the recipe adds:
 - mixed precision (bf16/fp16 autocast): weights, gradients and optimizer state stay float32; the
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from ..limits import device_room
-from ..memory import train_memory
-from ..plan import Plan
+from ..io.room import device_room
+from ..analysis.memory import train_memory
+from ..planning.planner import Plan
 from .recipe import Recipe
 
 HEADROOM = 0.85  # of the free memory: the allocator's fragmentation and the backward's temporaries
@@ -44,7 +44,7 @@ def step_bytes(plan: Plan, recipe: Recipe, batch: int) -> int:
 
 
 def free_memory(device: torch.device) -> int:
-    """Bytes a training step on `device` may take: the same room the build guard sees (composer/limits.py)."""
+    """Bytes a training step on `device` may take: the same room the build guard sees (composer/io/room.py)."""
     return device_room(device)[0]
 
 

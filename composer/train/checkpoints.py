@@ -35,11 +35,11 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def _check_head(payload: dict, p: Path) -> None:
     """The head's width, the blueprint's `classes` and the class names (when there are any) agree."""
-    from ..api import loads
+    from ..blueprint.reading import parse_blueprint
     from ..blueprint import BlueprintError
     origin = payload.get("blueprint_file")
     try:  # the blueprint's own errors are located in the checkpoint, not in the file it was once read from
-        declared = loads(payload["blueprint"], file=f"{p} (blueprint {origin})" if isinstance(origin, str) else str(p)).model.classes
+        declared = parse_blueprint(payload["blueprint"], file=f"{p} (blueprint {origin})" if isinstance(origin, str) else str(p)).model.classes
     except BlueprintError:
         raise
     except Exception:

@@ -34,7 +34,7 @@ import torch
 
 from ..blueprint import BlueprintError, Problem
 from ..errors import ComposerError
-from ..fileio import atomic_write, reading_many
+from ..io.files import atomic_write, reading_many
 from .extras import require
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -567,7 +567,7 @@ def check_images(samples: Samples, policy: str, progress: Callable[[int, int], N
                  threads: int | None = None, fix: str = SKIP_HINT) -> Samples:
     """Decode every image once. Broken ones are refused (DataError) or dropped and counted; the
     sizes of the good ones are summarised in `stats` of the result. The images become inputs of the
-    running command: no output of it may replace one (composer.fileio.reading_many)."""
+    running command: no output of it may replace one (composer.io.files.reading_many)."""
     reading_many(samples.paths)
     threads = threads or min(8, os.cpu_count() or 1)
     bad: list[tuple[Path, str]] = []

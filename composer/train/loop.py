@@ -27,10 +27,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from ..api import apply_overrides, build as build_model, plan as make_plan, save
+from ..blueprint.overrides import apply_overrides
+from ..planning.specs import to_plan as make_plan
+from ..weights.model import build_network as build_model, save_network as save
 from ..blueprint import Blueprint, BlueprintError, Problem
-from ..blueprint.validate import validate as validate_blueprint
-from ..plan import Plan
+from ..blueprint.validation import validate as validate_blueprint
+from ..planning.planner import Plan
 from . import distributed, runs
 from .augment import Normalize, TrainAugment, soft_cross_entropy
 from .autobatch import auto_batch

@@ -15,11 +15,11 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Discriminator, Field, PrivateAttr, Strict, Tag, ValidationError, field_validator
 
-from ..api import apply_overrides
 from ..blueprint import BlueprintError, Problem
 from ..blueprint.loader import Source, load_text, read_file
-from ..blueprint.validate import located_problems
-from ..blocks.base import StrictModel
+from ..blueprint.overrides import apply_overrides
+from ..blueprint.validation import located_problems
+from ..blueprint.scalars import StrictModel
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 DEFAULT_RECIPE = "<default recipe>"  # where the values of no recipe file come from

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Optional, TextIO
 
-from ..fileio import atomic_write, write_text
+from ..io.files import atomic_write, write_text
 from .extras import require
 
 

@@ -9,18 +9,21 @@ Takes a built network and its plan; never reaches back to the blueprint.
 from __future__ import annotations
 
 import os
-from typing import Literal, Mapping, Union
+from typing import TYPE_CHECKING, Literal, Mapping, Union
 
 import torch
 
-from ..build import ComposedNet
-from ..parts import network_parts
-from ..plan import Plan
-from .load import LoadReport, load_tensors
+from ..network.composed import ComposedNet
+from ..network.parts import network_parts
+from ..planning.planner import Plan
+from .loading import LoadReport, load_tensors
 from .read import Checkpoint, WeightsError, read_checkpoint, weights_error
 from .timm import from_timm, timm_hits
 from .transformers import from_transformers, transformers_hits
-from .transplant import transplant
+from .part_transplant import transplant
+
+if TYPE_CHECKING:
+    from ..network.composed import ComposedNet
 
 Source = Union[str, os.PathLike, Mapping[str, torch.Tensor], Checkpoint]
 Layout = Literal["auto", "composer", "timm", "transformers"]

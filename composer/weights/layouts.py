@@ -19,8 +19,8 @@ from typing import Callable, Iterable, Union
 
 import torch
 
-from ..parts import Part, Parts, network_parts
-from ..plan import Plan
+from ..network.parts import Part, Parts, network_parts
+from ..planning.planner import Plan
 
 Theirs = Union[str, tuple[str, ...]]
 Rule = tuple[Theirs, Callable | None]  # the library's key(s), and how to turn its tensor(s) into ours
@@ -110,7 +110,7 @@ def _part_names(part: Part, spelling: Spelling) -> Alternatives:
 
 def rules(plan: Plan, own_keys: Iterable[str], available: set[str], spelling: Spelling) -> dict[str, Rule]:
     """For each of our state-dict keys, the library's key(s) and conversion (keys it has no name for
-    are absent). Every part of the network (composer/parts.py) names its own tensors."""
+    are absent). Every part of the network (composer/network/parts.py) names its own tensors."""
     parts = network_parts(plan)
     by_part = _by_part(parts, own_keys)
     out: dict[str, Rule] = {}

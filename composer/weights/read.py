@@ -106,7 +106,7 @@ def check_zip_directory(path: Path) -> None:
     """From the zip directory, before torch reads anything: entry count, the object stream's
     uncompressed size, and compressed entries (torch writes entries stored; a compressed one would
     be inflated into memory) against the memory this process may use."""
-    from ..limits import memory_room
+    from ..io.room import memory_room
 
     try:
         with zipfile.ZipFile(path) as archive:
@@ -160,7 +160,7 @@ def load_pickle(path: Path) -> Any:
     if kind == "zip":
         check_zip_directory(path)
     else:
-        from ..limits import memory_room
+        from ..io.room import memory_room
 
         have, why = memory_room()
         if path.stat().st_size > 0.5 * have:

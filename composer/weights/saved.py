@@ -21,7 +21,7 @@ import torch
 
 from ..blueprint import Blueprint
 from ..blueprint.loader import MAX_FILE_BYTES, dump_text
-from ..fileio import atomic_write, inputs
+from ..io.files import atomic_write, inputs
 from .read import _check_path, check_finite, check_safetensors_header, file_kind, load_pickle, weights_error
 
 FORMAT = "composer/1"
@@ -45,7 +45,7 @@ def _save_model(net: torch.nn.Module, blueprint: Blueprint, path: str | os.PathL
     if is_safetensors_path(path):
         from safetensors.torch import save
 
-        from ..arguments import check_extra
+        from ..blueprint.arguments import check_extra
 
         check_extra(path, extra)
         metadata = {**(extra or {}), **{k: v or "" for k, v in header.items()}}

@@ -9,7 +9,7 @@ from typing import Iterable
 
 import torch
 
-from ..plan import Plan
+from ..planning.planner import Plan
 from .layouts import Rule, Spelling, convert, hits, rules
 
 TIMM = Spelling(

@@ -16,7 +16,7 @@ from typing import Iterable
 
 import torch
 
-from ..plan import Plan
+from ..planning.planner import Plan
 from .layouts import Spelling, convert, hits
 
 TRANSFORMERS = Spelling(

@@ -35,7 +35,7 @@ import unicodedata
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
-from .errors import ComposerError
+from ..errors import ComposerError
 
 
 class WriteError(ComposerError, OSError):

@@ -11,10 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .blocks.base import BlockConfig, BlockContext, Complaint, downsample
-from .blueprint.errors import BlueprintError
-from .blueprint.validate import Blueprint
-from .budgets import MAX_TOKEN_LAYERS
+from ..blocks.base import BlockConfig, BlockContext, Complaint, downsample
+from ..blueprint.errors import BlueprintError
+from ..blueprint.validation import Blueprint
+from ..blueprint.budgets import MAX_TOKEN_LAYERS
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from .blocks.base import BlockContext
-from .blocks.cost import Cost
+from ..blocks.base import BlockContext
+from ..blocks.cost import Cost
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from .plan import Plan, StagePlan
+    from ..planning.planner import Plan, StagePlan
 
 Kind = Literal["stem", "stage", "transition", "block", "head"]
 
@@ -103,7 +103,7 @@ class Part:
 
         if self.kind != "stage":
             return self.config.build(self.context) or nn.Identity()
-        from .build import Stage
+        from .composed import Stage
 
         return Stage(self.config)
 

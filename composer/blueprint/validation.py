@@ -9,7 +9,7 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from ..blocks.base import BlockConfig, Variant
-from ..budgets import MAX_BLOCKS, MAX_STAGES
+from .budgets import MAX_BLOCKS, MAX_STAGES
 from .errors import BlueprintError, Problem, suggest
 from .loader import Source
 from .schema import LAYOUT_RE, block_adapter, block_union, blueprint_model, merged_block, parse_layout
@@ -248,7 +248,7 @@ def _order(p: Problem) -> tuple:
 
 
 def _budgets(source: Source, model: Any) -> list[Problem]:
-    """The size budgets of composer/budgets.py that the schema alone cannot see (totals)."""
+    """The size budgets of composer/blueprint/budgets.py that the schema alone cannot see (totals)."""
     stages = model.stages
     if len(stages) > MAX_STAGES:
         return [source.problem(("layout",), f"the layout has {len(stages):,} stages, over the budget of {MAX_STAGES} "

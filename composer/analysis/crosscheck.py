@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from .blocks.cost import Cost
-from .parts import network_parts
-from .plan import Plan
+from ..blocks.cost import Cost
+from ..network.parts import network_parts
+from ..planning.planner import Plan
 
 if TYPE_CHECKING:  # analytic() needs no torch; check() traces, and imports it then
-    from .profile import Profile
+    from .tracing import Profile
 
 
 def analytic(plan: Plan) -> list[tuple[str, Cost | None]]:
@@ -64,7 +64,7 @@ class CheckReport:
 def check(plan: Plan, traced: Profile | None = None, tolerance: float = 0.01) -> CheckReport:
     """Compare analytic and traced parameters (exactly) and MACs (within `tolerance`), per part."""
     if traced is None or traced.input[0] != 1 or traced.elementwise_counted:
-        from .profile import profile
+        from .tracing import profile
 
         traced = profile(plan)
     out = []

@@ -12,9 +12,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .features import check_input, feature_levels, fixed_size_reason, forward_intermediates, resolve_indices
-from .layers.tokens import map_to_tokens, resize_pos_embed, square_grid, tokens_to_map
+from ..layers.tokens import map_to_tokens, resize_pos_embed, square_grid, tokens_to_map
 from .parts import children, network_parts
-from .plan import Plan, StagePlan
+from ..planning.planner import Plan, StagePlan
 
 torch.fx.wrap("check_input")  # a leaf for torch.fx: the input-size guard runs on the real input
 
@@ -102,7 +102,7 @@ class ComposedNet(nn.Module):
     def __init__(self, plan: Plan):
         super().__init__()
         self.name = plan.name
-        self.parts = network_parts(plan)  # what each submodule is, as planned (composer/parts.py)
+        self.parts = network_parts(plan)  # what each submodule is, as planned (composer/network/parts.py)
         top = {p.kind: p for p in self.parts.top if p.kind != "stage"}
         self.stem = top["stem"].build()
         self.stages = nn.Sequential(*(p.build() for p in self.parts.top if p.kind == "stage"))
@@ -131,7 +131,7 @@ class ComposedNet(nn.Module):
                               intermediates_only: bool = False, blocks: bool = False):
         """Maps of chosen feature levels (`feature_info`; or, with `blocks=True`, of chosen blocks
         numbered across the network) as (B, C, H, W), class tokens dropped; returns (final features,
-        maps), or only the maps with `intermediates_only` (see composer.features)."""
+        maps), or only the maps with `intermediates_only` (see composer.network.features)."""
         return forward_intermediates(self, x, indices, norm=norm, stop_early=stop_early, output_fmt=output_fmt,
                                      intermediates_only=intermediates_only, blocks=blocks)
 
@@ -152,7 +152,7 @@ class ComposedNet(nn.Module):
         optionally another pooling: "avg" or "max" for a pool head, "token" or "avg" for a token head,
         "" for none (the head then works at every position: maps or tokens come out)."""
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            from .arguments import argument_error
+            from ..blueprint.arguments import argument_error
 
             raise argument_error(f"`num_classes`: expected a whole number >= 0, not {num_classes!r}",
                                  at="reset_classifier()")
@@ -165,7 +165,7 @@ class ComposedNet(nn.Module):
         """Recompute each block's activations in the backward pass instead of keeping them
         (torch.utils.checkpoint, per block): less memory, about one more forward pass of time."""
         if not isinstance(enable, bool):
-            from .arguments import argument_error
+            from ..blueprint.arguments import argument_error
 
             raise argument_error(f"`enable`: expected True or False, not {enable!r}", at="set_grad_checkpointing()")
         self.grad_checkpointing = enable

@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .build import build
-from .choices import DTYPE_ALIASES, DTYPE_NAMES, OPTIMIZER_STATES
-from .parts import network_parts
-from .plan import Plan
+from ..network.composed import build
+from .options import DTYPE_ALIASES, DTYPE_NAMES, OPTIMIZER_STATES
+from ..network.parts import network_parts
+from ..planning.planner import Plan
 from .repeats import count_repeats_once
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}

@@ -7,16 +7,19 @@ checkpoint in timm's layout), then the chosen parts are loaded into the same par
 
 from __future__ import annotations
 
-from typing import Iterable, Union
+from typing import TYPE_CHECKING, Iterable, Union
 
 import torch
 
-from ..build import ComposedNet, build
-from ..plan import Plan
-from .load import LoadReport, load_tensors
+from ..network.guard import meta_network
+from ..planning.planner import Plan
+from .loading import LoadReport, load_tensors
 from .read import weights_error
 from .timm import from_timm, timm_hits
 from .transformers import from_transformers
+
+if TYPE_CHECKING:
+    from ..network.composed import ComposedNet
 
 Part = Union[str, int]
 
@@ -42,7 +45,7 @@ def _source_tensors(ckpt, source_plan: Plan | None, layout: str) -> tuple[dict[s
     if layout == "auto":
         layout = "composer"
         if source_plan is not None:
-            meta = build(source_plan, device="meta")
+            meta = meta_network(source_plan)
             own = list(meta.state_dict())
             if timm_hits(source_plan, own, ckpt.tensors) > sum(k in ckpt.tensors for k in own):
                 layout = "timm"
@@ -52,7 +55,7 @@ def _source_tensors(ckpt, source_plan: Plan | None, layout: str) -> tuple[dict[s
         raise weights_error(ckpt.file, f"a checkpoint in {layout}'s layout needs the blueprint of its architecture "
                                        "to be transplanted",
                             "give it (`--weights-blueprint`, or `blueprint:` in `pretrained`)")
-    meta = build(source_plan, device="meta")
+    meta = meta_network(source_plan)
     tensors, _ = (from_timm if layout == "timm" else from_transformers)(source_plan, list(meta.state_dict()),
                                                                         ckpt.tensors)
     return tensors, layout

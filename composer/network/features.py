@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import torch
 from torch import nn
 
-from .errors import ComposerError
-from .layers.tokens import map_to_tokens, tokens_to_map
+from ..errors import ComposerError
+from ..layers.tokens import map_to_tokens, tokens_to_map
 
 if TYPE_CHECKING:
-    from .build import ComposedNet, Stage
-    from .plan import Plan
+    from .composed import ComposedNet, Stage
+    from ..planning.planner import Plan
 
 
 class InputSizeError(ComposerError, ValueError):
@@ -138,8 +138,8 @@ def feature_levels(plan: Plan, stem: nn.Module) -> tuple[FeatureInfo, tuple[Tap,
 def resolve_indices(indices: int | Sequence[int] | None, count: int, what: str,
                     at: str | None = None) -> tuple[int, ...]:
     """timm's convention: None takes all, an int n the last n, a sequence those (negative from the end);
-    a bad choice is an ArgumentError (composer/arguments.py)."""
-    from .arguments import check_indices
+    a bad choice is an ArgumentError (composer/blueprint/arguments.py)."""
+    from ..blueprint.arguments import check_indices
 
     return check_indices(indices, count, what, at)
 
@@ -194,7 +194,7 @@ def _run(net, x: torch.Tensor, taps: Sequence[Tap], take: set[int], stop_after: 
 
 def apply_position_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A LayerNorm over the channels of a (B, C, H, W) map, whether it takes maps or channels-last."""
-    from .layers.norms import LayerNorm2d
+    from ..layers.norms import LayerNorm2d
 
     return norm(x) if isinstance(norm, LayerNorm2d) else norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
@@ -215,7 +215,7 @@ def forward_intermediates(net: ComposedNet, x: torch.Tensor, indices: int | Sequ
     `norm` passes maps through the head's per-position norm (a token head's LayerNorm, or a pool
     head's `norm_on: map`): every level's in an isotropic network, as timm's ViT, else the last
     level's, as timm's hierarchical networks. `output_fmt` is "NCHW" (B, C, H, W) or "NLC" (B, H*W, C)."""
-    from .arguments import check_choice, check_flag
+    from ..blueprint.arguments import check_choice, check_flag
 
     at = "forward_intermediates()"
     check_choice("output_fmt", output_fmt, ("NCHW", "NLC"), at)
@@ -250,7 +250,7 @@ class FeatureNet(nn.Module):
         taps = net.feature_taps
         last = taps[self.out_indices[-1]]
         self.stem = net.stem
-        self.parts = net.parts  # those it keeps are found at their paths (composer/parts.py)
+        self.parts = net.parts  # those it keeps are found at their paths (composer/network/parts.py)
         self.stages = net.stages[: last.stage + 1] if last.where != "stem" else nn.Sequential()
         if last.where == "block":  # keep the blocks up to the last one asked for
             stage = self.stages[-1]

@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .fileio import atomic_write
-from .plan import Plan
-from .profile import Profile
+from ..io.files import atomic_write
+from ..planning.planner import Plan
+from ..analysis.tracing import Profile
 
 FORMATS = ("svg", "png")
 _MAP, _TOKENS, _EDGE = "#d8e8f4", "#fbe3c8", "#e6e6e6"

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from .plan import StagePlan
+from ..planning.planner import StagePlan
 
 
 class Ledger(Protocol):

@@ -32,10 +32,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from .blueprint import BlueprintError, Problem, Source, validate
-from .blueprint.errors import KeyPath
-from .check import analytic
-from .plan import plan as make_plan
+from ..blueprint import BlueprintError, Problem, Source, validate
+from ..blueprint.errors import KeyPath
+from ..analysis.crosscheck import analytic
+from ..planning.planner import plan as make_plan
 
 CHOICE_KEYS = ("one_of", "range")
 MAX_RANGE_VALUES = 10_000
@@ -282,7 +282,7 @@ def search(source: Source, budget: Budget, *, limit: int = 10_000, seed: int = 0
     name = source.data.get("name") if isinstance(source.data.get("name"), str) else None
     cache = None
     if budget.train_memory is not None:
-        from .memory import OPTIMIZER_STATES, ActivationCache, DTYPE_ALIASES, DTYPES
+        from ..analysis.memory import OPTIMIZER_STATES, ActivationCache, DTYPE_ALIASES, DTYPES
         cache = ActivationCache(budget.batch, dtype)
         item = DTYPES[DTYPE_ALIASES.get(dtype, dtype)].itemsize
         per_param = item * (2 + OPTIMIZER_STATES[optimizer])  # weights, gradients, optimizer state
@@ -308,7 +308,7 @@ def search(source: Source, budget: Budget, *, limit: int = 10_000, seed: int = 0
             continue
         costs = analytic(p)
         if any(c is None for _, c in costs):
-            from .profile import profile
+            from ..analysis.tracing import profile
             report = profile(p)
             params, macs = report.params, report.macs
         else:
@@ -336,7 +336,7 @@ def plot(result: SearchResult, path) -> None:
     from pathlib import Path
 
     from .draw import _require_matplotlib, picture_text
-    from .fileio import atomic_write
+    from ..io.files import atomic_write
 
     target = Path(path)
     fmt = target.suffix.lower().lstrip(".")

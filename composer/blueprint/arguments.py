@@ -10,13 +10,14 @@ import math
 import os
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from .blueprint.errors import BlueprintError, Problem
+from .errors import BlueprintError, Problem
 from .budgets import MAX_BATCH, MAX_TENSOR_BYTES
-from .errors import given, option, where
-from .plan import Plan
+from ..errors import given, option, where
 
 if TYPE_CHECKING:
     import torch
+
+    from ..planning.planner import Plan
 
 
 class ArgumentError(BlueprintError, ValueError):
@@ -91,18 +92,6 @@ def check_batch(plan: Plan, batch: Any) -> None:
             f"numbers, past the budget of {MAX_TENSOR_BYTES / 2**60:g} EiB per tensor", "use a smaller batch or input size")
 
 
-def check_save(net: Any, blueprint: Any, path: Any, extra: Any) -> None:
-    from .blueprint.validate import Blueprint
-    from .build import ComposedNet
-
-    if not isinstance(net, ComposedNet):
-        raise argument_error(f"`net` must be a network built by composer.build, not {type(net).__name__}")
-    if not isinstance(blueprint, Blueprint):
-        raise argument_error(f"`blueprint` must be a Blueprint from composer.load, not {type(blueprint).__name__}")
-    check_path(path, "output path")
-    check_extra(path, extra)
-
-
 RESERVED = ("format", "blueprint", "blueprint_file", "state_dict")  # the entries a saved model holds itself
 
 
@@ -154,19 +143,3 @@ def check_indices(indices: Any, count: int, what: str, at: str | None = None) ->
     if not out or len(set(out)) != len(out):
         raise argument_error(f"`{what}`: give distinct indices, not {list(indices)!r}", at=at)
     return tuple(sorted(out))
-
-
-def check_parts(plan: Plan, parts: Any, weights: Any) -> list:
-    """`parts` of composer.build: stem, head and stage indices, only with `weights`."""
-    from .weights.transplant import check_parts as problems_of
-
-    if weights is None:
-        raise argument_error("`parts` needs `weights` (the checkpoint to transplant them from)")
-    if isinstance(parts, (str, bytes)) or not isinstance(parts, (list, tuple)) or not parts \
-            or any(isinstance(x, bool) or not isinstance(x, (int, str)) for x in parts):
-        raise argument_error(f"`parts`: expected a list of stem, head and stage indices such as ['stem', 0, 1], "
-                             f"not {parts!r}")
-    found = problems_of(plan, parts)
-    if found:
-        raise argument_error(f"`parts`: {'; '.join(found)}")
-    return list(parts)

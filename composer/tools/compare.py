@@ -1,7 +1,7 @@
 """compare: several planned networks side by side, as rows of figures and as a scatter plot.
 
 Each row carries the same figures as `profile` (parameters, MACs, per-part split), taken from the
-blocks' analytic costs (`composer.check.analytic`, equal to the traced count for every shipped
+blocks' analytic costs (`composer.analysis.crosscheck.analytic`, equal to the traced count for every shipped
 blueprint; tests/test_compare.py holds them to it) so that comparing needs no torch; a network with a
 block family that states no analytic cost (a plugin) is traced instead. When asked, the row adds the
 training-memory estimate of `memory`, which traces. The plot puts MACs against parameters, one labelled
@@ -14,9 +14,9 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .check import analytic
-from .fileio import atomic_write
-from .plan import Plan
+from ..analysis.crosscheck import analytic
+from ..io.files import atomic_write
+from ..planning.planner import Plan
 
 
 @dataclass
@@ -50,7 +50,7 @@ def compare(plans: list[Plan], *, batch: int | None = None, dtype: str = "float3
         split = {name: {"params": params, "macs": m, "share": m / macs if macs else 0.0} for name, params, m in parts}
         memory = None
         if batch:
-            from .memory import train_memory
+            from ..analysis.memory import train_memory
 
             memory = train_memory(p, batch=batch, dtype=dtype, optimizer=optimizer).total
         rows.append(Row(p.name, p.blueprint.source.file, list(p.input_shape), sum(n for _, n, _ in parts), macs,
@@ -64,7 +64,7 @@ def _part_figures(p: Plan) -> list[tuple[str, int, int]]:
     parts = analytic(p)
     if all(cost is not None for _, cost in parts):
         return [(name, cost.params, cost.macs) for name, cost in parts]
-    from .profile import profile
+    from ..analysis.tracing import profile
 
     return [(part.name, part.params, part.macs) for part in profile(p).parts]
 

@@ -25,8 +25,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry, sdpa_flop_count
 
-from .build import ComposedNet, build
-from .plan import Plan
+from ..network.composed import ComposedNet, build
+from ..planning.planner import Plan
 from .repeats import count_repeats_once
 
 aten = torch.ops.aten

@@ -2,7 +2,7 @@
 its cgroup's memory limit, and its own address-space and data-segment limits (rlimit).
 
 Free RAM alone misleads in a container (the cgroup limit is far below the host's RAM) and under
-`ulimit -v`. Every consumer asks here: the build guard (composer.api.check_fits_in_memory), the
+`ulimit -v`. Every consumer asks here: the build guard (composer.network.guard.check_fits_in_memory), the
 checkpoint reader, export's checks, and `--batch auto` (`device_room`: on a GPU, its free memory;
 elsewhere, this process's room), so they all see the same figure.
 """

@@ -1,5 +1,5 @@
 """Names of the training-memory choices (dtypes, optimizers), kept free of torch so that the command
-line can offer them, and check them, without importing it; composer.memory maps them to torch."""
+line can offer them, and check them, without importing it; composer.analysis.memory maps them to torch."""
 
 from __future__ import annotations
 

@@ -18,10 +18,11 @@ from typing import Optional, Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from ..api import loads, model_from_saved
+from ..blueprint.reading import parse_blueprint
+from ..weights.model import model_from_saved
 from ..blueprint import BlueprintError, Problem
 from ..errors import where
-from ..fileio import atomic_write
+from ..io.files import atomic_write
 from ..weights.saved import saved_from_payload
 from . import distributed
 from .augment import Normalize
@@ -67,7 +68,7 @@ def load_for_inference(path: str | Path, device: torch.device, batch: int = 1, v
     payload = load_checkpoint(path)
     # the blueprint inside the checkpoint: its errors are located there, not in the file it was once read from
     origin = payload.get("blueprint_file")
-    bp = loads(payload["blueprint"], file=f"{path} (blueprint {origin})" if origin else str(path))
+    bp = parse_blueprint(payload["blueprint"], file=f"{path} (blueprint {origin})" if origin else str(path))
     shape = bp.model.input
     (h, w), channels = shape.hw, shape.channels
     if channels not in (1, 3):

@@ -21,7 +21,7 @@ from ..layers.tokens import resize_pos_embed  # noqa: F401
 from .read import weights_error
 
 if TYPE_CHECKING:
-    from ..build import ComposedNet
+    from ..network.composed import ComposedNet
 
 OPTIONAL = ("num_batches_tracked",)  # counters some checkpoints leave out
 

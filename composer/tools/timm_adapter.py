@@ -1,7 +1,7 @@
 """Composer blueprints as timm model names, for scripts that only know `timm.create_model`.
 
     import timm
-    from composer.timm_adapter import register_blueprints
+    from composer.tools.timm_adapter import register_blueprints
     register_blueprints()                        # the shipped blueprints: composer_coatnet0, composer_timm_resnet50, ...
     net = timm.create_model("composer_coatnet0", num_classes=10, img_size=64)
 
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ComposerError
+from ..errors import ComposerError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "blueprints"
 
@@ -65,8 +65,6 @@ def _preprocessing(path: Path) -> dict:
 
 def entrypoint(path: str | os.PathLike, name: str | None = None) -> Callable[..., Any]:
     """A timm-style model function for the blueprint at `path` (see the module's docstring)."""
-    import composer
-
     path = Path(path)
     name = name or f"composer_{path.stem}"
 
@@ -84,13 +82,15 @@ def entrypoint(path: str | os.PathLike, name: str | None = None) -> Callable[...
         overrides = {key: value for key, value in (("classes", num_classes), ("input.channels", in_chans),
                                                    ("input.size", img_size), ("drop_path", drop_path_rate))
                      if value is not None}
-        plan = composer.plan(composer.load(path, overrides=overrides))
-        net = composer.build(plan, weights=weights if pretrained or weights else None)
+        from ..blueprint.reading import read_blueprint
+        from ..weights.model import build_network
+
+        net = build_network(read_blueprint(path, overrides), weights=weights if pretrained or weights else None)
         net.pretrained_cfg.update({**_preprocessing(path), "architecture": name})
         if global_pool is not None:
             net.reset_classifier(net.num_classes, global_pool)
         if features_only:
-            from .features import FeatureNet
+            from ..network.features import FeatureNet
 
             backbone = FeatureNet(net, out_indices)
             backbone.pretrained_cfg = backbone.default_cfg = net.pretrained_cfg
@@ -105,12 +105,14 @@ def entrypoint(path: str | os.PathLike, name: str | None = None) -> Callable[...
 
 def register(path: str | os.PathLike, name: str | None = None) -> str:
     """Register the blueprint at `path` as timm model `name` (default `composer_<file stem>`)."""
-    import composer
+    from ..blueprint.reading import read_blueprint
+    from ..network.guard import meta_network
+    from ..planning.planner import plan
 
     register_model = _timm()
     path = Path(path)
     fn = entrypoint(path, name)
-    net = composer.build(composer.load(path), device="meta")
+    net = meta_network(plan(read_blueprint(path)))
     cfg = {k: v for k, v in net.pretrained_cfg.items() if k != "architecture"}
     default_cfgs[fn.__name__] = {**cfg, **_preprocessing(path)}
     setattr(sys.modules[__name__], fn.__name__, fn)

@@ -1,0 +1,1 @@
+"""The shape pass: a validated blueprint -> per-block contexts (widths, strides, grids, tokens)."""

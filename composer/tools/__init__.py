@@ -1,0 +1,1 @@
+"""Tools for people built on the pipeline: compare, search, draw, timm's model names."""
