@@ -146,7 +146,10 @@ def test_train_plans_once_and_eval_reads_the_checkpoint_once(tmp_path, monkeypat
     data = make_folder(tmp_path / "data", {"train": 16, "val": 8})
     bp = tmp_path / "tiny.yaml"
     bp.write_text(TINY_NET)
-    plans = _counting(monkeypatch, composer.api, "_plan")
+    import composer.planning.planner
+
+    # every plan() ends with the network-wide checks: one call per planning, whoever imported plan()
+    plans = _counting(monkeypatch, composer.planning.planner, "_network_checks")
     r = runner.invoke(app, quick_train_args(bp, data, tmp_path / "run"))
     assert r.exit_code == 0, r.output
     assert len(plans) == 1, f"planned {len(plans)} times"
