@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 MODELS = {
     "swin_tiny_small": (
         "swin_tiny_patch4_window7_224",
-        {"img_size": 64, "window_size": 4, "embed_dim": 16, "depths": (2, 2, 2, 1), "num_heads": (1, 2, 4, 4),
+        {"img_size": 64, "window_size": 4, "embed_dim": 16, "depths": (2, 2, 2, 1), "num_heads": (1, 2, 4, 8),
          "num_classes": 10},
         "swin_tiny_patch4_window7_224",
         "timm swin_tiny_patch4_window7_224 at 64x64, window 4 (shifted windows in stages 1-2, an unshifted "
@@ -154,7 +154,7 @@ def compare_layers() -> None:
         block = swin_transformer.SwinTransformerBlock(32, grid, num_heads=4, window_size=window, shift_size=shift)
         randomise(block)
         block.eval()
-        ours = WindowAttention(32, 4, grid, block.window_size, block.shift_size)
+        ours = WindowAttention(32, 32, 4, grid, block.window_size, block.shift_size)
         _copy(ours, block.attn, {"qkv": "qkv", "proj": "proj", "relative.table": "relative_position_bias_table"},
               table)
         x = torch.randn(2, grid[0], grid[1], 32)

@@ -65,17 +65,17 @@ class WindowAttention(nn.Module):
     """Multi-head self-attention within windows (or grid cells) of an H x W token grid, with a relative
     position bias table; tokens (B, H*W, C) in and out."""
 
-    def __init__(self, dim: int, heads: int, grid: tuple[int, int], window: tuple[int, int],
+    def __init__(self, in_dim: int, dim: int, heads: int, grid: tuple[int, int], window: tuple[int, int],
                  shift: tuple[int, int] = (0, 0), partition: str = "window", qkv_bias: bool = True,
-                 scale: float | None = None, bias: nn.Module | None = None):
+                 scale: float | None = None, out_dim: int | None = None):
         super().__init__()
         self.grid, self.window, self.shift, self.kind = tuple(grid), tuple(window), tuple(shift), partition
         self.heads = heads
         self.head_dim = dim // heads
         self.scale = scale if scale is not None else self.head_dim ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.relative = bias if bias is not None else RelativePositionBias(heads, self.window)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = nn.Linear(in_dim, 3 * dim, bias=qkv_bias)
+        self.relative = RelativePositionBias(heads, self.window)
+        self.proj = nn.Linear(dim, out_dim or dim)
         if any(self.shift):
             self.register_buffer("mask", shift_mask(self.grid, self.window, self.shift), persistent=False)
         else:
@@ -84,6 +84,7 @@ class WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         (H, W), (sh, sw) = self.grid, self.shift
+        dim = self.heads * self.head_dim
         x = x.view(B, H, W, C)
         if sh or sw:
             x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
@@ -96,7 +97,7 @@ class WindowAttention(nn.Module):
             bias = (bias.unsqueeze(0) + self.mask.unsqueeze(1)).unsqueeze(0).expand(B, -1, -1, -1, -1)
             bias = bias.reshape(B * nw, self.heads, n, n)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
-        out = merge(out.transpose(1, 2).reshape(Bw, n, C), self.window, self.grid, self.kind)
+        out = merge(out.transpose(1, 2).reshape(Bw, n, dim), self.window, self.grid, self.kind)
         if sh or sw:
             out = torch.roll(out, shifts=(sh, sw), dims=(1, 2))
-        return self.proj(out.reshape(B, N, C))
+        return self.proj(out.reshape(B, N, dim))
