@@ -19,31 +19,32 @@ from .attention import map_to_tokens, tokens_to_map
 
 class SpatialReductionAttention(nn.Module):
     def __init__(self, dim: int, heads: int, grid: tuple[int, int], reduction: int = 1, pooled: int | None = None,
-                 qkv_bias: bool = True, norm_eps: float = 1e-5, scale: float | None = None):
+                 qkv_bias: bool = True, norm_eps: float = 1e-5, scale: float | None = None, in_dim: int | None = None):
         super().__init__()
+        c_in = in_dim or dim
         self.grid, self.heads, self.head_dim = tuple(grid), heads, dim // heads
         self.scale = scale if scale is not None else self.head_dim ** -0.5
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.q = nn.Linear(c_in, dim, bias=qkv_bias)
+        self.kv = nn.Linear(c_in, 2 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         if pooled:
             self.pool = nn.AdaptiveAvgPool2d(pooled)
-            self.sr, self.norm, self.act = nn.Conv2d(dim, dim, 1), nn.LayerNorm(dim, eps=norm_eps), nn.GELU()
+            self.sr, self.norm, self.act = nn.Conv2d(c_in, c_in, 1), nn.LayerNorm(c_in, eps=norm_eps), nn.GELU()
         elif reduction > 1:
             self.pool = nn.Identity()
-            self.sr, self.norm = nn.Conv2d(dim, dim, reduction, reduction), nn.LayerNorm(dim, eps=norm_eps)
+            self.sr, self.norm = nn.Conv2d(c_in, c_in, reduction, reduction), nn.LayerNorm(c_in, eps=norm_eps)
             self.act = nn.Identity()
         else:
             self.pool = self.sr = self.norm = self.act = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
+        B, N, _ = x.shape
         q = self.q(x).view(B, N, self.heads, self.head_dim).transpose(1, 2)  # (B, h, N, d)
         if self.sr is not None:
             x = self.act(self.norm(map_to_tokens(self.sr(self.pool(tokens_to_map(x, self.grid))))))
         k, v = self.kv(x).view(B, -1, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, h, M, d) each
         out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        return self.proj(out.transpose(1, 2).reshape(B, N, C))
+        return self.proj(out.transpose(1, 2).reshape(B, N, self.heads * self.head_dim))
 
 
 class DepthwiseConvMlp(nn.Module):

@@ -90,13 +90,17 @@ class WindowAttention(nn.Module):
             x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
         windows = partition(x, self.window, self.kind)  # (B * nW, n, C)
         Bw, n, _ = windows.shape
-        q, k, v = self.qkv(windows).view(Bw, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (Bw, h, n, d)
+        qkv = self.qkv(windows).view(Bw, n, 3, self.heads, self.head_dim)
         bias = self.relative()  # (heads, n, n)
-        if self.mask is not None:  # (nW, n, n): one mask per window position, the same for every image
+        if self.mask is None:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (Bw, heads, n, d)
+        else:  # windows x heads as one axis, so one (nW * heads, n, n) bias serves every image
             nw = self.mask.shape[0]
-            bias = (bias.unsqueeze(0) + self.mask.unsqueeze(1)).unsqueeze(0).expand(B, -1, -1, -1, -1)
-            bias = bias.reshape(B * nw, self.heads, n, n)
+            q, k, v = qkv.view(B, nw, n, 3, self.heads, self.head_dim).permute(3, 0, 1, 4, 2, 5).reshape(
+                3, B, nw * self.heads, n, self.head_dim)
+            bias = (bias.unsqueeze(0) + self.mask.unsqueeze(1)).reshape(nw * self.heads, n, n)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
+        out = out.reshape(Bw, self.heads, n, self.head_dim)
         out = merge(out.transpose(1, 2).reshape(Bw, n, dim), self.window, self.grid, self.kind)
         if sh or sw:
             out = torch.roll(out, shifts=(sh, sw), dims=(1, 2))

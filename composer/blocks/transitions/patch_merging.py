@@ -4,7 +4,7 @@ stage's width. An odd height or width is padded with zeros first."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
@@ -23,6 +23,8 @@ class PatchMergingTransitionConfig(_Transition):
     type: Literal["patch_merging"] = Field("patch_merging", description="Transition kind: Swin's patch merging "
                                                                         "(stride 2).")
     norm_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the LayerNorm.")
+
+    kernel: ClassVar[int] = 2  # it merges 2x2 blocks
 
     def output_size(self, size: int, stride: int) -> int:
         return downsample(size, 2)

@@ -42,10 +42,6 @@ class SpatialReductionAttention(AttentionConfig):
 
     def check(self, ctx: BlockContext) -> list[Complaint]:
         out = super().check(ctx) + self.grid_only(ctx)
-        if ctx.in_channels != ctx.out_channels:
-            out.append(Complaint("channels", "`spatial_reduction` attention keeps the width, but this block goes from "
-                                 f"{ctx.in_channels} to {ctx.out_channels} channels",
-                                 "give the stage a `transition` that changes the width"))
         h, w = ctx.out_resolution
         if not self.pooled and self.reduction > min(h, w):
             out.append(Complaint("reduction", f"a reduction of {self.reduction} leaves nothing of this stage's "
@@ -57,22 +53,22 @@ class SpatialReductionAttention(AttentionConfig):
         return f"spatial_reduction{how} h{self.heads_in(ctx)}"
 
     def cost(self, ctx: BlockContext) -> C.Cost:
-        c, (h, w) = ctx.out_channels, ctx.out_resolution
+        c_in, c, (h, w) = ctx.in_channels, ctx.out_channels, ctx.out_resolution
         n = h * w
         kh, kw = self.kv_grid(ctx)
         m = kh * kw if (self.pooled or self.reduction > 1) else n
-        total = C.linear(c, c, n, self.qkv_bias) + C.linear(c, 2 * c, m, self.qkv_bias) + C.linear(c, c, n)
+        total = C.linear(c_in, c, n, self.qkv_bias) + C.linear(c_in, 2 * c, m, self.qkv_bias) + C.linear(c, c, n)
         if self.pooled:
-            total += C.conv(c, c, 1, (kh, kw), bias=True) + C.layernorm(c, m)
+            total += C.conv(c_in, c_in, 1, (kh, kw), bias=True) + C.layernorm(c_in, m)
         elif self.reduction > 1:
-            total += C.conv(c, c, self.reduction, (kh, kw), bias=True) + C.layernorm(c, m)
+            total += C.conv(c_in, c_in, self.reduction, (kh, kw), bias=True) + C.layernorm(c_in, m)
         return total + C.Cost(macs=2 * n * m * c)
 
     def build(self, ctx: BlockContext) -> nn.Module:
         from ....layers.spatial_reduction_attention import SpatialReductionAttention as Module
 
         return Module(ctx.out_channels, self.heads_in(ctx), ctx.out_resolution, self.reduction, self.pooled,
-                      self.qkv_bias, self.norm_eps, self.logit_scale(ctx))
+                      self.qkv_bias, self.norm_eps, self.logit_scale(ctx), in_dim=ctx.in_channels)
 
     def timm_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
         """timm's PVTv2 `Attention`."""
