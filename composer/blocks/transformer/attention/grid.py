@@ -36,7 +36,7 @@ class GridAttention(WindowAttention):
             if g > self.window and g % self.window:
                 return [Complaint("window", f"a {self.window}x{self.window} lattice does not divide this stage's "
                                   f"{grid[0]}x{grid[1]} grid: its {axis} {g} is not a multiple of {self.window}",
-                                  f"grids that work: {grids_that_work(self.window, g)}; change the input size or "
+                                  f"a grid of {grids_that_work(self.window, g)} works: change the input size, or "
                                   "the window")]
         return []
 

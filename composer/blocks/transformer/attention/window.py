@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 
 
 def grids_that_work(window: int, size: int) -> str:
-    """`7, 14 or 21` around `size`: grid sizes a window of `window` accepts (at most the window, or a multiple)."""
-    low = max(window, (size // window) * window)
-    return f"at most {window}, or a multiple of {window} such as {low} or {low + window}"
+    """`21 or 28` for a window of 7 and a grid of 24: the nearest grid sizes the window tiles."""
+    low = (size // window) * window
+    return f"{low} or {low + window}" if low > window else f"at most {window}, or {low + window}"
 
 
 @ATTENTIONS.register
@@ -55,7 +55,7 @@ class WindowAttention(AttentionConfig):
             if g > self.window and g % self.window:
                 out.append(Complaint("window", f"window {self.window} does not tile this stage's {grid[0]}x{grid[1]} "
                                      f"grid: its {axis} {g} is not a multiple of {self.window}",
-                                     f"grids that work: {grids_that_work(self.window, g)}; change the input size "
+                                     f"a grid of {grids_that_work(self.window, g)} works: change the input size, "
                                      "or the window"))
                 break
         return out
