@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from torch import nn
 
 from ...layers import Conv2dSame, make_norm
@@ -13,8 +15,8 @@ def conv_transition(config: ConvTransitionConfig, in_channels: int, out_channels
         conv = Conv2dSame(in_channels, out_channels, config.kernel, stride, 0, bias=config.bias)
     else:
         conv = nn.Conv2d(in_channels, out_channels, config.kernel, stride, config.pad(stride), bias=config.bias)
-    return nn.Sequential(
-        make_norm("layernorm" if config.norm == "before" else "none", in_channels, eps=config.norm_eps),
-        conv,
-        make_norm("layernorm" if config.norm == "after" else "none", out_channels, eps=config.norm_eps),
-    )
+    return nn.Sequential(OrderedDict(
+        norm_in=make_norm("layernorm" if config.norm == "before" else "none", in_channels, eps=config.norm_eps),
+        conv=conv,
+        norm_out=make_norm("layernorm" if config.norm == "after" else "none", out_channels, eps=config.norm_eps),
+    ))
