@@ -7,10 +7,11 @@ parameters and statistics and randomised relative position tables. Its weights g
 tests/data/timm/NAME.safetensors (timm's key names, float16), and timm's eval-mode logits for a
 seeded (2, 3, 64, 64) input, computed from exactly those stored weights, into NAME.io.safetensors;
 index.json gets an entry per model. The script also checks that blueprints/timm/ARCH.yaml at full
-size has timm's parameter count, and (`--layers`) compares composer's layers with timm's
+size has timm's parameter count, (`--full`) that it computes timm's logits there from timm's
+weights, and (`--layers`) compares composer's layers with timm's
 submodules on random inputs.
 
-    PYTHONPATH=/work/timm-oracle:bench python bench/make_hybrid_reference.py [--only NAME] [--layers]
+    PYTHONPATH=/work/timm-oracle:bench python bench/make_hybrid_reference.py [--only NAME] [--layers] [--full]
 """
 
 from __future__ import annotations
@@ -91,6 +92,25 @@ def check_full_size(timm, name: str, arch: str, blueprint: str) -> None:
     print(f"{name}: full size, timm {theirs:,} parameters, blueprint {ours:,}")
     if ours != theirs:
         raise SystemExit(f"{name}: the blueprint has {ours:,} parameters, timm's model {theirs:,}")
+
+
+def compare_full_size(timm, name: str, arch: str, blueprint: str) -> None:
+    """timm's full-size model with random weights, loaded into the blueprint through timm's names:
+    the same logits at timm's input size (float32)."""
+    import composer
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False)
+    randomise(model)
+    model.eval()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    net = composer.build(ROOT / "blueprints" / "timm" / f"{blueprint}.yaml", weights=model.state_dict()).eval()
+    with torch.no_grad():
+        theirs, ours = model(x), net(x)
+    diff, top = (ours - theirs).abs().max().item(), theirs.abs().max().item()
+    print(f"{name}: full size at 224, max |ours - timm| = {diff:.2e} (largest logit {top:.3f})")
+    if diff > 1e-4 * max(1.0, top):
+        raise SystemExit(f"{name}: full-size logits differ from timm's by {diff:.2e}")
 
 
 def write_reference(timm, name: str, arch: str, kwargs: dict, stands_for: str, index: dict) -> None:
@@ -192,6 +212,7 @@ def main() -> None:
     parser.add_argument("--only")
     parser.add_argument("--layers", action="store_true", help="compare composer's layers with timm's")
     parser.add_argument("--no-write", action="store_true", help="check only; write no reference")
+    parser.add_argument("--full", action="store_true", help="also compare logits at full size (random weights)")
     args = parser.parse_args()
     sys.path.insert(0, str(args.timm))
     stub_torchvision()
@@ -205,6 +226,8 @@ def main() -> None:
         if args.only and args.only != name:
             continue
         check_full_size(timm, name, arch, blueprint)
+        if args.full:
+            compare_full_size(timm, name, arch, blueprint)
         if not args.no_write:
             write_reference(timm, name, arch, kwargs, stands_for, index)
     if not args.no_write:

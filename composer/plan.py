@@ -197,7 +197,7 @@ def _stage(i: int, blueprint: Blueprint, walk: _Walk, problems: _Problems) -> St
         rate = m.drop_path * walk.blocks_done / max(1, walk.total_blocks - 1)
         first_in = c_out if has_transition else walk.channels
         ctx = BlockContext(first_in if j == 0 else c_out, c_out, (1 if has_transition else stride) if j == 0 else 1,
-                           res, prefix, rate)
+                           res, prefix, rate, index=j)
         if j < 2:  # every later block sees what the second one sees
             for c in block.check(ctx):
                 problems.complain(i, c)

@@ -42,6 +42,7 @@ class BlockContext:
     resolution: tuple[int, int]  # (H, W) of the block's input grid
     prefix_tokens: int = 0  # class tokens in front of the grid tokens
     drop_path: float = 0.0
+    index: int = 0  # the block's place in its stage, 0 for the first (Swin shifts the windows of odd ones)
 
     @property
     def out_resolution(self) -> tuple[int, int]:

@@ -110,7 +110,8 @@ def rules(plan: Plan, own_keys: Iterable[str], available: set[str], spelling: Sp
     by_part = _by_part(own_keys)
     out: dict[str, Rule] = {}
     for part in ("stem", "head"):
-        for key, rule in _best(by_part.get(part, []), spelling.names(getattr(plan, part)), available).items():
+        where = (len(plan.stages),) if part == "head" else ()  # a head's names may follow the stage count
+        for key, rule in _best(by_part.get(part, []), spelling.names(getattr(plan, part), *where), available).items():
             out[f"{part}.{key}"] = rule
 
     # one block numbering for the whole network: the one that finds most tensors

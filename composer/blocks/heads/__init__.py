@@ -56,16 +56,19 @@ class _Head(Part):
             channels = self.hidden
         return total + (C.linear(channels, classes) if classes > 0 else C.Cost())
 
-    def timm_names(self) -> list[dict[str, str]]:
+    def timm_names(self, stages: int = 0) -> list[dict[str, str]]:
         """Spellings of the head in timm (keys relative to the network): ResNet's `fc`; EfficientNet's
-        `conv_head/bn2/classifier`; ViT's `norm/head`; ConvNeXt's and MaxxVit's `head.*` (MaxxVit's
-        map norm is `norm`)."""
-        return [{"fc": "fc"},
-                {"conv.conv": "conv_head", "conv.norm": "bn2", "fc": "classifier"},
-                {"norm": "norm", "fc": "head"},
-                {"norm": "head.norm", "pre_logits.fc": "head.pre_logits.fc", "fc": "head.fc", "map_norm": "norm"}]
+        `conv_head/bn2/classifier`; ViT's `norm/head`; ConvNeXt's, MaxxVit's and Swin's `head.*` (the
+        map norm is `norm`); PVTv2's `head`, whose map norm ends the last of the `stages`."""
+        names = [{"fc": "fc"},
+                 {"conv.conv": "conv_head", "conv.norm": "bn2", "fc": "classifier"},
+                 {"norm": "norm", "fc": "head"},
+                 {"norm": "head.norm", "pre_logits.fc": "head.pre_logits.fc", "fc": "head.fc", "map_norm": "norm"}]
+        if stages:
+            names.append({"map_norm": f"stages.{stages - 1}.norm", "fc": "head"})
+        return names
 
-    def transformers_names(self) -> list[dict[str, str]]:
+    def transformers_names(self, stages: int = 0) -> list[dict[str, str]]:
         """Spellings of the head in Hugging Face transformers: CvT's, ViT's and ConvNeXt's final
         LayerNorm and `classifier`; ResNet's `classifier.1`; MobileNetV2's and EfficientNet's feature
         conv before the classifier."""
