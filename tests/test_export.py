@@ -26,7 +26,10 @@ from .conftest import BLUEPRINTS, ROOT
 
 ALL = sorted(p.stem for p in BLUEPRINTS.glob("*.yaml"))
 # windows of 7 do not tile a 64x64 input's grids (16, 8, ...); windows of 4 do
-SMALL_WINDOWS = {"swin_tiny": {"blocks.W.attention.window": 4}, "maxvit_tiny": {"blocks.M.window": 4}}
+SMALL_WINDOWS = {"swin_tiny": {"blocks.W.attention.window": 4}, "maxvit_tiny": {"blocks.M.window": 4},
+                 "timm/swin_tiny_patch4_window7_224": {"blocks.W.attention.window": 4, "blocks.W.attention.head_dim": 8},
+                 "timm/maxvit_tiny_tf_224": {"blocks.M.window": 4, "blocks.M.head_dim": 8},
+                 "timm/pvt_v2_b0": {"blocks.P.attention.head_dim": 8}}
 runner = CliRunner()
 ort = pytest.importorskip("onnxruntime", reason="needs the `export` extra: pip install -e '.[export]'")
 

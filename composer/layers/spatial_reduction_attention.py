@@ -35,14 +35,15 @@ class SpatialReductionAttention(nn.Module):
             self.sr, self.norm = nn.Conv2d(c_in, c_in, reduction, reduction), nn.LayerNorm(c_in, eps=norm_eps)
             self.act = nn.Identity()
         else:
-            self.pool = self.sr = self.norm = self.act = None
+            self.pool, self.sr, self.norm, self.act = nn.Identity(), nn.Identity(), nn.Identity(), nn.Identity()
+        self.reduce = bool(pooled) or reduction > 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
         q = self.q(x).view(B, N, self.heads, self.head_dim).transpose(1, 2)  # (B, h, N, d)
-        if self.sr is not None:
+        if self.reduce:
             x = self.act(self.norm(map_to_tokens(self.sr(self.pool(tokens_to_map(x, self.grid))))))
-        k, v = self.kv(x).view(B, -1, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, h, M, d) each
+        k, v = self.kv(x).view(B, -1, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, M, d)
         out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(B, N, self.heads * self.head_dim))
 

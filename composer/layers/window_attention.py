@@ -76,10 +76,9 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(in_dim, 3 * dim, bias=qkv_bias)
         self.relative = RelativePositionBias(heads, self.window)
         self.proj = nn.Linear(dim, out_dim or dim)
-        if any(self.shift):
-            self.register_buffer("mask", shift_mask(self.grid, self.window, self.shift), persistent=False)
-        else:
-            self.mask = None
+        self.shifted = any(self.shift)
+        mask = shift_mask(self.grid, self.window, self.shift) if self.shifted else torch.zeros(0)
+        self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
@@ -92,12 +91,12 @@ class WindowAttention(nn.Module):
         Bw, n, _ = windows.shape
         qkv = self.qkv(windows).view(Bw, n, 3, self.heads, self.head_dim)
         bias = self.relative()  # (heads, n, n)
-        if self.mask is None:
-            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (Bw, heads, n, d)
+        if not self.shifted:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (Bw, heads, n, d)
         else:  # windows x heads as one axis, so one (nW * heads, n, n) bias serves every image
             nw = self.mask.shape[0]
             q, k, v = qkv.view(B, nw, n, 3, self.heads, self.head_dim).permute(3, 0, 1, 4, 2, 5).reshape(
-                3, B, nw * self.heads, n, self.head_dim)
+                3, B, nw * self.heads, n, self.head_dim).unbind(0)
             bias = (bias.unsqueeze(0) + self.mask.unsqueeze(1)).reshape(nw * self.heads, n, n)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
         out = out.reshape(Bw, self.heads, n, self.head_dim)
