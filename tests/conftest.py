@@ -25,6 +25,13 @@ def shared_reference(*parts: str) -> Path:
     return path
 
 
+# windows of 7 do not tile a 64x64 input's grids (16, 8, ...); windows of 4 and heads of 8 do
+SMALL_WINDOWS = {"swin_tiny": {"blocks.W.attention.window": 4}, "maxvit_tiny": {"blocks.M.window": 4},
+                 "timm/swin_tiny_patch4_window7_224": {"blocks.W.attention.window": 4, "blocks.W.attention.head_dim": 8},
+                 "timm/maxvit_tiny_tf_224": {"blocks.M.window": 4, "blocks.M.head_dim": 8},
+                 "timm/pvt_v2_b0": {"blocks.P.attention.head_dim": 8}}
+
+
 def small_sets(name: str) -> dict:
     """The overrides that narrow `blueprints/NAME.yaml` for tests (see `small`)."""
     data = yaml.safe_load((BLUEPRINTS / f"{name}.yaml").read_text())
@@ -35,7 +42,7 @@ def small_sets(name: str) -> dict:
     for i, s in enumerate(data["stages"]):
         overrides[f"stages.{i}.depth"] = min(2, s["depth"])
         overrides[f"stages.{i}.channels"] = s["channels"] // 4
-    return overrides
+    return {**overrides, **SMALL_WINDOWS.get(name, {})}
 
 
 def small(name: str, sets: dict | None = None):

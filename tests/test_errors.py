@@ -44,7 +44,10 @@ def test_wrong_types_and_ranges_all_reported(write, tiny_text):
 def test_literal_choice_suggestion(write, tiny_text):
     [p] = problems(write(tiny_text.replace("type: relative", "type: relativ")))
     assert p.path == ("blocks", "T", "attention", "type") and p.hint == "did you mean `relative`?"
-    assert "expected one of `conv`, `gpsa`, `plain`, `relative`" in p.message
+    from composer.blocks.transformer.attention import ATTENTIONS
+
+    assert "expected one of " + ", ".join(f"`{kind}`" for kind in sorted(ATTENTIONS)) in p.message
+    assert {"conv", "gpsa", "plain", "relative"} <= set(ATTENTIONS)
 
 
 def test_kind_shorthand_is_located_like_its_mapping(write, tiny_text):

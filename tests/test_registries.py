@@ -39,6 +39,10 @@ def sized(cls, **given) -> dict:
         out["channels"] = [WIDTHS[0]] if plural else WIDTHS[0]
     if "patch" in fields:
         out["patch"] = 2
+    if "window" in fields:  # windows that tile the 16x16 and 8x8 grids
+        out["window"] = 4
+    if "reduction" in fields:  # a reduction that fits the grids and divides the widths
+        out["reduction"] = 2
     return {**out, **given}
 
 

@@ -30,7 +30,7 @@ CASES = [
     ("vit_b16", VIT, VIT.replace("qkv_bias: true}", "qkv_bias: true, kernel: 4}"),
      "kernel", "an option of attention `conv`, not `plain`"),
     ("vit_b16", VIT, VIT.replace("ffn: {ratio: 4}", "ffn: {ratio: 4, kernel: 7}"),
-     "kernel", "an option of ffn `conv`, not `mlp`"),
+     "kernel", "an option of ffn `conv`, `dwconv`, not `mlp`"),
     # the same in the flat spellings of earlier versions: the hint shows the new spelling
     ("vit_b16", VIT, VIT.replace("norm_eps: 1e-6}", "norm_eps: 1e-6, locality_strength: 50}"),
      "locality_strength", "attention: {type: gpsa, locality_strength: 1.0}"),

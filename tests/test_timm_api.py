@@ -52,6 +52,9 @@ TIMM_LEVELS = {
     "coatnet_0_rw_224": [(64, 2), (96, 4), (192, 8), (384, 16), (768, 32)],
     "coatnet_1_rw_224": [(64, 2), (96, 4), (192, 8), (384, 16), (768, 32)],
     "coatnet_0_224": [(64, 2), (96, 4), (192, 8), (384, 16), (768, 32)],
+    "swin_tiny_patch4_window7_224": [(96, 4), (192, 8), (384, 16), (768, 32)],
+    "pvt_v2_b0": [(32, 4), (64, 8), (160, 16), (256, 32)],
+    "maxvit_tiny_tf_224": [(64, 2), (64, 4), (128, 8), (256, 16), (512, 32)],
 }
 
 
@@ -61,7 +64,7 @@ def narrow(name: str, classes: int = 0) -> composer.Blueprint:
     data = yaml.safe_load((BLUEPRINTS / f"{name}.yaml").read_text())
     sets = {f"blocks.{k}.attention.head_dim": 16 for k, b in data["blocks"].items()
             if isinstance(b.get("attention"), dict) and "head_dim" in b["attention"]}
-    return small(name, {**sets, "classes": classes})
+    return small(name, {**sets, **SMALL_WINDOWS.get(name, {}), "classes": classes})
 
 
 def _fmt(m: torch.Tensor) -> tuple[int, ...]:

@@ -66,12 +66,13 @@ class _Head(Part):
 
     def timm_names(self, ctx: BlockContext, layout: str = "") -> list[dict[str, str]]:
         """Spellings of the head in timm (keys relative to the network): ResNet's `fc`; EfficientNet's
-        `conv_head/bn2/classifier`; ViT's `norm/head`; ConvNeXt's and MaxxVit's `head.*` (MaxxVit's
-        map norm is `norm`)."""
-        return [{"fc": "fc"},
-                {"conv.conv": "conv_head", "conv.norm": "bn2", "fc": "classifier"},
-                {"norm": "norm", "fc": "head"},
-                {"norm": "head.norm", "pre_logits.fc": "head.pre_logits.fc", "fc": "head.fc", "map_norm": "norm"}]
+        `conv_head/bn2/classifier`; ViT's `norm/head`; ConvNeXt's, MaxxVit's and Swin's `head.*` (the
+        map norm is `norm`); PVTv2's `head`, whose map norm ends the last of the `stages`."""
+        names = [{"fc": "fc"},
+                 {"conv.conv": "conv_head", "conv.norm": "bn2", "fc": "classifier"},
+                 {"norm": "norm", "fc": "head"},
+                 {"norm": "head.norm", "pre_logits.fc": "head.pre_logits.fc", "fc": "head.fc", "map_norm": "norm"}]
+        return names + [{"map_norm": f"stages.{ctx.stage}.norm", "fc": "head"}]  # ctx.stage: the last stage
 
     def transformers_names(self, ctx: BlockContext, layout: str = "") -> list[dict[str, str]]:
         """Spellings of the head in Hugging Face transformers: CvT's, ViT's and ConvNeXt's final

@@ -39,6 +39,8 @@ class ConvStemConfig(_Stem):
     act: Activation = Field("relu", description="Activation after each norm.")
     last_norm_act: bool = Field(True, description="Whether the last conv is also followed by norm and act (false in CoAtNet).")
     pool: Literal["none", "max"] = Field("none", description="`max`: a 3x3 stride-2 max-pool at the end (ResNet).")
+    bias: bool | None = Field(None, description="Bias on the convs; unset: only where no norm follows (MaxViT: "
+                                                   "true).")
 
     @field_validator("kernel")
     @classmethod
@@ -46,6 +48,10 @@ class ConvStemConfig(_Stem):
         if value % 2 == 0:
             raise ValueError(f"stem kernels must be odd (use {value - 1} or {value + 1})")
         return value
+
+    @property
+    def conv_bias(self) -> bool:
+        return self.norm == "none" if self.bias is None else self.bias
 
     @property
     def out_channels(self) -> int:
@@ -64,7 +70,7 @@ class ConvStemConfig(_Stem):
         total, c, hw = C.Cost(), ctx.in_channels, ctx.resolution
         grid = tuple(downsample(n, self.stride) for n in hw)
         for i, width in enumerate(self.channels):
-            total += C.conv(c, width, self.kernel, grid, bias=self.norm == "none")
+            total += C.conv(c, width, self.kernel, grid, bias=self.conv_bias)
             if self.norm == "batchnorm" and (i < len(self.channels) - 1 or self.last_norm_act):
                 total += C.batchnorm(width, grid[0] * grid[1])
             c = width

@@ -17,7 +17,7 @@ def conv_stem(config: ConvStemConfig, in_channels: int) -> nn.Module:
     for i, width in enumerate(config.channels, 1):
         last = i == len(config.channels)
         layers[f"conv{i}"] = conv2d(c, width, config.kernel, config.stride if i == 1 else 1,
-                                    bias=config.norm == "none", padding=config.padding)
+                                    bias=config.conv_bias, padding=config.padding)
         if not last or config.last_norm_act:
             if config.norm != "none":
                 layers[f"norm{i}"] = make_norm(config.norm, width, eps=config.norm_eps)
