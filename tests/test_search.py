@@ -227,3 +227,12 @@ def test_search_plot_shows_the_memory_axis(tmp_path, write):
     assert r.exit_code == 0, r.output
     words = " ".join(t.text or "" for t in ET.parse(out).getroot().iter("{http://www.w3.org/2000/svg}text"))
     assert "training memory (GiB) at batch 4" in words and "parameters (M)" in words
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SPACES.glob("*.yaml")))
+def test_every_shipped_space_samples_without_invalid_candidates(name):
+    """A shipped space is a list of networks that all plan: a sample of it has no invalid candidate."""
+    r = CliRunner().invoke(app, ["search", str(SPACES / f"{name}.yaml"), "--budget", "macs=100G", "--limit", "12",
+                                 "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    assert " 0 invalid" in r.output, r.output
