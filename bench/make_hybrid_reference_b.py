@@ -85,6 +85,27 @@ def randomise(model: torch.nn.Module, seed: int = 0) -> None:
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
 
 
+def create(timm, arch: str, kwargs: dict) -> torch.nn.Module:
+    """timm.create_model(arch, **kwargs); where timm's model function fixes an argument itself (the
+    MetaFormers fix their depths and widths), its builder is given ours instead of the fixed one."""
+    import timm.models.metaformer as metaformer
+
+    builder = metaformer._create_metaformer
+
+    def patched(variant, pretrained=False, **fixed):
+        return builder(variant, pretrained=pretrained, **{**fixed, **kwargs})
+
+    metaformer._create_metaformer = patched
+    try:
+        return timm.create_model(arch, pretrained=False, **{k: v for k, v in kwargs.items()
+                                                            if not arch.startswith(METAFORMERS) or k == "num_classes"})
+    finally:
+        metaformer._create_metaformer = builder
+
+
+METAFORMERS = ("poolformer", "convformer", "caformer")
+
+
 def full_size(timm, arch: str, blueprint: str, numbers: dict) -> None:
     import composer
 
@@ -139,7 +160,7 @@ def main() -> None:
         full_size(timm, arch, blueprint, numbers)
         if not args.check:
             torch.manual_seed(0)
-            model = timm.create_model(arch, pretrained=False, **kwargs)
+            model = create(timm, arch, kwargs)
             randomise(model)
             state = {k: (v.half() if v.is_floating_point() else v).contiguous()
                      for k, v in model.state_dict().items()}

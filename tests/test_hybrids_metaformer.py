@@ -31,10 +31,12 @@ def widths(*ws: int) -> dict:
 # index.json's small checkpoints as overrides of the shipped blueprints (bench/make_hybrid_reference_b.py)
 CASES = {
     "convnextv2_tiny_small": ("convnextv2_tiny", {**ONE_BLOCK, **widths(16, 32, 48, 64), "stem.channels": 16}),
+    "poolformer_s12_small": ("poolformer_s12", {**ONE_BLOCK, **widths(16, 32, 48, 64)}),
 }
 # timm 1.0's parameter counts at full size, 1000 classes (../shared/reference/numbers-hybrids.yaml)
 PARAMS = {
     "convnextv2_tiny": 28_635_496,
+    "poolformer_s12": 11_915_176,
 }
 
 

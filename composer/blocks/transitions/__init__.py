@@ -48,6 +48,7 @@ class ConvTransitionConfig(_Transition):
     norm: Literal["before", "after", "none"] = Field(
         "before", description="Where the LayerNorm sits: before the conv (ConvNeXt) or after it (CvT).")
     norm_eps: float = Field(1e-6, ge=1e-12, le=1, description="Epsilon of the LayerNorm.")
+    norm_bias: bool = Field(True, description="Additive term of the LayerNorm (the MetaFormer baselines: false).")
     bias: bool = Field(True, description="Bias on the conv.")
     padding: Padding = Field(
         "symmetric", description="`symmetric`: (k - stride + 1) // 2 on every side; `same`: TensorFlow's \"SAME\", "
@@ -69,6 +70,8 @@ class ConvTransitionConfig(_Transition):
             total += C.layernorm(in_channels, hw[0] * hw[1])
         elif self.norm == "after":
             total += C.layernorm(out_channels, out[0] * out[1])
+        if self.norm != "none" and not self.norm_bias:
+            total += C.Cost(-(in_channels if self.norm == "before" else out_channels))
         return total
 
     def build(self, in_channels: int, out_channels: int, stride: int) -> nn.Module:
@@ -76,9 +79,12 @@ class ConvTransitionConfig(_Transition):
 
         return conv_transition(self, in_channels, out_channels, stride)
 
-    def timm_names(self, stage: int) -> dict[str, str]:
-        """ConvNeXt's `stages.N.downsample` (norm, conv); keys relative to the network."""
-        return {"0": f"stages.{stage}.downsample.0", "1": f"stages.{stage}.downsample.1"}
+    def timm_names(self, stage: int) -> list[dict[str, str]]:
+        """ConvNeXt's `stages.N.downsample` (norm, conv); the MetaFormers' `stem` (conv, norm) before the
+        first stage and `stages.N.downsample` (norm, conv) before the others; keys relative to the network."""
+        metaformer = ({"1": "stem.conv", "2": "stem.norm"} if stage == 0 else
+                      {"0": f"stages.{stage}.downsample.norm", "1": f"stages.{stage}.downsample.conv"})
+        return [{"0": f"stages.{stage}.downsample.0", "1": f"stages.{stage}.downsample.1"}, metaformer]
 
     def transformers_names(self, stage: int) -> list[dict[str, str]]:
         """Hugging Face transformers' CvT token embedding (conv, then LayerNorm) and ConvNeXt's
