@@ -3,10 +3,10 @@
 
 For each model below timm (1.0.31, unpacked without its dependencies at --timm, default
 /work/timm-oracle) builds a small version of the network: the same structure at reduced depth and
-width through timm's own constructor arguments, 10 classes, seed 0. Its weights are random and so
-are its norm statistics and every one-dimensional parameter (norm weights and biases, layer and
-residual scales, StarReLU's scale and bias, GRN's weight and bias): at their initial values several
-of them would hide whole branches from the comparison. The weights are stored in float16
+width through timm's own constructor arguments, 10 classes, seed 0. Its weights are random, drawn
+at 1 / sqrt(fan-in), and so are its norm statistics and every one-dimensional parameter (norm
+weights and biases, layer and residual scales, StarReLU's scale and bias, GRN's weight and bias): at
+their initial values several of them would hide whole branches from the comparison. The weights are stored in float16
 (NAME_small.safetensors, timm's key names); timm's eval-mode logits for a seeded input, computed from
 exactly those stored weights, go into NAME_small.io.safetensors (`input`, `logits`, float32). Each
 pair gets an entry in index.json (merged into the entries already there).
@@ -60,21 +60,25 @@ MODELS = {
         "timm poolformer_s12 with one block per stage, widths 16-64"),
     "convformer_s18_small": (
         "convformer_s18", {"depths": (1, 1, 1, 1), "dims": WIDTHS, "num_classes": 10}, "convformer_s18",
-        {**ONE_BLOCK, **widths()}, 64,
+        {**ONE_BLOCK, **widths(), "head.hidden": 256}, 64,
         "timm convformer_s18 with one block per stage, widths 16-64"),
     "caformer_s18_small": (
         "caformer_s18", {"depths": (1, 1, 2, 1), "dims": (16, 32, 64, 96), "num_classes": 10}, "caformer_s18",
-        {**ONE_BLOCK, "stages.2.depth": 2, **widths((16, 32, 64, 96))}, 64,
+        {**ONE_BLOCK, "stages.2.depth": 2, **widths((16, 32, 64, 96)), "head.hidden": 384}, 64,
         "timm caformer_s18 with 1-1-2-1 blocks, widths 16-96 (attention stages of 2 and 3 heads)"),
 }
 
 
 def randomise(model: torch.nn.Module, seed: int = 0) -> None:
-    """BatchNorm statistics and every one-dimensional parameter, at random (see the docstring)."""
+    """BatchNorm statistics and every one-dimensional parameter, at random (see the docstring); the
+    weights of convs and Linears drawn at 1 / sqrt(fan-in), so that attention logits are of order one
+    (timm's initialisation, std 0.02, leaves attention nearly uniform and a wrong one unnoticed)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.dim() <= 1:
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
+            else:
                 if name.endswith("bias"):
                     p.copy_(0.2 * torch.randn(p.shape, generator=g))
                 else:

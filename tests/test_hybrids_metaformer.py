@@ -15,6 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 import composer
+from composer.check import analytic
 
 from .conftest import BLUEPRINTS, ROOT, shared_reference
 
@@ -32,11 +33,16 @@ def widths(*ws: int) -> dict:
 CASES = {
     "convnextv2_tiny_small": ("convnextv2_tiny", {**ONE_BLOCK, **widths(16, 32, 48, 64), "stem.channels": 16}),
     "poolformer_s12_small": ("poolformer_s12", {**ONE_BLOCK, **widths(16, 32, 48, 64)}),
+    "convformer_s18_small": ("convformer_s18", {**ONE_BLOCK, **widths(16, 32, 48, 64), "head.hidden": 256}),
+    "caformer_s18_small": ("caformer_s18", {**ONE_BLOCK, "stages.2.depth": 2, **widths(16, 32, 64, 96),
+                                            "head.hidden": 384}),
 }
 # timm 1.0's parameter counts at full size, 1000 classes (../shared/reference/numbers-hybrids.yaml)
 PARAMS = {
     "convnextv2_tiny": 28_635_496,
     "poolformer_s12": 11_915_176,
+    "convformer_s18": 26_774_448,
+    "caformer_s18": 26_341_656,
 }
 
 
@@ -65,7 +71,10 @@ def test_timm_checkpoint_reproduces_timm_logits(name):
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
 def test_full_size_parameters_are_timms(name):
-    assert composer.profile(BLUEPRINTS / "timm" / f"{name}.yaml").params == PARAMS[name]
+    """On the meta device (no weights allocated), and by the analytic cost from the configs alone."""
+    plan = composer.plan(composer.load(BLUEPRINTS / "timm" / f"{name}.yaml"))
+    assert sum(p.numel() for p in composer.build(plan, device="meta").parameters()) == PARAMS[name]
+    assert sum(cost.params for _, cost in analytic(plan)) == PARAMS[name]
 
 
 def test_parameter_figures_match_the_shared_reference():
@@ -75,7 +84,7 @@ def test_parameter_figures_match_the_shared_reference():
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_analytic_cost_is_the_traced_cost(name):
-    result = composer.check(composer.plan(small(name)))
+    result = composer.check(composer.plan(small(name, **{"input.size": 32})))
     assert result.ok, [p for p in result.parts if not p.ok]
 
 
@@ -84,3 +93,39 @@ def test_grn_changes_the_output_and_costs_its_parameters():
     plain = composer.profile(small("convnextv2_tiny_small", **{"blocks.C.grn": False})).params
     with_grn = composer.profile(small("convnextv2_tiny_small")).params
     assert with_grn - plain == 2 * 4 * (16 + 32 + 48 + 64)
+
+
+@pytest.mark.parametrize("blueprint,sets,where,words", [
+    ("poolformer_s12", {"blocks.P.mixer.size": 4}, "poolformer_s12.yaml:10:", "pooling window 4 is even"),
+    ("poolformer_s12", {"blocks.P.mixer.kernel": 3}, "blocks.P.mixer.kernel", "unknown option `kernel`"),
+    ("poolformer_s12", {"blocks.P.mixer": {"type": "conv"}}, "blocks.P.mixer.type", "did you mean `sepconv`"),
+    ("poolformer_s12", {"blocks.P.act": "star_relu"}, "blocks.P.act", "did you mean `starrelu`"),
+    ("caformer_s18", {"blocks.C.mixer.kernel": 6}, "caformer_s18.yaml:11:", "kernel 6 is even"),
+    ("caformer_s18", {"blocks.C.mixer.expand": 0.001}, "blocks.C.mixer", "rounds down to 0"),
+    ("caformer_s18", {"blocks.A.mixer.head_dim": 0}, "blocks.A.mixer.head_dim", "greater than or equal to 1"),
+    ("caformer_s18", {"head.hidden": None}, "caformer_s18.yaml:20:", "give `hidden` too"),
+    ("convnextv2_tiny", {"blocks.C.grn": "yes"}, "blocks.C.grn", "valid boolean"),
+])
+def test_bad_options_are_refused_where_they_are(blueprint, sets, where, words):
+    with pytest.raises(composer.BlueprintError) as caught:
+        composer.plan(composer.load(BLUEPRINTS / "timm" / f"{blueprint}.yaml", overrides=sets))
+    text = str(caught.value)
+    assert where in text and words in text, text
+
+
+def test_a_mixer_named_alone_takes_its_defaults():
+    plan = composer.plan(composer.load(BLUEPRINTS / "timm" / "poolformer_s12.yaml",
+                                       overrides={"blocks.P.mixer": "sepconv", "input.size": 64}))
+    mixer = plan.stages[0].block.mixer
+    assert (mixer.type, mixer.kernel, mixer.expand, mixer.act) == ("sepconv", 7, 2.0, "starrelu")
+    assert composer.check(plan).ok
+
+
+def test_attention_stages_run_on_tokens_and_conv_stages_on_maps():
+    plan = composer.plan(small("caformer_s18_small"))
+    assert [sp.data_format for sp in plan.stages] == ["map", "map", "tokens", "tokens"]
+    net = composer.build(plan)
+    y = net(torch.randn(2, 3, 64, 64))
+    assert y.shape == (2, 10)
+    y.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())

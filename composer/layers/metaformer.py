@@ -31,20 +31,9 @@ class StarReLU(nn.Module):
         return self.scale * F.relu(x).pow(2) + self.bias
 
 
-class SquaredReLU(nn.Module):
-    """relu(x)^2 (So et al. 2021), the activation of the MetaFormers' MLP head."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x).pow(2)
-
-
 def metaformer_act(name: str) -> nn.Module:
-    """An activation by name: `starrelu` and `squared_relu`, or any of composer's activations."""
-    if name == "starrelu":
-        return StarReLU()
-    if name == "squared_relu":
-        return SquaredReLU()
-    return make_act(name)
+    """An activation by name: `starrelu`, or any of composer's activations."""
+    return StarReLU() if name == "starrelu" else make_act(name)
 
 
 class Scale(nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ...layers.names import Activation
 from .. import cost as C
@@ -25,7 +25,16 @@ class _Head(StrictModel):
     norm_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the norm.")
     hidden: int | None = Field(None, ge=1, le=65536, description="Width of a pre-logits Linear + act (CoAtNet); none when unset.")
     act: Activation = Field("tanh", description="Activation after the pre-logits Linear.")
+    hidden_norm: bool = Field(False, description="A LayerNorm (epsilon `norm_eps`) after the pre-logits activation "
+                                                 "(the MetaFormer baselines' MLP head).")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the classifier.")
+
+    @model_validator(mode="after")
+    def _hidden_norm_needs_hidden(self):
+        if self.hidden_norm and not self.hidden:
+            raise ValueError("`hidden_norm` norms the pre-logits Linear's output, and there is none: give `hidden` "
+                             "too, or drop `hidden_norm`")
+        return self
 
     def cost(self, channels: int, hw: tuple[int, int], classes: int) -> C.Cost:
         """Parameters and MACs for one sample whose features are `channels` wide on an `hw` grid."""
@@ -41,13 +50,16 @@ class _Head(StrictModel):
         if self.hidden:
             total += C.linear(channels, self.hidden)
             channels = self.hidden
+            if self.hidden_norm:
+                total += C.layernorm(channels, 1)
         return total + (C.linear(channels, classes) if classes > 0 else C.Cost())
 
     def timm_names(self) -> list[dict[str, str]]:
         """Spellings of the head in timm (keys relative to the network): ResNet's `fc`; EfficientNet's
         `conv_head/bn2/classifier`; ViT's `norm/head`; ConvNeXt's and MaxxVit's `head.*` (MaxxVit's
-        map norm is `norm`)."""
+        map norm is `norm`); the MetaFormers' MLP head `head.fc.*`."""
         return [{"fc": "fc"},
+                {"norm": "head.norm", "pre_logits.0": "head.fc.fc1", "pre_logits.2": "head.fc.norm", "fc": "head.fc.fc2"},
                 {"conv.0": "conv_head", "conv.1": "bn2", "fc": "classifier"},
                 {"norm": "norm", "fc": "head"},
                 {"norm": "head.norm", "pre_logits.0": "head.pre_logits.fc", "fc": "head.fc", "map_norm": "norm"}]

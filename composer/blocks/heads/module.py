@@ -39,6 +39,8 @@ class Head(nn.Module):
             self.norm = nn.Identity()
         if config.hidden:
             self.pre_logits = nn.Sequential(nn.Linear(channels, config.hidden), make_act(config.act))
+            if config.hidden_norm:
+                self.pre_logits.append(nn.LayerNorm(config.hidden, eps=config.norm_eps))
             channels = config.hidden
         else:
             self.pre_logits = nn.Identity()

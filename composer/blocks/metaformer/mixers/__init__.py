@@ -11,8 +11,9 @@ from pydantic import Field
 from ...base import StrictModel
 from ....layers.names import Activation
 
-# the activations a MetaFormer may use: composer's, StarReLU (learned scale and bias) and squared ReLU
-MetaFormerActivation = Literal[Activation, "starrelu", "squared_relu"]
+# the activations a MetaFormer may use: composer's, and StarReLU (with a learned scale and bias, so
+# it is not one of composer's parameter-free activations)
+MetaFormerActivation = Literal[Activation, "starrelu"]
 
 
 def act_params(name: str) -> int:
