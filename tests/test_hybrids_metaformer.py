@@ -46,6 +46,12 @@ PARAMS = {
 }
 
 
+# readable blueprints in blueprints/ -> their timm counterpart (tests/data/reference_numbers_hybrids.yaml, a
+# copy of ../shared/reference/numbers-hybrids.yaml)
+READABLE = {"caformer_s18": "caformer_s18", "poolformer_s12": "poolformer_s12", "convnextv2_tiny": "convnextv2_tiny"}
+HYBRID_NUMBERS = yaml.safe_load((ROOT / "tests" / "data" / "reference_numbers_hybrids.yaml").read_text())
+
+
 def small(name: str, **more) -> composer.Blueprint:
     blueprint, sets = CASES[name]
     return composer.load(BLUEPRINTS / "timm" / f"{blueprint}.yaml",
@@ -79,7 +85,19 @@ def test_full_size_parameters_are_timms(name):
 
 def test_parameter_figures_match_the_shared_reference():
     shared = yaml.safe_load(shared_reference("numbers-hybrids.yaml").read_text())
+    assert shared == HYBRID_NUMBERS
     assert {name: shared[name]["params"] for name in PARAMS} == PARAMS
+
+
+@pytest.mark.parametrize("name", sorted(READABLE))
+def test_readable_blueprints_are_their_timm_counterparts(name):
+    """Parameters exact; MACs at most 2% above torch's flop counter's, which leaves out the norms."""
+    ref = HYBRID_NUMBERS[READABLE[name]]
+    plan = composer.plan(composer.load(BLUEPRINTS / f"{name}.yaml"))
+    params, macs = (sum(getattr(cost, k) for _, cost in analytic(plan)) for k in ("params", "macs"))
+    assert params == ref["params"]
+    reference_macs = float(ref["flop_counter_macs"])  # "4.1069e9": a string to YAML 1.1
+    assert reference_macs <= macs <= 1.02 * reference_macs
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
