@@ -66,7 +66,27 @@ MODELS = {
         "caformer_s18", {"depths": (1, 1, 2, 1), "dims": (16, 32, 64, 96), "num_classes": 10}, "caformer_s18",
         {**ONE_BLOCK, "stages.2.depth": 2, **widths((16, 32, 64, 96)), "head.hidden": 384}, 64,
         "timm caformer_s18 with 1-1-2-1 blocks, widths 16-96 (attention stages of 2 and 3 heads)"),
+    "mobilevit_s_small": (
+        "mobilevit_s", {"num_classes": 10, "small_cfg": "mobilevit_s_small"}, "mobilevit_s",
+        {"stem.channels": [8], **widths((16, 24, 32, 40, 48)), "stages.1.depth": 1, "blocks.V.dim": 32,
+         "blocks.V.layers": 1, "stages.3.block.dim": 48, "stages.3.block.layers": 1, "stages.4.block.dim": 64,
+         "stages.4.block.layers": 1, "head.conv": 96}, 64,
+        "timm ByobNet with mobilevit_s's structure at widths 16-48: one block per inverted-residual stage, MobileViT "
+        "stages of one Transformer layer (widths 32, 48, 64, 4 heads, patch 2), stem 8, final conv 96"),
 }
+
+
+def small_byob_cfg():
+    """mobilevit_s's ByobNet config (timm.models.mobilevit.model_cfgs) at reduced depth and width."""
+    from timm.models.byobnet import ByoModelCfg
+    from timm.models.mobilevit import _inverted_residual_block, _mobilevit_block
+
+    return ByoModelCfg(
+        blocks=(_inverted_residual_block(d=1, c=16, s=1), _inverted_residual_block(d=1, c=24, s=2),
+                _mobilevit_block(d=1, c=32, s=2, transformer_dim=32, transformer_depth=1, patch_size=2),
+                _mobilevit_block(d=1, c=40, s=2, transformer_dim=48, transformer_depth=1, patch_size=2),
+                _mobilevit_block(d=1, c=48, s=2, transformer_dim=64, transformer_depth=1, patch_size=2)),
+        stem_chs=8, stem_type="3x3", stem_pool="", downsample="", act_layer="silu", num_features=96)
 
 
 def randomise(model: torch.nn.Module, seed: int = 0) -> None:
@@ -93,6 +113,11 @@ def create(timm, arch: str, kwargs: dict) -> torch.nn.Module:
     """timm.create_model(arch, **kwargs); where timm's model function fixes an argument itself (the
     MetaFormers fix their depths and widths), its builder is given ours instead of the fixed one."""
     import timm.models.metaformer as metaformer
+
+    if "small_cfg" in kwargs:
+        from timm.models.byobnet import ByobNet
+
+        return ByobNet(small_byob_cfg(), num_classes=kwargs["num_classes"])
 
     builder = metaformer._create_metaformer
 

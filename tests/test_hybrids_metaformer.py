@@ -1,4 +1,4 @@
-"""The MetaFormers (PoolFormer, ConvFormer, CAFormer) and ConvNeXt V2 of blueprints/timm/: timm's
+"""The MetaFormers (PoolFormer, ConvFormer, CAFormer), ConvNeXt V2 and MobileViT of blueprints/timm/: timm's
 checkpoints load with timm's names and reproduce timm's logits, the full-size networks have timm's
 parameter counts, the analytic costs are the traced ones, and bad options are refused where they are.
 
@@ -36,6 +36,10 @@ CASES = {
     "convformer_s18_small": ("convformer_s18", {**ONE_BLOCK, **widths(16, 32, 48, 64), "head.hidden": 256}),
     "caformer_s18_small": ("caformer_s18", {**ONE_BLOCK, "stages.2.depth": 2, **widths(16, 32, 64, 96),
                                             "head.hidden": 384}),
+    "mobilevit_s_small": ("mobilevit_s", {
+        "stem.channels": [8], **widths(16, 24, 32, 40, 48), "stages.1.depth": 1, "blocks.V.dim": 32, "blocks.V.layers": 1,
+        "stages.3.block.dim": 48, "stages.3.block.layers": 1, "stages.4.block.dim": 64, "stages.4.block.layers": 1,
+        "head.conv": 96}),
 }
 # timm 1.0's parameter counts at full size, 1000 classes (../shared/reference/numbers-hybrids.yaml)
 PARAMS = {
@@ -43,6 +47,7 @@ PARAMS = {
     "poolformer_s12": 11_915_176,
     "convformer_s18": 26_774_448,
     "caformer_s18": 26_341_656,
+    "mobilevit_s": 5_578_632,
 }
 
 
@@ -102,7 +107,7 @@ def test_readable_blueprints_are_their_timm_counterparts(name):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_analytic_cost_is_the_traced_cost(name):
-    result = composer.check(composer.plan(small(name, **{"input.size": 32})))
+    result = composer.check(composer.plan(small(name)))
     assert result.ok, [p for p in result.parts if not p.ok]
 
 
@@ -123,6 +128,9 @@ def test_grn_changes_the_output_and_costs_its_parameters():
     ("caformer_s18", {"blocks.A.mixer.head_dim": 0}, "blocks.A.mixer.head_dim", "greater than or equal to 1"),
     ("caformer_s18", {"head.hidden": None}, "caformer_s18.yaml:20:", "give `hidden` too"),
     ("convnextv2_tiny", {"blocks.C.grn": "yes"}, "blocks.C.grn", "valid boolean"),
+    ("mobilevit_s", {"input.size": 224}, "mobilevit_s.yaml:11:", "the 7x7 grid of this block is not a multiple of the 2x2"),
+    ("mobilevit_s", {"blocks.V.heads": 5}, "blocks.V.heads", "width 144 does not divide by 5 heads"),
+    ("mobilevit_s", {"blocks.V.kernel": 4}, "blocks.V.kernel", "kernel 4 is even"),
 ])
 def test_bad_options_are_refused_where_they_are(blueprint, sets, where, words):
     with pytest.raises(composer.BlueprintError) as caught:

@@ -56,6 +56,8 @@ TIMM_LEVELS = {
     "poolformer_s12": [(64, 4), (128, 8), (320, 16), (512, 32)],
     "convformer_s18": [(64, 4), (128, 8), (320, 16), (512, 32)],
     "caformer_s18": [(64, 4), (128, 8), (320, 16), (512, 32)],
+    # timm's ByobNet takes its last level after the head's 1x1 conv (640 wide); here it is the last stage's
+    "mobilevit_s": [(32, 2), (64, 4), (96, 8), (128, 16), (160, 32)],
 }
 
 

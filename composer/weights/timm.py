@@ -20,6 +20,7 @@ TIMM = Spelling(
         "efficientnet": lambda s, i, g: f"blocks.{s}.{i}",
         "stages": lambda s, i, g: f"stages.{s}.blocks.{i}",
         "vit": lambda s, i, g: f"blocks.{g}",
+        "byob": lambda s, i, g: f"stages.{s}.{i}",
     },
     stage_names=lambda s: [{"cls_token": "cls_token", "pos_embed": "pos_embed"}],
 )

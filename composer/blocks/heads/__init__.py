@@ -57,8 +57,9 @@ class _Head(StrictModel):
     def timm_names(self) -> list[dict[str, str]]:
         """Spellings of the head in timm (keys relative to the network): ResNet's `fc`; EfficientNet's
         `conv_head/bn2/classifier`; ViT's `norm/head`; ConvNeXt's and MaxxVit's `head.*` (MaxxVit's
-        map norm is `norm`); the MetaFormers' MLP head `head.fc.*`."""
+        map norm is `norm`); ByobNet's `final_conv` and `head.fc`; the MetaFormers' MLP head `head.fc.*`."""
         return [{"fc": "fc"},
+                {"conv.0": "final_conv.conv", "conv.1": "final_conv.bn", "fc": "head.fc"},
                 {"norm": "head.norm", "pre_logits.0": "head.fc.fc1", "pre_logits.2": "head.fc.norm", "fc": "head.fc.fc2"},
                 {"conv.0": "conv_head", "conv.1": "bn2", "fc": "classifier"},
                 {"norm": "norm", "fc": "head"},

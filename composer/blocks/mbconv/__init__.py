@@ -116,6 +116,9 @@ class MBConvConfig(BlockConfig):
     def timm_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
         """`post`: timm's EfficientNet/MobileNet blocks (DepthwiseSeparableConv when there is no expand
         conv, else InvertedResidual); `pre`: timm's MaxxVit MbConvBlock."""
+        if self.norm == "post" and layout == "byob":  # ByobNet's `bottle` block (MobileViT's inverted residuals)
+            return {"expand.0": "conv1_1x1.conv", "expand.1": "conv1_1x1.bn", "depthwise.0": "conv2_kxk.conv",
+                    "depthwise.1": "conv2_kxk.bn", "project": "conv3_1x1.conv", "project_norm": "conv3_1x1.bn"}
         if self.norm == "post":
             if self.has_expand_conv:
                 names = {"expand.0": "conv_pw", "expand.1": "bn1", "depthwise.0": "conv_dw", "depthwise.1": "bn2",

@@ -76,13 +76,14 @@ class ConvStemConfig(_Stem):
 
     def timm_names(self) -> list[dict[str, str]]:
         """Spellings of this stem in timm: MaxxVit's `stem.conv1/norm1/conv2`, ResNet's `conv1/bn1`,
-        EfficientNet's `conv_stem/bn1` (keys relative to the network)."""
+        EfficientNet's `conv_stem/bn1`, ByobNet's one-conv `stem.conv/bn` (keys relative to the network)."""
         step = 3 if self.norm == "batchnorm" else 1  # conv, norm, act per layer
         maxxvit = {}
         for i in range(len(self.channels)):
             maxxvit[str(step * i)] = f"stem.conv{i + 1}"
             maxxvit[str(step * i + 1)] = f"stem.norm{i + 1}"
-        return [maxxvit, {"0": "conv1", "1": "bn1"}, {"0": "conv_stem", "1": "bn1"}]
+        byob = {"0": "stem.conv", "1": "stem.bn"} if len(self.channels) == 1 else {}
+        return [maxxvit, {"0": "conv1", "1": "bn1"}, {"0": "conv_stem", "1": "bn1"}, byob]
 
     def transformers_names(self) -> list[dict[str, str]]:
         """Hugging Face transformers' ResNet embedder, MobileNetV2's first conv, EfficientNet's embeddings."""
