@@ -53,7 +53,8 @@ PARAMS = {
 
 # readable blueprints in blueprints/ -> their timm counterpart (tests/data/reference_numbers_hybrids.yaml, a
 # copy of ../shared/reference/numbers-hybrids.yaml)
-READABLE = {"caformer_s18": "caformer_s18", "poolformer_s12": "poolformer_s12", "convnextv2_tiny": "convnextv2_tiny"}
+READABLE = {"caformer_s18": "caformer_s18", "poolformer_s12": "poolformer_s12", "convnextv2_tiny": "convnextv2_tiny",
+            "mobilevit_s": "mobilevit_s"}
 HYBRID_NUMBERS = yaml.safe_load((ROOT / "tests" / "data" / "reference_numbers_hybrids.yaml").read_text())
 
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from .activations import make_act
 from .attention import Attention
+from .drop_path import DropPath
 from .ffn import Mlp
 
 
@@ -25,16 +26,17 @@ def conv_bn_act(c_in: int, c_out: int, kernel: int, act: str, eps: float, stride
 class PatchTransformerLayer(nn.Module):
     """Pre-norm Transformer layer: x + Attn(LN(x)), x + MLP(LN(x)) on (B', N, D)."""
 
-    def __init__(self, dim: int, heads: int, hidden: int, act: str, eps: float):
+    def __init__(self, dim: int, heads: int, hidden: int, act: str, eps: float, drop_path: float = 0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, dim, heads, qkv_bias=True)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, hidden, act)
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 def unfold(x: torch.Tensor, patch: int) -> torch.Tensor:
@@ -56,12 +58,13 @@ def fold(x: torch.Tensor, patch: int, size: tuple[int, int]) -> torch.Tensor:
 
 class MobileViTBlock(nn.Module):
     def __init__(self, channels: int, dim: int, depth: int, heads: int, mlp_hidden: int, patch: int, kernel: int,
-                 act: str, bn_eps: float, norm_eps: float, fusion: bool):
+                 act: str, bn_eps: float, norm_eps: float, fusion: bool, drop_path: float = 0.0):
         super().__init__()
         self.patch = patch
         self.conv_kxk = conv_bn_act(channels, channels, kernel, act, bn_eps)
         self.conv_1x1 = nn.Conv2d(channels, dim, 1, bias=False)
-        self.transformer = nn.Sequential(*(PatchTransformerLayer(dim, heads, mlp_hidden, act, norm_eps)
+        # stochastic depth on the Transformer layers' branches (the block as a whole has no shortcut)
+        self.transformer = nn.Sequential(*(PatchTransformerLayer(dim, heads, mlp_hidden, act, norm_eps, drop_path)
                                            for _ in range(depth)))
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
         self.conv_proj = conv_bn_act(dim, channels, 1, act, bn_eps)

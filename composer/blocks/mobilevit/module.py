@@ -30,7 +30,8 @@ class MobileViTStageBlock(nn.Module):
         self.entry = (InvertedResidualEntry(ctx.in_channels, config.entry_hidden(ctx), c, config.kernel, ctx.stride,
                                             config.act, config.bn_eps) if config.has_entry(ctx) else nn.Identity())
         self.vit = MobileViTBlock(c, config.dim, config.layers, config.heads, int(config.dim * config.mlp_ratio),
-                                  config.patch, config.kernel, config.act, config.bn_eps, config.norm_eps, config.fusion)
+                                  config.patch, config.kernel, config.act, config.bn_eps, config.norm_eps, config.fusion,
+                                  ctx.drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.vit(self.entry(x))
