@@ -27,7 +27,8 @@ class MobileViTConfig(BlockConfig):
     """MobileViT block, with an inverted-residual entry where it downsamples or changes width."""
 
     type: Literal["mobilevit"] = Field("mobilevit", description="Block family: MobileViT.")
-    dim: int = Field(ge=1, le=65536, description="Width D of the Transformer layers.")
+    dim: int | None = Field(None, ge=1, le=65536, description="Width D of the Transformer layers; default the "
+                                                              "block's channels.")
     layers: int = Field(2, ge=1, le=64, description="Transformer layers per block.")
     heads: int = Field(4, ge=1, le=1024, description="Attention heads (D must divide by them).")
     mlp_ratio: float = Field(2.0, gt=0, le=64, description="Transformer MLP width = mlp_ratio x D.")
@@ -41,6 +42,9 @@ class MobileViTConfig(BlockConfig):
     bn_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the BatchNorms.")
     norm_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the LayerNorms.")
 
+    def width(self, ctx: BlockContext) -> int:
+        return self.dim or ctx.out_channels
+
     def has_entry(self, ctx: BlockContext) -> bool:
         return ctx.stride > 1 or ctx.in_channels != ctx.out_channels
 
@@ -49,8 +53,8 @@ class MobileViTConfig(BlockConfig):
 
     def check(self, ctx: BlockContext) -> list[Complaint]:
         out = odd_kernels(self, "kernel")
-        if self.dim % self.heads:
-            out.append(Complaint("heads", f"the Transformer width {self.dim} does not divide by {self.heads} heads",
+        if self.width(ctx) % self.heads:
+            out.append(Complaint("heads", f"the Transformer width {self.width(ctx)} does not divide by {self.heads} heads",
                                  f"use a `dim` that is a multiple of {self.heads}"))
         h, w = ctx.out_resolution
         if h % self.patch or w % self.patch:
@@ -60,7 +64,7 @@ class MobileViTConfig(BlockConfig):
         return out
 
     def describe(self, ctx: BlockContext) -> str:
-        return f"mobilevit d{self.dim} x{self.layers} p{self.patch}"
+        return f"mobilevit d{self.width(ctx)} x{self.layers} p{self.patch}"
 
     def cost(self, ctx: BlockContext) -> C.Cost:
         c_in, c, k = ctx.in_channels, ctx.out_channels, self.kernel
@@ -71,7 +75,8 @@ class MobileViTConfig(BlockConfig):
             e = self.entry_hidden(ctx)
             total += (C.conv(c_in, e, 1, (hi, wi)) + C.batchnorm(e, hi * wi)
                       + C.conv(e, e, k, (h, w), groups=e) + C.batchnorm(e, g) + C.conv(e, c, 1, (h, w)) + C.batchnorm(c, g))
-        d, hidden = self.dim, int(self.dim * self.mlp_ratio)
+        d = self.width(ctx)
+        hidden = int(d * self.mlp_ratio)
         sequences, length = self.patch * self.patch, g // (self.patch * self.patch)
         layer = (C.layernorm(d, g) + C.linear(d, 3 * d, g) + C.linear(d, d, g)
                  + C.Cost(macs=2 * sequences * length * length * d)  # QK^T and AV within each sequence

@@ -29,7 +29,8 @@ class MobileViTStageBlock(nn.Module):
         c = ctx.out_channels
         self.entry = (InvertedResidualEntry(ctx.in_channels, config.entry_hidden(ctx), c, config.kernel, ctx.stride,
                                             config.act, config.bn_eps) if config.has_entry(ctx) else nn.Identity())
-        self.vit = MobileViTBlock(c, config.dim, config.layers, config.heads, int(config.dim * config.mlp_ratio),
+        d = config.width(ctx)
+        self.vit = MobileViTBlock(c, d, config.layers, config.heads, int(d * config.mlp_ratio),
                                   config.patch, config.kernel, config.act, config.bn_eps, config.norm_eps, config.fusion,
                                   ctx.drop_path)
 
