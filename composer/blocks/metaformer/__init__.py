@@ -84,10 +84,9 @@ class MetaFormerConfig(BlockConfig):
     def timm_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
         """timm's MetaFormerBlock (its mixers name their layers as ours)."""
         names: CheckpointNames = {"norm1": "norm1", "norm2": "norm2", "mlp": "mlp", "ls1": "layer_scale1",
-                                  "ls2": "layer_scale2", "rs1": "res_scale1", "rs2": "res_scale2"}
-        names |= {f"mixer.{k}" if k else "mixer": f"token_mixer.{v}" if v else "token_mixer"
-                  for k, v in (self.mixer.timm_names(ctx, layout) or {"": ""}).items()}
-        return names
+                                  "ls2": "layer_scale2", "rs1": "res_scale1", "rs2": "res_scale2",
+                                  "mixer": "token_mixer"}
+        return names | {f"mixer.{k}": f"token_mixer.{v}" for k, v in self.mixer.timm_names(ctx, layout).items()}
 
 
 def __getattr__(name: str):

@@ -66,12 +66,10 @@ class ConvTransitionConfig(_Transition):
     def cost(self, in_channels: int, out_channels: int, stride: int, hw: tuple[int, int]) -> C.Cost:
         out = tuple(self.output_size(n, stride) for n in hw)
         total = C.conv(in_channels, out_channels, self.kernel, out, bias=self.bias)
-        if self.norm == "before":
-            total += C.layernorm(in_channels, hw[0] * hw[1])
-        elif self.norm == "after":
-            total += C.layernorm(out_channels, out[0] * out[1])
-        if self.norm != "none" and not self.norm_bias:
-            total += C.Cost(-(in_channels if self.norm == "before" else out_channels))
+        if self.norm != "none":
+            channels, grid = (in_channels, hw) if self.norm == "before" else (out_channels, out)
+            norm = C.layernorm(channels, grid[0] * grid[1])
+            total += norm if self.norm_bias else C.Cost(channels, norm.macs)  # a weight and no bias
         return total
 
     def build(self, in_channels: int, out_channels: int, stride: int) -> nn.Module:
