@@ -70,7 +70,7 @@ MODELS = {
         "mobilevit_s", {"num_classes": 10, "small_cfg": "mobilevit_s_small"}, "mobilevit_s",
         {"stem.channels": [8], **widths((16, 24, 32, 40, 48)), "stages.1.depth": 1, "blocks.V.dim": 32,
          "blocks.V.layers": 1, "stages.3.block.dim": 48, "stages.3.block.layers": 1, "stages.4.block.dim": 64,
-         "stages.4.block.layers": 1, "head.conv": 96}, 64,
+         "stages.4.block.layers": 1, "head.conv.channels": 96}, 64,
         "timm ByobNet with mobilevit_s's structure at widths 16-48: one block per inverted-residual stage, MobileViT "
         "stages of one Transformer layer (widths 32, 48, 64, 4 heads, patch 2), stem 8, final conv 96"),
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from composer.blocks import BLOCKS
-from composer.reference import block_summary, option_rows, render_blocks
+from composer.reference import block_summary, option_rows, render_blocks, sub_kinds
 
 from .common import out, table
 
@@ -23,4 +23,9 @@ def blocks(
         rows = [["  option", "default", "meaning"]]
         rows += [[f"  {n}", d.replace("`", ""), m] for n, _, d, m in option_rows(cls)]
         out(table(rows, right=set()))
+        for field, kind_name, kind in sub_kinds(cls):
+            out(f"  {field}: {kind_name}: {block_summary(kind)}")
+            rows = [["    option", "default", "meaning"]]
+            rows += [[f"    {n}", d.replace("`", ""), m] for n, _, d, m in option_rows(kind)]
+            out(table(rows, right=set()))
         out()

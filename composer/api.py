@@ -63,7 +63,11 @@ def apply_overrides(source: Source, overrides: dict[str, Any] | None) -> Source:
             elif isinstance(node, dict):
                 key = int(part) if part.isascii() and part.isdecimal() and int(part) in node else part
                 if depth < len(parts) - 1 and key not in node:
-                    raise _override_error(dotted, f"`{'.'.join(parts[:depth + 1])}` does not exist in the blueprint")
+                    if depth == 0:
+                        raise _override_error(dotted, f"`{part}` does not exist in the blueprint")
+                    node[key] = {}  # a sub-config left at its defaults (validation judges the key)
+                elif depth < len(parts) - 1 and isinstance(node[key], str) and node[key]:
+                    node[key] = {"type": node[key]}  # `attention: relative` is `{type: relative}`
             else:
                 raise _override_error(dotted, f"`{where}` is a single value, not a mapping or list")
             path.append(key)

@@ -116,7 +116,8 @@ def feature_levels(plan: Plan, stem: nn.Module) -> tuple[FeatureInfo, tuple[Tap,
         pool = _final_pool_stride(stem)
         if pool > 1:
             k = len(stem) - 2
-            candidates.append(({"num_chs": width, "reduction": reduction // pool, "module": f"stem.{k}"},
+            name = list(stem._modules)[k]  # the last layer before the pool, by its attribute name
+            candidates.append(({"num_chs": width, "reduction": reduction // pool, "module": f"stem.{name}"},
                                Tap("stem", index=k)))
         candidates.append(({"num_chs": width, "reduction": reduction, "module": "stem"}, Tap("stem")))
     for sp in plan.stages:

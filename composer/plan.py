@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .blocks.base import BlockConfig, BlockContext, Complaint, downsample
-from .blueprint.errors import BlueprintError, Problem
+from .blueprint.errors import BlueprintError
 from .blueprint.validate import Blueprint
 from .budgets import MAX_TOKEN_LAYERS
 
@@ -86,126 +86,180 @@ def _nearest_multiples(value: int, step: int) -> str:
     return f"{low} or {low + step}" if low > 0 else str(step)
 
 
+class _Problems:
+    """The shape problems found so far, each located at its line in the blueprint."""
+
+    def __init__(self, blueprint: Blueprint):
+        self.blueprint, self.source, self.found = blueprint, blueprint.source, []
+
+    def at(self, path: tuple, message: str, hint: str | None = None) -> None:
+        problem = self.source.problem(path, message, hint)
+        if problem not in self.found:
+            self.found.append(problem)
+
+    def complain(self, stage: int, c: Complaint) -> None:
+        self.at(self.blueprint.where(stage, c.option), c.message, c.hint)
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise BlueprintError(sorted(self.found, key=lambda p: (p.line or 0, p.column or 0)))
+
+
 def plan(blueprint: Blueprint) -> Plan:
     """The static shape pass. Raises BlueprintError with every shape problem located."""
-    m, source = blueprint.model, blueprint.source
-    raw_stages = source.data["stages"]
-    problems: list[Problem] = []
-    c_in = m.input.channels
+    m = blueprint.model
+    problems = _Problems(blueprint)
     h, w = m.input.hw
-
-    stem_stride = m.stem.total_stride
-    total_stride = stem_stride * math.prod(s.stride for s in m.stages)
+    total_stride = m.stem.total_stride * math.prod(s.stride for s in m.stages)
     patch = getattr(m.stem, "patch", None)
     if patch and (h % patch or w % patch):
         bad = h if h % patch else w
-        problems.append(source.problem(
-            ("input", "size"), f"input size {h}x{w} is not divisible by the stem's patch size {patch}",
-            f"nearest valid sizes: {_nearest_multiples(bad, patch)}"))
-        raise BlueprintError(problems)
-
-    stem_out = getattr(m.stem, "out_channels", c_in)
-    h, w = m.stem.output_hw((h, w))
-    stem_hw = (h, w)
-    channels = stem_out
-
-    total_blocks = sum(s.depth for s in m.stages)
-    block_index = 0
-    prefix = 0
-    stage_plans = []
-    for i, (letter, spec, block) in enumerate(zip(blueprint.letters, m.stages, blueprint.stage_blocks)):
-        override = raw_stages[i].get("block", {})
-
-        def at(option: str, i=i, letter=letter, override=override) -> tuple:
-            if option in ("channels", "stride", "depth", "transition", "class_token", "pos_embed"):
-                return ("stages", i, option)
-            if option in override:
-                return ("stages", i, "block", option)
-            return ("blocks", letter, option)
-
-        def complain(c: Complaint) -> None:
-            p = source.problem(at(c.option), c.message, c.hint)
-            if p not in problems:
-                problems.append(p)
-
-        stride, c_out = spec.stride, spec.channels
-        has_transition = spec.transition.type != "none"
-        if has_transition and prefix:
-            complain(Complaint("transition", "a transition conv needs a feature map, but a class token was inserted earlier",
-                               "insert the class token in this stage or a later one"))
-        if has_transition:
-            out_res = tuple(spec.transition.output_size(n, stride) for n in (h, w))
-            if min(out_res) < 1:
-                problems.append(source.problem(
-                    ("stages", i, "transition", "kernel"),
-                    f"a kernel-{spec.transition.kernel} transition with stride {stride} leaves nothing of the "
-                    f"{h}x{w} grid it receives", "use a larger input size, or a smaller kernel or stride"))
-                out_res = (1, 1)
-            elif spec.transition.kernel == stride and (h % stride or w % stride):
-                problems.append(source.problem(
-                    ("stages", i, "transition", "kernel"),
-                    f"a kernel-{stride} transition with stride {stride} needs a grid divisible by {stride}, but "
-                    f"receives {h}x{w}", f"use an odd kernel larger than the stride, or an input size divisible by "
-                    f"{total_stride}"))
-        else:
-            out_res = (downsample(h, stride), downsample(w, stride))
-        block_c_in = c_out if has_transition else channels
-        block_stride = 1 if has_transition else stride
-        if not has_transition:
-            if stride > 1 and not block.can_downsample:
-                complain(Complaint("stride", f"`{block.type_name()}` blocks cannot downsample by themselves",
-                                   "add `transition: {type: conv}` to this stage"))
-            if channels != c_out and not block.can_change_width:
-                complain(Complaint("channels", f"`{block.type_name()}` blocks keep their width, but this stage goes from "
-                                   f"{channels} to {c_out} channels",
-                                   "add `transition: {type: conv}` to this stage"))
-        if block.data_format == "map" and (prefix or spec.class_token):
-            complain(Complaint("class_token", f"`{block.type_name()}` blocks work on feature maps and cannot carry a class token",
-                               "insert the class token in a transformer stage"))
-        if spec.class_token and prefix:
-            complain(Complaint("class_token", "a class token was already inserted by an earlier stage"))
-        if spec.pos_embed and block.data_format != "tokens":
-            complain(Complaint("pos_embed", f"a position embedding needs token blocks, not `{block.type_name()}`"))
-        stage_prefix = prefix + (1 if spec.class_token else 0)
-
-        contexts = []
-        res = out_res if has_transition else (h, w)
-        for j in range(spec.depth):
-            rate = m.drop_path * block_index / max(1, total_blocks - 1)
-            first = j == 0
-            ctx = BlockContext(block_c_in if first else c_out, c_out, block_stride if first else 1, res,
-                               stage_prefix, rate)
-            if first or j == 1:
-                for c in block.check(ctx):
-                    complain(c)
-            contexts.append(ctx)
-            res = ctx.out_resolution
-            block_index += 1
-        stage_plans.append(StagePlan(
-            index=i, letter=letter, block=block, depth=spec.depth, in_channels=channels, out_channels=c_out,
-            stride=stride, in_resolution=(h, w), out_resolution=out_res, transition=spec.transition,
-            class_token=spec.class_token, pos_embed=spec.pos_embed, prefix_in=prefix, prefix_out=stage_prefix,
-            contexts=tuple(contexts), label=block.describe(contexts[0])))
-        channels, (h, w), prefix = c_out, out_res, stage_prefix
-
-    token_layers = [sum(ctx.prefix_tokens + ctx.resolution[0] * ctx.resolution[1] for ctx in sp.contexts)
-                    if sp.data_format == "tokens" else 0 for sp in stage_plans]
-    if sum(token_layers) > MAX_TOKEN_LAYERS:
-        worst = max(range(len(token_layers)), key=token_layers.__getitem__)
-        problems.append(source.problem(
-            ("stages", worst, "depth"),
-            f"the token blocks attend over {sum(token_layers):,} tokens in all (tokens x layers), over the budget of "
-            f"{MAX_TOKEN_LAYERS:,}; stage {worst} has {token_layers[worst]:,}",
-            "use a smaller input size, downsample before the token stages, or fewer token blocks"))
-    if m.head.type == "token" and not prefix:
-        problems.append(source.problem(("head", "type"), "a `token` head needs a class token, and no stage inserts one",
-                                       "set `class_token: true` on a transformer stage, or use `type: pool`"))
-    if m.head.type == "pool" and prefix:
-        problems.append(source.problem(("head", "type"), "the network carries a class token, which a `pool` head would average in",
-                                       "use `type: token`"))
-    if problems:
-        raise BlueprintError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0)))
+        problems.at(("input", "size"), f"input size {h}x{w} is not divisible by the stem's patch size {patch}",
+                    f"nearest valid sizes: {_nearest_multiples(bad, patch)}")
+        problems.raise_any()
+    stem_out = getattr(m.stem, "out_channels", m.input.channels)
+    stem_hw = m.stem.output_hw((h, w))
+    walk = _Walk(channels=stem_out, hw=stem_hw, total_blocks=sum(s.depth for s in m.stages), total_stride=total_stride)
+    stages = tuple(_stage(i, blueprint, walk, problems) for i in range(len(m.stages)))
+    _unused_options(blueprint, stages, problems)
+    _network_checks(blueprint, stages, walk.prefix, problems)
+    problems.raise_any()
     return Plan(
         name=blueprint.name, blueprint=blueprint, input_shape=(m.input.channels, *m.input.hw), classes=m.classes,
-        stem=m.stem, stem_shape=(stem_out, *stem_hw),
-        stages=tuple(stage_plans), head=m.head, head_channels=m.head.features(channels), total_stride=total_stride)
+        stem=m.stem, stem_shape=(stem_out, *stem_hw), stages=stages, head=m.head,
+        head_channels=m.head.features(walk.channels), total_stride=total_stride)
+
+
+@dataclass
+class _Walk:
+    """What flows from stage to stage while planning."""
+
+    channels: int
+    hw: tuple[int, int]
+    total_blocks: int
+    total_stride: int
+    prefix: int = 0  # class tokens inserted so far
+    blocks_done: int = 0
+
+
+def _transition_grid(i: int, spec: Any, walk: _Walk, problems: _Problems) -> tuple[int, int]:
+    """The grid a stage's transition leaves, with its problems."""
+    (h, w), stride, transition = walk.hw, spec.stride, spec.transition
+    out = tuple(transition.output_size(n, stride) for n in (h, w))
+    if min(out) < 1:
+        problems.at(("stages", i, "transition", "kernel"),
+                    f"a kernel-{transition.kernel} transition with stride {stride} leaves nothing of the {h}x{w} grid "
+                    "it receives", "use a larger input size, or a smaller kernel or stride")
+        return (1, 1)
+    if transition.kernel == stride and (h % stride or w % stride):
+        problems.at(("stages", i, "transition", "kernel"),
+                    f"a kernel-{stride} transition with stride {stride} needs a grid divisible by {stride}, but "
+                    f"receives {h}x{w}", f"use an odd kernel larger than the stride, or an input size divisible by "
+                    f"{walk.total_stride}")
+    return out
+
+
+def _stage_rules(i: int, spec: Any, block: BlockConfig, walk: _Walk, has_transition: bool) -> list[Complaint]:
+    """What the stage's own options ask of its block family and of the tokens before it."""
+    out, name = [], block.type_name()
+    if has_transition and walk.prefix:
+        out.append(Complaint("transition", "a transition conv needs a feature map, but a class token was inserted "
+                             "earlier", "insert the class token in this stage or a later one"))
+    if not has_transition and spec.stride > 1 and not block.can_downsample:
+        out.append(Complaint("stride", f"`{name}` blocks cannot downsample by themselves",
+                             "add `transition: {type: conv}` to this stage"))
+    if not has_transition and walk.channels != spec.channels and not block.can_change_width:
+        out.append(Complaint("channels", f"`{name}` blocks keep their width, but this stage goes from "
+                             f"{walk.channels} to {spec.channels} channels", "add `transition: {type: conv}` to this stage"))
+    if block.data_format == "map" and (walk.prefix or spec.class_token):
+        out.append(Complaint("class_token", f"`{name}` blocks work on feature maps and cannot carry a class token",
+                             "insert the class token in a transformer stage"))
+    if spec.class_token and walk.prefix:
+        out.append(Complaint("class_token", "a class token was already inserted by an earlier stage"))
+    if spec.pos_embed and block.data_format != "tokens":
+        out.append(Complaint("pos_embed", f"a position embedding needs token blocks, not `{name}`"))
+    return out
+
+
+def _stage(i: int, blueprint: Blueprint, walk: _Walk, problems: _Problems) -> StagePlan:
+    """Plan stage i from what the earlier stages leave in `walk`, and move `walk` past it."""
+    m = blueprint.model
+    spec, block, letter = m.stages[i], blueprint.stage_blocks[i], blueprint.letters[i]
+    has_transition = spec.transition.type != "none"
+    (h, w), stride, c_out = walk.hw, spec.stride, spec.channels
+    out_res = _transition_grid(i, spec, walk, problems) if has_transition else (downsample(h, stride),
+                                                                                  downsample(w, stride))
+    for c in _stage_rules(i, spec, block, walk, has_transition):
+        problems.complain(i, c)
+    prefix = walk.prefix + (1 if spec.class_token else 0)
+    contexts, res = [], out_res if has_transition else (h, w)
+    for j in range(spec.depth):
+        rate = m.drop_path * walk.blocks_done / max(1, walk.total_blocks - 1)
+        first_in = c_out if has_transition else walk.channels
+        ctx = BlockContext(first_in if j == 0 else c_out, c_out, (1 if has_transition else stride) if j == 0 else 1,
+                           res, prefix, rate)
+        if j < 2:  # every later block sees what the second one sees
+            for c in block.check(ctx):
+                problems.complain(i, c)
+        contexts.append(ctx)
+        res = ctx.out_resolution
+        walk.blocks_done += 1
+    stage = StagePlan(
+        index=i, letter=letter, block=block, depth=spec.depth, in_channels=walk.channels, out_channels=c_out,
+        stride=stride, in_resolution=(h, w), out_resolution=out_res, transition=spec.transition,
+        class_token=spec.class_token, pos_embed=spec.pos_embed, prefix_in=walk.prefix, prefix_out=prefix,
+        contexts=tuple(contexts), label=block.describe(contexts[0]))
+    walk.channels, walk.hw, walk.prefix = c_out, out_res, prefix
+    return stage
+
+
+def _explicit(config: Any, option: str) -> bool:
+    """Whether the blueprint set `option` (dotted into sub-configs) rather than leaving its default."""
+    *outer, last = option.split(".")
+    for key in outer:
+        if key not in config.model_fields_set:
+            return False
+        config = getattr(config, key)
+    return last in getattr(config, "model_fields_set", ())
+
+
+def _unused_options(blueprint: Blueprint, stages: tuple[StagePlan, ...], problems: _Problems) -> None:
+    """An option the blueprint sets where it never has an effect (`pool` of a block that does not
+    downsample) is refused where it is written: in a stage override, or in a legend entry none of
+    whose stages uses it."""
+    unused: dict[tuple, list[str]] = {}
+    for sp in stages:
+        options = set.intersection(*(sp.block.unused(ctx) for ctx in sp.contexts[:2]))
+        for option in sorted(o for o in options if _explicit(sp.block, o)):
+            unused.setdefault(blueprint.where(sp.index, option), []).append(str(sp.index))
+    for path, where in unused.items():
+        if path[0] == "blocks":
+            users = [str(sp.index) for sp in stages if sp.letter == path[1]]
+            if where != users:
+                continue
+        option = ".".join(map(str, path[path.index("block") + 1 if "block" in path else 2:]))
+        problems.at(path, f"`{option}` has no effect here: it applies to a block that "
+                    f"{_APPLIES.get(option.rsplit('.', 1)[-1], 'uses it')}, and no block of stage(s) "
+                    f"{', '.join(where)} does", f"remove `{option}`")
+
+
+_APPLIES = {"pool": "downsamples", "shortcut_bias": "changes the width", "attn_width": "changes the width"}
+
+
+def _network_checks(blueprint: Blueprint, stages: tuple[StagePlan, ...], prefix: int, problems: _Problems) -> None:
+    """The token budget, and the head against the class token."""
+    m = blueprint.model
+    token_layers = [sum(ctx.prefix_tokens + ctx.resolution[0] * ctx.resolution[1] for ctx in sp.contexts)
+                    if sp.data_format == "tokens" else 0 for sp in stages]
+    if sum(token_layers) > MAX_TOKEN_LAYERS:
+        worst = max(range(len(token_layers)), key=token_layers.__getitem__)
+        problems.at(("stages", worst, "depth"),
+                    f"the token blocks attend over {sum(token_layers):,} tokens in all (tokens x layers), over the "
+                    f"budget of {MAX_TOKEN_LAYERS:,}; stage {worst} has {token_layers[worst]:,}",
+                    "use a smaller input size, downsample before the token stages, or fewer token blocks")
+    if m.head.type == "token" and not prefix:
+        problems.at(("head", "type"), "a `token` head needs a class token, and no stage inserts one",
+                    "set `class_token: true` on a transformer stage, or use `type: pool`")
+    if m.head.type == "pool" and prefix:
+        problems.at(("head", "type"), "the network carries a class token, which a `pool` head would average in",
+                    "use `type: token`")

@@ -15,10 +15,13 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from .blocks import BLOCKS
-from .blocks.heads import PoolHeadConfig, TokenHeadConfig
-from .blocks.stems import ConvStemConfig, NoStemConfig, PatchStemConfig
-from .blocks.transitions import ConvTransitionConfig, NoTransitionConfig
+from .blocks.base import HEADS, STEMS, TRANSITIONS, Variant
+from .blocks.se import SEConfig
 from .blueprint.schema import BlueprintBase, InputSpec, StageSpec
+
+
+def _variant(field) -> Variant | None:
+    return next((m for m in field.metadata if isinstance(m, Variant)), None)
 
 
 def _type_text(annotation: Any) -> str:
@@ -56,9 +59,18 @@ def _default_text(field) -> str:
     return f"`{str(field.default).lower() if isinstance(field.default, bool) else field.default}`"
 
 
+def _field_type_text(field) -> str:
+    variant = _variant(field)
+    if variant is not None:
+        return f"{variant.registry.sort} kind (name or mapping)"
+    if field.annotation is not None and SEConfig in get_args(field.annotation):
+        return "SE (ratio or mapping) or null"
+    return _type_text(field.annotation)
+
+
 def option_rows(model: type[BaseModel], skip: tuple[str, ...] = ("type",)) -> list[tuple[str, str, str, str]]:
-    return [(name, _type_text(f.annotation), _default_text(f), f.description or "")
-            for name, f in model.model_fields.items() if name not in skip]
+    return [(field.alias or name, _field_type_text(field), _default_text(field), field.description or "")
+            for name, field in model.model_fields.items() if name not in skip]
 
 
 def option_table(model: type[BaseModel], skip: tuple[str, ...] = ("type",)) -> str:
@@ -76,6 +88,16 @@ def block_summary(cls: type[BaseModel]) -> str:
     return _doc(cls)
 
 
+def sub_kinds(cls: type[BaseModel]) -> list[tuple[str, str, type[BaseModel]]]:
+    """(field, kind name, kind) for every kind of every sub-config field of a block family."""
+    out = []
+    for field_name, field in cls.model_fields.items():
+        variant = _variant(field)
+        if variant is not None:
+            out += [(field_name, name, kind) for name, kind in sorted(variant.registry.kinds().items())]
+    return out
+
+
 def render_blocks() -> str:
     """docs/blocks.md: every registered block family with its options, defaults and meaning."""
     out = [
@@ -91,8 +113,13 @@ def render_blocks() -> str:
         cls = BLOCKS[name]
         module_doc = (sys.modules[cls.__module__].__doc__ or "").strip()
         out += [f"## `{name}`", "", block_summary(cls), "", option_table(cls), ""]
+        for field_name, kind_name, kind in sub_kinds(cls):
+            out += [f"### `{field_name}: {kind_name}`", "", _doc(kind), "", option_table(kind), ""]
         if module_doc:
             out += ["<details><summary>Data flow</summary>", "", module_doc, "", "</details>", ""]
+    out += ["## `se`: squeeze-excitation", "", "One sub-config for every family that offers SE: `se: 0.25` is "
+            "shorthand for `{ratio: 0.25}`, `se: 0` or `null` switches it off; options left unset take the "
+            "family's defaults.", "", option_table(SEConfig, skip=()), ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -132,15 +159,10 @@ def render_grammar() -> str:
         "## `stem`",
         "",
     ]
-    for cls in (ConvStemConfig, PatchStemConfig, NoStemConfig):
-        sections += [f"### `type: {cls.model_fields['type'].default}`", "", _doc(cls), "", option_table(cls), ""]
-    sections += ["## `stages[i].transition`", ""]
-    for cls in (NoTransitionConfig, ConvTransitionConfig):
-        sections += [f"### `type: {cls.model_fields['type'].default}`", "", _doc(cls) or "No layer.", "",
-                     option_table(cls), ""]
-    sections += ["## `head`", ""]
-    for cls in (PoolHeadConfig, TokenHeadConfig):
-        sections += [f"### `type: {cls.model_fields['type'].default}`", "", option_table(cls), ""]
+    for title, registry in (("", STEMS), ("## `stages[i].transition`", TRANSITIONS), ("## `head`", HEADS)):
+        sections += [title, ""] if title else []
+        for name, cls in registry.kinds().items():
+            sections += [f"### `type: {name}`", "", _doc(cls) or "No layer.", "", option_table(cls), ""]
     sections += ["## Blocks", "", "Block families and their options are listed in [blocks.md](blocks.md)"
                  " (or run `composer blocks`)."]
     return "\n".join(sections).rstrip() + "\n"

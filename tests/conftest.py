@@ -50,7 +50,7 @@ stem: {type: conv, channels: [8], stride: 2, act: gelu}
 layout: C-T
 blocks:
   C: {type: mbconv, expand: 2, kernel: 3, se: 0.25}
-  T: {type: transformer, attention: relative, head_dim: 8}
+  T: {type: transformer, attention: {type: relative, head_dim: 8}}
 stages:
   - {depth: 1, channels: 16, stride: 2}
   - {depth: 2, channels: 32, stride: 2}

@@ -41,7 +41,7 @@ def test_coatnet_mbconv_formula(c):
 
 @pytest.mark.parametrize("c,grid", [(384, (14, 14)), (768, (7, 7))])
 def test_relative_transformer_formula(c, grid):
-    block = resolve_block({"type": "transformer", "attention": "relative", "head_dim": 32}).build(
+    block = resolve_block({"type": "transformer", "attention": {"type": "relative", "head_dim": 32}}).build(
         BlockContext(c, c, 1, grid))
     table = (2 * grid[0] - 1) * (2 * grid[1] - 1)
     assert params(block) == 12 * c * c + 13 * c + table * c // 32
@@ -49,7 +49,7 @@ def test_relative_transformer_formula(c, grid):
 
 @pytest.mark.parametrize("d", [192, 384, 768])
 def test_vit_block_formula(d):
-    block = resolve_block({"type": "transformer", "heads": d // 64}).build(BlockContext(d, d, 1, (14, 14)))
+    block = resolve_block({"type": "transformer", "attention": {"heads": d // 64}}).build(BlockContext(d, d, 1, (14, 14)))
     assert params(block) == 12 * d * d + 13 * d
 
 
@@ -91,20 +91,25 @@ def test_expand_one_stride_placement_follows_the_norm_style():
     assert post_dw.build(ctx)(torch.randn(1, 16, 8, 8)).shape == (1, 24, 4, 4)
 
 
+def _kind(options: dict, field: str, default: str) -> str:
+    value = options.get(field, default)
+    return value.get("type", default) if isinstance(value, dict) else value
+
+
 TOKEN_VARIANTS = [
-    {"type": "transformer", "attention": "gpsa", "heads": 4},
-    {"type": "transformer", "attention": "conv", "heads": 2},
-    {"type": "transformer", "ffn": "conv", "ffn_se_reduction": 8, "heads": 2},
-    {"type": "transformer", "attention": "conv", "ffn": "conv", "heads": 2},
+    {"type": "transformer", "attention": {"type": "gpsa", "heads": 4}},
+    {"type": "transformer", "attention": {"type": "conv", "heads": 2}},
+    {"type": "transformer", "ffn": {"type": "conv", "se": {"reduction": 8}}, "attention": {"heads": 2}},
+    {"type": "transformer", "attention": {"type": "conv", "heads": 2}, "ffn": "conv"},
 ]
 
 
-@pytest.mark.parametrize("options", TOKEN_VARIANTS, ids=lambda o: f"{o.get('attention', 'plain')}-{o.get('ffn', 'mlp')}")
+@pytest.mark.parametrize("options", TOKEN_VARIANTS, ids=lambda o: f"{_kind(o, 'attention', 'plain')}-{_kind(o, 'ffn', 'mlp')}")
 @pytest.mark.parametrize("stride,prefix", [(1, 0), (2, 0), (1, 1)])
 def test_attention_and_ffn_variants_run(options, stride, prefix):
     config = resolve_block(options)
     if config.check(BlockContext(16, 32, stride, (8, 8), prefix)):
-        assert options["attention"] == "gpsa" and prefix  # GPSA refuses class tokens, nothing else
+        assert _kind(options, "attention", "plain") == "gpsa" and prefix  # GPSA refuses class tokens, nothing else
         return
     block = config.build(BlockContext(16, 32, stride, (8, 8), prefix))
     x = torch.randn(2, prefix + 64, 16, requires_grad=True)
@@ -138,27 +143,27 @@ def test_resnet50_se_adds_the_published_count():
 
 @pytest.mark.parametrize("d,heads", [(192, 4), (432, 9)])
 def test_gpsa_block_formula(d, heads):
-    config = resolve_block({"type": "transformer", "attention": "gpsa", "heads": heads, "qkv_bias": False})
+    config = resolve_block({"type": "transformer", "attention": {"type": "gpsa", "heads": heads, "qkv_bias": False}})
     assert params(config.build(BlockContext(d, d, 1, (14, 14)))) == 12 * d * d + 10 * d + 5 * heads
 
 
 @pytest.mark.parametrize("c,heads", [(64, 1), (384, 6)])
 def test_cvt_block_formula(c, heads):
-    config = resolve_block({"type": "transformer", "attention": "conv", "heads": heads, "act": "quick_gelu"})
+    config = resolve_block({"type": "transformer", "attention": {"type": "conv", "heads": heads}, "ffn": {"act": "quick_gelu"}})
     assert params(config.build(BlockContext(c, c, 1, (14, 14)))) == 12 * c * c + 46 * c
 
 
 def test_localvit_block_formula():
     d = 192
-    config = resolve_block({"type": "transformer", "heads": 4, "ffn": "conv", "act": "hardswish",
-                            "ffn_se_reduction": 192})
+    config = resolve_block({"type": "transformer", "attention": {"heads": 4},
+                            "ffn": {"type": "conv", "act": "hardswish", "se": {"reduction": 192}}})
     assert params(config.build(BlockContext(d, d, 1, (14, 14), 1))) == 12 * d * d + 96 * d + 4
 
 
 def test_gpsa_local_init_attends_around_each_heads_offset():
     from composer.build import init_weights
 
-    config = resolve_block({"type": "transformer", "attention": "gpsa", "heads": 4, "locality_strength": 2.0})
+    config = resolve_block({"type": "transformer", "attention": {"type": "gpsa", "heads": 4, "locality_strength": 2.0}})
     block = config.build(BlockContext(16, 16, 1, (5, 5)))
     init_weights(block)
     attn = block.attn
@@ -171,11 +176,12 @@ def test_gpsa_local_init_attends_around_each_heads_offset():
     assert torch.allclose(torch.sigmoid(attn.gate), torch.full((4,), torch.sigmoid(torch.tensor(1.0)).item()))
 
 
-@pytest.mark.parametrize("options", [{"ffn": "conv"}, {"attention": "conv"}], ids=["conv-ffn", "conv-attention"])
+@pytest.mark.parametrize("options", [{"ffn": "conv", "attention": {"heads": 2}}, {"attention": {"type": "conv", "heads": 2}}],
+                         ids=["conv-ffn", "conv-attention"])
 def test_class_token_bypasses_convolutions(options):
     """With attention switched off (zero output projection), a conv FFN leaves the class token as it was;
     conv projections see only grid tokens, so changing the class token leaves the grid's keys alone."""
-    block = resolve_block({"type": "transformer", "heads": 2, **options}).build(BlockContext(16, 16, 1, (4, 4), 1))
+    block = resolve_block({"type": "transformer", **options}).build(BlockContext(16, 16, 1, (4, 4), 1))
     block.eval()
     x = torch.randn(1, 17, 16)
     if options.get("ffn") == "conv":
@@ -200,9 +206,9 @@ def test_class_token_bypasses_convolutions(options):
 @pytest.mark.parametrize("attention", ["plain", "relative", "gpsa", "conv"])
 @pytest.mark.parametrize("scale,expected", [("head_dim", 16 ** -0.5), ("embed_dim", 48 ** -0.5), (0.3, 0.3)])
 def test_attention_scale_choices(attention, scale, expected):
-    config = resolve_block({"type": "transformer", "attention": attention, "heads": 3, "scale": scale})
+    config = resolve_block({"type": "transformer", "attention": {"type": attention, "heads": 3, "scale": scale}})
     ctx = BlockContext(48, 48, 1, (4, 4))
-    assert config.attention_scale(ctx) == pytest.approx(expected, rel=1e-12)
+    assert config.attention.logit_scale(ctx) == pytest.approx(expected, rel=1e-12)
     attn = config.build(ctx).attn.eval()
     assert attn.scale == pytest.approx(expected, rel=1e-12)
     if attention != "conv":
@@ -231,8 +237,8 @@ def test_cvt_blueprints_scale_by_the_stage_width():
     for name in ("cvt13", "cvt21"):
         plan = composer.plan(composer.load(BLUEPRINTS / f"{name}.yaml", overrides={"input.size": 64, "classes": 10}))
         for sp, width in zip(plan.stages, (64, 192, 384)):
-            assert sp.block.scale == "embed_dim"
-            assert sp.block.attention_scale(sp.contexts[0]) == width ** -0.5
+            assert sp.block.attention.scale == "embed_dim"
+            assert sp.block.attention.logit_scale(sp.contexts[0]) == width ** -0.5
         assert composer.check(plan).ok
 
 
@@ -273,7 +279,7 @@ stages:
   - {depth: 1, channels: 16, stride: 2}
   - {depth: 1, channels: 24, stride: 2}
   - {depth: 1, channels: 32, stride: 2, transition: {type: conv, kernel: 3, padding: same}}
-head: {type: pool, conv: 40, conv_norm_eps: 1e-3}
+head: {type: pool, conv: {channels: 40, norm_eps: 1e-3}}
 """
     plan = composer.plan(composer.loads(text))
     assert [sp.out_resolution for sp in plan.stages] == [(12, 12), (6, 6), (3, 3)]

@@ -42,8 +42,15 @@ def test_wrong_types_and_ranges_all_reported(write, tiny_text):
 
 
 def test_literal_choice_suggestion(write, tiny_text):
-    [p] = problems(write(tiny_text.replace("attention: relative", "attention: relativ")))
-    assert p.path == ("blocks", "T", "attention") and p.hint == "did you mean `relative`?"
+    [p] = problems(write(tiny_text.replace("type: relative", "type: relativ")))
+    assert p.path == ("blocks", "T", "attention", "type") and p.hint == "did you mean `relative`?"
+    assert "expected one of `conv`, `gpsa`, `plain`, `relative`" in p.message
+
+
+def test_kind_shorthand_is_located_like_its_mapping(write, tiny_text):
+    """`attention: relativ` (a bare kind name) is refused at the name, as `{type: relativ}` would be."""
+    [p] = problems(write(tiny_text.replace("{type: relative, head_dim: 8}", "relativ")))
+    assert p.path[:3] == ("blocks", "T", "attention") and p.line == 8 and p.hint == "did you mean `relative`?"
 
 
 def test_layout_letter_without_legend_and_stage_count(write, tiny_text):
@@ -61,10 +68,10 @@ def test_bad_layout_grammar(write, tiny_text):
 
 def test_stage_override_error_points_at_the_override(write, tiny_text):
     text = tiny_text.replace("{depth: 2, channels: 32, stride: 2}",
-                             "{depth: 2, channels: 32, stride: 2, block: {mlp_ration: 2}}")
+                             "{depth: 2, channels: 32, stride: 2, block: {ffn: {ration: 2}}}")
     [p] = problems(write(text))
-    assert p.path == ("stages", 1, "block", "mlp_ration") and p.line == 11
-    assert p.hint == "did you mean `mlp_ratio`?"
+    assert p.path == ("stages", 1, "block", "ffn", "ration") and p.line == 11
+    assert p.hint == "did you mean `ratio`?"
 
 
 def test_heads_mismatch_suggests_nearest_width(write, tiny_text):
@@ -86,7 +93,7 @@ def test_patch_stem_needs_a_divisible_size(write):
     text = """layout: T
 input: {size: 100}
 stem: {type: patch, channels: 32, patch: 16}
-blocks: {T: {type: transformer, heads: 2}}
+blocks: {T: {type: transformer, attention: {heads: 2}}}
 stages: [{depth: 1, channels: 32}]
 """
     [p] = problems(write(text))
@@ -191,7 +198,7 @@ def test_gpsa_cannot_take_a_class_token(write):
     text = (BLUEPRINTS / "convit_tiny.yaml").read_text().replace(
         "{depth: 10, channels: 192, pos_embed: true}", "{depth: 10, channels: 192, pos_embed: true, class_token: true}")
     ps = problems(write(text))
-    gpsa = [p for p in ps if p.path == ("blocks", "G", "attention")]
+    gpsa = [p for p in ps if p.path[:3] == ("blocks", "G", "attention")]
     assert gpsa and "`gpsa` attention works on the token grid" in gpsa[0].message and gpsa[0].line == 11
     assert any(p.path == ("stages", 1, "class_token") and "already inserted" in p.message for p in ps)
 

@@ -23,8 +23,8 @@ FAMILIES = {
                                          "stages.3.depth=3"]),
     "resnet101": ("resnet50", ["stages.2.depth=23"]),
     "resnet152": ("resnet50", ["stages.1.depth=8", "stages.2.depth=36"]),
-    "vit_small_patch16": ("vit_b16", ["stem.channels=384", "stages.0.channels=384", "blocks.T.heads=6"]),
-    "deit_tiny_patch16": ("vit_b16", ["stem.channels=192", "stages.0.channels=192", "blocks.T.heads=3"]),
+    "vit_small_patch16": ("vit_b16", ["stem.channels=384", "stages.0.channels=384", "blocks.T.attention.heads=6"]),
+    "deit_tiny_patch16": ("vit_b16", ["stem.channels=192", "stages.0.channels=192", "blocks.T.attention.heads=3"]),
     "efficientnet_b1": ("efficientnet_b0", ["input.size=240"] + [f"stages.{i}.depth={d}" for i, d in
                                                                  enumerate([2, 3, 3, 4, 4, 5, 2])]),
     "cvt_21": ("cvt21", []),

@@ -46,7 +46,7 @@ def variant(*changes: tuple[str, str]) -> str:
 
 def stages_text(n_stages: int, depth: int, letter: str = "C", size: int = 32) -> str:
     head = f"name: big\ninput: {{size: {size}}}\nclasses: 10\nlayout: {'-'.join([letter] * n_stages)}\n"
-    legend = "blocks:\n  C: {type: mbconv}\n  G: {type: transformer, attention: gpsa, heads: 1}\n"
+    legend = "blocks:\n  C: {type: mbconv}\n  G: {type: transformer, attention: {type: gpsa, heads: 1}}\n"
     return head + legend + "stages:\n" + f"  - {{depth: {depth}, channels: 16}}\n" * n_stages
 
 
@@ -76,14 +76,14 @@ CASES = [
     ("python-tag", variant(("classes: 10", "classes: !!python/object/apply:os.system [echo]")), [], "not allowed", True),
     ("huge-int", variant(("classes: 10", "classes: " + "9" * 5000)), [], "too large", True),
     ("big-int", variant(("channels: 16,", "channels: 100000000000000000000000,")), [], "less than or equal", True),
-    ("inf-ratio", variant(("head_dim: 8}", "head_dim: 8, mlp_ratio: .inf}")), [], "finite", True),
-    ("nan-ratio", variant(("head_dim: 8}", "head_dim: 8, mlp_ratio: .nan}")), [], "finite", True),
-    ("huge-ratio", variant(("head_dim: 8}", "head_dim: 8, mlp_ratio: 1e300}")), [], "less than or equal to 64", True),
+    ("inf-ratio", variant(("head_dim: 8}", "head_dim: 8}, ffn: {ratio: .inf}")), [], "finite", True),
+    ("nan-ratio", variant(("head_dim: 8}", "head_dim: 8}, ffn: {ratio: .nan}")), [], "finite", True),
+    ("huge-ratio", variant(("head_dim: 8}", "head_dim: 8}, ffn: {ratio: 1e300}")), [], "less than or equal to 64", True),
     ("float-width", variant(("channels: 16,", "channels: 1e23,")), [], "valid integer", True),
-    ("zero-ffn", variant(("head_dim: 8}", "head_dim: 8, ffn: conv, mlp_ratio: 0.01}")), [], "rounds down to 0", True),
-    ("tiny-eps", variant(("head_dim: 8}", "head_dim: 8, norm_eps: 1e-300}")), [], "greater than or equal to 0.000000000001", True),
-    ("huge-layer-scale", variant(("head_dim: 8}", "head_dim: 8, layer_scale: 1000}")), [], "less than or equal to 1", True),
-    ("huge-eps", variant(("head_dim: 8}", "head_dim: 8, norm_eps: 1e300}")), [], "less than or equal to 1", True),
+    ("zero-ffn", variant(("head_dim: 8}", "head_dim: 8}, ffn: {type: conv, ratio: 0.01}")), [], "rounds down to 0", True),
+    ("tiny-eps", variant(("head_dim: 8}", "head_dim: 8}, norm_eps: 1e-300")), [], "greater than or equal to 0.000000000001", True),
+    ("huge-layer-scale", variant(("head_dim: 8}", "head_dim: 8}, layer_scale: 1000")), [], "less than or equal to 1", True),
+    ("huge-eps", variant(("head_dim: 8}", "head_dim: 8}, norm_eps: 1e300")), [], "less than or equal to 1", True),
     ("surrogate-name", variant(("name: tiny", 'name: "ti\\ud800ny"')), ["--set", "classes=x"], "valid integer", False),
     # 4. wrong acceptance before: YAML 1.1 and lax types
     ("bool-depth", variant(("depth: 1,", "depth: true,")), [], "valid integer", True),

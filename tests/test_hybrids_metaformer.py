@@ -39,7 +39,7 @@ CASES = {
     "mobilevit_s_small": ("mobilevit_s", {
         "stem.channels": [8], **widths(16, 24, 32, 40, 48), "stages.1.depth": 1, "blocks.V.dim": 32, "blocks.V.layers": 1,
         "stages.3.block.dim": 48, "stages.3.block.layers": 1, "stages.4.block.dim": 64, "stages.4.block.layers": 1,
-        "head.conv": 96}),
+        "head.conv.channels": 96}),
 }
 # timm 1.0's parameter counts at full size, 1000 classes (../shared/reference/numbers-hybrids.yaml)
 PARAMS = {
@@ -120,12 +120,12 @@ def test_grn_changes_the_output_and_costs_its_parameters():
 
 
 @pytest.mark.parametrize("blueprint,sets,where,words", [
-    ("poolformer_s12", {"blocks.P.mixer.size": 4}, "poolformer_s12.yaml:10:", "pooling window 4 is even"),
+    ("poolformer_s12", {"blocks.P.mixer.size": 4}, "blocks.P.mixer.size", "pooling window 4 is even"),
     ("poolformer_s12", {"blocks.P.mixer.kernel": 3}, "blocks.P.mixer.kernel", "unknown option `kernel`"),
     ("poolformer_s12", {"blocks.P.mixer": {"type": "conv"}}, "blocks.P.mixer.type", "did you mean `sepconv`"),
     ("poolformer_s12", {"blocks.P.act": "star_relu"}, "blocks.P.act", "did you mean `starrelu`"),
-    ("caformer_s18", {"blocks.C.mixer.kernel": 6}, "caformer_s18.yaml:11:", "kernel 6 is even"),
-    ("caformer_s18", {"blocks.C.mixer.expand": 0.001}, "blocks.C.mixer", "rounds down to 0"),
+    ("caformer_s18", {"blocks.C.mixer.kernel": 6}, "blocks.C.mixer.kernel", "kernel 6 is even"),
+    ("caformer_s18", {"blocks.C.mixer.expand": 0.001}, "blocks.C.mixer.expand", "rounds down to 0"),
     ("caformer_s18", {"blocks.A.mixer.head_dim": 0}, "blocks.A.mixer.head_dim", "greater than or equal to 1"),
     ("caformer_s18", {"head.hidden": None}, "caformer_s18.yaml:20:", "give `hidden` too"),
     ("convnextv2_tiny", {"blocks.C.grn": "yes"}, "blocks.C.grn", "valid boolean"),
@@ -138,6 +138,15 @@ def test_bad_options_are_refused_where_they_are(blueprint, sets, where, words):
         composer.plan(composer.load(BLUEPRINTS / "timm" / f"{blueprint}.yaml", overrides=sets))
     text = str(caught.value)
     assert where in text and words in text, text
+
+
+def test_a_bad_mixer_option_in_the_file_is_located_at_its_line(tmp_path):
+    text = (BLUEPRINTS / "timm" / "caformer_s18.yaml").read_text().replace("kernel: 7, expand: 2", "kernel: 6, expand: 2")
+    (tmp_path / "bp.yaml").write_text(text)
+    with pytest.raises(composer.BlueprintError) as caught:
+        composer.plan(composer.load(tmp_path / "bp.yaml"))
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "kernel: 6" in row)
+    assert f"bp.yaml:{line}:" in str(caught.value) and "blocks.C.mixer.kernel: kernel 6 is even" in str(caught.value)
 
 
 def test_a_mixer_named_alone_takes_its_defaults():

@@ -189,7 +189,7 @@ def plugin_block():
             return GatedConv()
 
     yield "gated_conv"
-    BLOCKS.pop("gated_conv")
+    BLOCKS.unregister("gated_conv")
 
 
 PLUGIN_BLUEPRINT = """\

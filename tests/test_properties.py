@@ -13,14 +13,14 @@ from composer.blueprint import BlueprintError
 
 LEGEND = {
     "C": {"type": "mbconv", "expand": 2, "se": 0.25},
-    "T": {"type": "transformer", "attention": "relative", "head_dim": 8},
-    "P": {"type": "transformer", "attention": "plain", "heads": 2},
+    "T": {"type": "transformer", "attention": {"type": "relative", "head_dim": 8}},
+    "P": {"type": "transformer", "attention": {"type": "plain", "heads": 2}},
     "X": {"type": "convnext", "kernel": 3},
     "B": {"type": "bottleneck", "se": 0.25},
-    "R": {"type": "basic", "se": 0.5, "se_gate": "hardsigmoid"},
-    "G": {"type": "transformer", "attention": "gpsa", "heads": 2, "qkv_bias": False},
-    "V": {"type": "transformer", "attention": "conv", "heads": 2},
-    "L": {"type": "transformer", "heads": 2, "ffn": "conv", "ffn_se_reduction": 4, "act": "hardswish"},
+    "R": {"type": "basic", "se": {"ratio": 0.5, "gate": "hardsigmoid"}},
+    "G": {"type": "transformer", "attention": {"type": "gpsa", "heads": 2, "qkv_bias": False}},
+    "V": {"type": "transformer", "attention": {"type": "conv", "heads": 2}},
+    "L": {"type": "transformer", "attention": {"heads": 2}, "ffn": {"type": "conv", "se": {"reduction": 4}, "act": "hardswish"}},
 }
 
 

@@ -26,7 +26,7 @@ stem: {type: conv, channels: [16], stride: 2}
 layout: {one_of: [C-T, C-C]}
 blocks:
   C: {type: mbconv, expand: 2, kernel: {one_of: [3, 5]}, se: {one_of: [0, 0.25]}}
-  T: {type: transformer, attention: relative, head_dim: 16}
+  T: {type: transformer, attention: {type: relative, head_dim: 16}}
 stages:
   - {depth: {range: [1, 2]}, channels: 32, stride: 2}
   - {depth: 1, channels: {range: [32, 64, 16]}, stride: 2}

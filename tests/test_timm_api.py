@@ -65,7 +65,8 @@ def narrow(name: str, classes: int = 0) -> composer.Blueprint:
     """small(), with attention heads of 16 channels where a head width is set (a quarter of a width
     need not divide by 32)."""
     data = yaml.safe_load((BLUEPRINTS / f"{name}.yaml").read_text())
-    sets = {f"blocks.{k}.head_dim": 16 for k, b in data["blocks"].items() if "head_dim" in b}
+    sets = {f"blocks.{k}.attention.head_dim": 16 for k, b in data["blocks"].items()
+            if isinstance(b.get("attention"), dict) and "head_dim" in b["attention"]}
     return small(name, {**sets, "classes": classes})
 
 

@@ -35,7 +35,7 @@ stem: {type: conv, channels: [16], stride: 2, act: gelu}
 layout: C-T
 blocks:
   C: {type: mbconv, expand: 2, kernel: 3, se: 0.25}
-  T: {type: transformer, attention: relative, head_dim: 16}
+  T: {type: transformer, attention: {type: relative, head_dim: 16}}
 stages:
   - {depth: 1, channels: 24, stride: 2}
   - {depth: 1, channels: 32, stride: 2}
@@ -51,7 +51,7 @@ stem: {type: patch, channels: 16, patch: 4, norm: layernorm}
 layout: X-T
 blocks:
   X: {type: convnext, kernel: 3}
-  T: {type: transformer, attention: plain, head_dim: 16}
+  T: {type: transformer, attention: {type: plain, head_dim: 16}}
 stages:
   - {depth: 1, channels: 16}
   - {depth: 1, channels: 32, stride: 2, transition: {type: conv, kernel: 2, norm: before}}
@@ -497,7 +497,7 @@ def test_batch_auto_learns_as_well_as_a_small_fixed_batch(tmp_path):
     """A few hundred small images: `--batch auto` keeps at least 8 steps per epoch and scales the lr,
     so in the same epochs it reaches the accuracy of a fixed batch of 8 (the default recipe)."""
     data = make_folder(tmp_path / "d", {"train": 64, "val": 10})
-    bp = composer.loads(HYBRID.replace("T: {type: transformer, attention: relative, head_dim: 16}", "T: {type: mbconv}"))
+    bp = composer.loads(HYBRID.replace("T: {type: transformer, attention: {type: relative, head_dim: 16}}", "T: {type: mbconv}"))
     recipe = load_recipe(overrides={"epochs": 3, "data.workers": 0})
     auto = train(bp, data, recipe, tmp_path / "auto", device="cpu", progress=False, auto=True)
     fixed = train(bp, data, recipe, tmp_path / "fixed", device="cpu", progress=False, batch=8)

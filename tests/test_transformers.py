@@ -66,8 +66,8 @@ def _compare(model: torch.nn.Module, blueprint: str, overrides: dict, size: int 
 
 CVT = dict(num_labels=10, depth=[1, 2, 3], embed_dim=[16, 32, 48], num_heads=[1, 2, 3])
 CVT_NARROW = {"stages.0.channels": 16, "stages.1.channels": 32, "stages.2.channels": 48,
-              "stages.1.depth": 2, "stages.2.depth": 3, "stages.1.block.heads": 2, "stages.2.block.heads": 3}
-CVT_SETS = {"blocks.T.act": "gelu", **CVT_NARROW}
+              "stages.1.depth": 2, "stages.2.depth": 3, "stages.1.block.attention.heads": 2, "stages.2.block.attention.heads": 3}
+CVT_SETS = {"blocks.T.ffn.act": "gelu", **CVT_NARROW}
 
 
 @pytest.mark.parametrize("blueprint,sets", [("cvt13.yaml", CVT_SETS), ("cvt21.yaml", CVT_SETS),
@@ -92,7 +92,7 @@ def test_cvt_with_per_head_scaling_is_another_function():
         ref = model(pixel_values=x).logits
     for scale, close in (("embed_dim", True), ("head_dim", False)):
         bp = composer.load(BLUEPRINTS / "cvt13.yaml",
-                           overrides={"input.size": 64, "classes": 10, **CVT_SETS, "blocks.T.scale": scale})
+                           overrides={"input.size": 64, "classes": 10, **CVT_SETS, "blocks.T.attention.scale": scale})
         net = composer.build(bp, weights=model.state_dict()).eval()
         with torch.no_grad():
             diff = (net(x) - ref).abs().max().item() / ref.abs().max().item()
@@ -116,7 +116,7 @@ def test_convnext(blueprint, sets):
 
 VIT = dict(num_labels=10, hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=192,
            image_size=64, patch_size=16)
-VIT_NARROW = {"stem.channels": 48, "stages.0.channels": 48, "stages.0.depth": 2, "blocks.T.heads": 3}
+VIT_NARROW = {"stem.channels": 48, "stages.0.channels": 48, "stages.0.depth": 2, "blocks.T.attention.heads": 3}
 VIT_SETS = {**VIT_NARROW, "blocks.T.norm_eps": 1e-12, "head.norm_eps": 1e-12}
 
 

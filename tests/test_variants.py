@@ -13,12 +13,12 @@ classes: 10
 stem: {type: conv, channels: [16, 16], stride: 2, act: gelu, last_norm_act: false}
 blocks:
   C: {type: mbconv, kernel: 5, se: 0}
-  T: {type: transformer, attention: relative, head_dim: 16}
+  T: {type: transformer, attention: {type: relative, head_dim: 16}}
 stages:
   - {depth: 1, channels: 32, stride: 2}
   - {depth: 2, channels: 48, stride: 2}
   - {depth: 1, channels: 64, stride: 2, block: {kernel: 3, se: 0.5, stride_on: depthwise}}
-  - {depth: 1, channels: 96, stride: 2, block: {attention: plain, heads: 3}}
+  - {depth: 1, channels: 96, stride: 2, block: {attention: {type: plain, heads: 3}}}
 head: {type: pool}
 """,
     "isotropic-T": """
@@ -26,7 +26,7 @@ layout: T
 input: {size: 64}
 classes: 10
 stem: {type: patch, channels: 96, patch: 8}
-blocks: {T: {type: transformer, heads: 4, mlp_ratio: 2, layer_scale: 1e-5}}
+blocks: {T: {type: transformer, attention: {heads: 4}, ffn: {ratio: 2}, layer_scale: 1e-5}}
 stages: [{depth: 3, channels: 96, class_token: true, pos_embed: true}]
 head: {type: token, hidden: 64}
 """,
@@ -37,7 +37,7 @@ classes: 7
 stem: {type: patch, channels: 32, patch: 4, norm: layernorm}
 blocks:
   C: {type: convnext, kernel: 5, se: 0.25}
-  T: {type: transformer, head_dim: 32}
+  T: {type: transformer, attention: {type: plain, head_dim: 32}}
 stages:
   - {depth: 2, channels: 32}
   - {depth: 2, channels: 64, stride: 2, transition: {type: conv, kernel: 2}}
@@ -62,8 +62,8 @@ input: {size: 64}
 classes: 5
 stem: {type: none}
 blocks:
-  E: {type: transformer, attention: conv, heads: 2}
-  M: {type: mbconv, norm: post, expand_from: in, stride_on: depthwise, se: 0.25, se_from: in, se_gate: hardsigmoid, act: silu}
+  E: {type: transformer, attention: {type: conv, heads: 2}}
+  M: {type: mbconv, norm: post, expand_from: in, stride_on: depthwise, se: {ratio: 0.25, from: in, gate: hardsigmoid}, act: silu}
 stages:
   - {depth: 1, channels: 32, stride: 4, transition: {type: conv, kernel: 7, norm: after}}
   - {depth: 2, channels: 32, stride: 2, transition: {type: conv, kernel: 3, norm: after}}
@@ -77,11 +77,11 @@ classes: 10
 stem: {type: conv, channels: [16, 16], stride: 2, act: gelu, last_norm_act: false}
 blocks:
   C: {type: mbconv}
-  T: {type: transformer, attention: relative, head_dim: 16, ffn: conv, act: hardswish, ffn_se_reduction: 16}
+  T: {type: transformer, attention: {type: relative, head_dim: 16}, ffn: {type: conv, act: hardswish, se: {reduction: 16}}}
 stages:
   - {depth: 2, channels: 32, stride: 2}
   - {depth: 2, channels: 64, stride: 2}
-  - {depth: 2, channels: 128, stride: 2, block: {attention: conv, ffn_kernel: 5}}
+  - {depth: 2, channels: 128, stride: 2, block: {attention: conv, ffn: {kernel: 5}}}
 head: {type: pool, hidden: 128}
 """,
     "resnet-then-gpsa-then-class-token": """
@@ -91,9 +91,9 @@ classes: 10
 stem: {type: conv, channels: [16], kernel: 7, stride: 2, pool: max}
 blocks:
   B: {type: basic, se: 0.25}
-  R: {type: bottleneck, stride_on: reduce, se: 0.0625, se_gate: hardsigmoid}
-  G: {type: transformer, attention: gpsa, heads: 4, qkv_bias: false}
-  T: {type: transformer, heads: 4, ffn: conv, ffn_se_reduction: 8}
+  R: {type: bottleneck, stride_on: reduce, se: {ratio: 0.0625, gate: hardsigmoid}}
+  G: {type: transformer, attention: {type: gpsa, heads: 4, qkv_bias: false}}
+  T: {type: transformer, attention: {type: plain, heads: 4}, ffn: {type: conv, se: {reduction: 8}}}
 stages:
   - {depth: 2, channels: 32}
   - {depth: 2, channels: 64, stride: 2}

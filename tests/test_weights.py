@@ -169,7 +169,7 @@ def test_partial_load_reports_what_it_left():
     net = composer.build(bp, weights=DATA / "coatnet_0_rw_small.safetensors", strict=False)
     skipped = {k for k, _, _ in net.weights_report.mismatched}
     assert "stages.3.blocks.0.attn.proj.weight" in skipped and "stages.2.blocks.0.attn.proj.weight" not in skipped
-    assert "stem.0.weight" in net.weights_report.loaded
+    assert "stem.conv1.weight" in net.weights_report.loaded
 
 
 # --- bad files: one line saying what is wrong with which file, exit 1, no traceback ---------------
@@ -226,7 +226,7 @@ def test_bad_checkpoints_give_one_clear_error_and_exit_1(tmp_path, capsys):
 def test_mismatched_checkpoint_names_tensors_and_shapes(tmp_path):
     r = _build_cli(DATA / "seresnet50_small.safetensors", "--from", "timm")
     assert r.exit_code == 1
-    assert "stages.0.blocks.0.branch.0.weight is 64x64x3x3 in the blueprint, 64x64x1x1 in the checkpoint" in r.output
+    assert "stages.0.blocks.0.branch.conv1.weight is 64x64x3x3 in the blueprint, 64x64x1x1 in the checkpoint" in r.output
     assert "fit nothing in the blueprint: layer1.0.bn3.bias" in r.output
 
 
@@ -247,7 +247,7 @@ def _payload(tmp_path, **changes):
     ({"format": "composer/9"}, "has format `composer/9`"),
     ({"blueprint": "x: [" * 10}, "blueprint"),
     ({"blueprint": "# " + "x" * 1_000_001}, "embedded blueprint is larger than 1,000,000 bytes"),
-    ({"state_dict": {"stem.0.weight": torch.zeros(1)}}, "stem.0.weight is 64x3x7x7 in the blueprint, 1 in the"),
+    ({"state_dict": {"stem.conv1.weight": torch.zeros(1)}}, "stem.conv1.weight is 64x3x7x7 in the blueprint, 1 in the"),
 ])
 def test_load_model_refuses_broken_saved_models(tmp_path, changes, message):
     with pytest.raises(composer.BlueprintError, match="changed.pt") as info:
@@ -291,7 +291,7 @@ stem: {type: patch, channels: 40, patch: 4, norm: layernorm}
 layout: C-C-T-T
 blocks:
   C: {type: convnext, kernel: 7, mlp_ratio: 4, layer_scale: 1e-6}
-  T: {type: transformer, attention: relative, head_dim: 32, norm_eps: 1e-6}
+  T: {type: transformer, attention: {type: relative, head_dim: 32}, norm_eps: 1e-6}
 stages:
   - {depth: 2, channels: 40}
   - {depth: 2, channels: 80, stride: 2, transition: {type: conv, kernel: 2, norm: before}}

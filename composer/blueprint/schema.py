@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, Field, Strict, TypeAdapter, field_validator
 
 from ..blocks import BLOCKS
-from ..blocks.base import BlockConfig, StrictModel
+from ..blocks.base import BlockConfig, StrictModel, Variant, refresh_parts
 from ..blocks.heads import HeadConfig, PoolHeadConfig
 from ..blocks.stems import NoStemConfig, StemConfig
 from ..blocks.transitions import NoTransitionConfig, TransitionConfig
@@ -94,47 +94,80 @@ class BlueprintBase(_Model):
         return value
 
 
-@lru_cache(maxsize=None)
-def _models(registered: tuple[str, ...]) -> tuple[type[BaseModel], TypeAdapter, Any]:
-    union = Annotated[Union[tuple(BLOCKS[name] for name in registered)], Field(discriminator="type")]
+Block = Annotated[BlockConfig, Variant(BLOCKS)]
 
+
+@lru_cache(maxsize=1)
+def _cached_models() -> tuple[type[BaseModel], TypeAdapter]:
     class Blueprint(BlueprintBase):
-        blocks: dict[str, union] = Field(description="Legend: block options for each layout letter.")  # type: ignore[valid-type]
+        blocks: dict[str, Block] = Field(description="Legend: block options for each layout letter.")
 
-    return Blueprint, TypeAdapter(union), union
+    return Blueprint, TypeAdapter(Block)
+
+
+def _models() -> tuple[type[BaseModel], TypeAdapter]:
+    """The models over the registered kinds of every part; built anew after a late registration."""
+    if refresh_parts():
+        _cached_models.cache_clear()
+        BlueprintBase.model_rebuild(force=True)
+        for model in (InputSpec, StageSpec, PretrainedSpec):
+            model.model_rebuild(force=True)
+    return _cached_models()
 
 
 def blueprint_model() -> type[BaseModel]:
-    """The Blueprint pydantic model over the currently registered block families."""
-    return _models(tuple(BLOCKS))[0]
+    """The Blueprint pydantic model over the currently registered kinds."""
+    return _models()[0]
 
 
 def block_adapter() -> TypeAdapter:
     """Validator of one block config (any registered family)."""
-    return _models(tuple(BLOCKS))[1]
+    return _models()[1]
 
 
 def block_union() -> Any:
-    """The discriminated union type of all registered block configs."""
-    return _models(tuple(BLOCKS))[2]
+    """The type of a block config (any registered family), for locating errors."""
+    return Block
 
 
-def merged_block(legend: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def merged_block(legend: Any, override: Any) -> Any:
     """A stage's block options: its legend entry with the stage's overrides on top.
 
-    Options that exclude each other (`heads` / `head_dim`) are replaced as a group: a stage that
-    sets `heads` drops the legend's `head_dim`.
+    Sub-configs merge the same way when the override keeps their kind (`block: {attention: {heads: 3}}`
+    over `attention: {type: conv, kernel: 5}`; a bare kind name counts as `{type: name}`); an override
+    naming another kind replaces the sub-config. Options that exclude each other (`heads` /
+    `head_dim`) are replaced as a group: a stage that sets `heads` drops the legend's `head_dim`.
     """
+    return _merged(legend, override, BLOCKS)
+
+
+def _merged(legend: Any, override: Any, registry: Any) -> Any:
+    if isinstance(legend, str) and isinstance(override, dict):
+        legend = {"type": legend}
     if not isinstance(legend, dict) or not isinstance(override, dict):
-        return override if isinstance(override, dict) else legend
-    merged = {**legend, **override}
-    family = BLOCKS.get(merged.get("type"))
-    for group in getattr(family, "exclusive_options", ()):
+        return override
+    if "type" in override and override.get("type") != legend.get("type"):
+        return override
+    kind = registry.get(legend.get("type") or registry.default) if registry is not None else None
+    merged = dict(legend)
+    for key, value in override.items():
+        inner = _variant_registry(kind, key)
+        merged[key] = _merged(legend[key], value, inner) if key in legend and inner is not None else value
+    for group in getattr(kind, "exclusive_options", ()):
         if any(key in override for key in group):
             for key in group:
                 if key not in override:
                     merged.pop(key, None)
     return merged
+
+
+def _variant_registry(kind: Any, field: str) -> Any:
+    """The registry of a kind's field typed `Variant(...)`, or None."""
+    info = getattr(kind, "model_fields", {}).get(field)
+    for meta in getattr(info, "metadata", ()):
+        if isinstance(meta, Variant):
+            return meta.registry
+    return None
 
 
 def resolve_block(raw: dict[str, Any]) -> BlockConfig:

@@ -8,7 +8,7 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from ..blocks.base import BlockConfig
+from ..blocks.base import BlockConfig, Variant
 from ..budgets import MAX_BLOCKS, MAX_STAGES
 from .errors import BlueprintError, Problem, suggest
 from .loader import Source
@@ -23,6 +23,22 @@ class Blueprint:
     letters: list[str]
     stage_blocks: list[BlockConfig]
     source: Source
+    stage_overrides: tuple[dict, ...] = ()  # each stage's `block:` overrides, as written
+
+    def where(self, stage: int, option: str) -> tuple:
+        """The key path of a stage's option in the blueprint: the stage's own (`channels`), its
+        `block:` override, or its legend entry. `option` may be dotted (`attention.kernel`)."""
+        if option in ("channels", "stride", "depth", "transition", "class_token", "pos_embed"):
+            return ("stages", stage, option)
+        path = tuple(option.split("."))
+        node = self.stage_overrides[stage] if stage < len(self.stage_overrides) else {}
+        for i, key in enumerate(path):
+            if not isinstance(node, dict) or key not in node:
+                break
+            if i == len(path) - 1:
+                return ("stages", stage, "block", *path)
+            node = node[key]
+        return ("blocks", self.letters[stage], *path)
 
     @property
     def name(self) -> str:
@@ -36,9 +52,38 @@ class Blueprint:
 # --- mapping pydantic's error locations back to the file -----------------------------------------
 
 def _unwrap(t: Any) -> Any:
+    """The type under `Annotated`; a `Variant(...)` field is the union of its registry's kinds."""
     while get_origin(t) is typing.Annotated:
-        t = get_args(t)[0]
+        variant = next((m for m in get_args(t)[1:] if isinstance(m, Variant)), None)
+        t = variant.registry.union() if variant is not None else get_args(t)[0]
     return t
+
+
+def _field_type(info: Any) -> Any:
+    """A model field's type; a field typed `Variant(...)` is the union of its registry's kinds."""
+    variant = next((m for m in info.metadata if isinstance(m, Variant)), None)
+    return variant.registry.union() if variant is not None else info.annotation
+
+
+def _unknown_option_hint(key: str, parent: Any, field: str | None) -> str | None:
+    """Where an option not of `parent` lives now: a moved spelling, or another kind of the same sort."""
+    moved = getattr(parent, "moved_options", {}).get(key)
+    if moved:
+        return f"`{key}` moved: write `{moved}`"
+    registry = getattr(parent, "registry", None)
+    if registry is not None and field is not None and registry is not _block_registry():
+        owners = registry.owners(key)
+        if owners:
+            kinds = " or ".join(f"`{field}: {{type: {o}, {key}: ...}}`" for o in owners)
+            return f"`{key}` is an option of {registry.sort} {', '.join(f'`{o}`' for o in owners)}, not " \
+                   f"`{parent.type_name()}`: write {kinds}"
+    return None
+
+
+def _block_registry():
+    from ..blocks import BLOCKS
+
+    return BLOCKS
 
 
 def _is_union(t: Any) -> bool:
@@ -72,7 +117,7 @@ def _walk_loc(root: Any, loc: tuple) -> tuple[tuple, Any]:
             t = _unwrap(t) if t is not None else None
         if isinstance(t, type) and issubclass(t, BaseModel):
             path.append(part)
-            t = t.model_fields[part].annotation if part in t.model_fields else None
+            t = _field_type(t.model_fields[part]) if part in t.model_fields else None
         elif get_origin(t) in (dict, list, tuple):
             path.append(part)
             args = get_args(t)
@@ -81,6 +126,11 @@ def _walk_loc(root: Any, loc: tuple) -> tuple[tuple, Any]:
             path.append(part)
             t = None
     return tuple(path), _unwrap(t)
+
+
+def _kind_label(t: Any) -> str:
+    registry = getattr(t, "registry", None)
+    return f"{registry.sort} `{t.type_name()}`" if registry is not None else "this section"
 
 
 def _fields(t: Any) -> list[str]:
@@ -112,8 +162,10 @@ def _problems_from(exc: ValidationError, root: Any, source: Source, remap=None) 
         if kind == "extra_forbidden":
             key = path[-1] if path else "?"
             allowed = _fields(parent_type)
-            message = f"unknown option `{key}`"
-            hint = suggest(key, allowed) or (f"allowed: {', '.join(allowed)}" if allowed else None)
+            field = path[-2] if len(path) > 1 and isinstance(path[-2], str) else None
+            moved = _unknown_option_hint(key, parent_type, field)
+            message = f"unknown option `{key}`" + (f" for {_kind_label(parent_type)}" if moved else "")
+            hint = moved or suggest(key, allowed) or (f"allowed: {', '.join(allowed)}" if allowed else None)
         elif kind == "missing":
             message = f"missing required key `{path[-1]}`" if path else "missing required key"
         elif kind == "union_tag_invalid":
@@ -163,22 +215,32 @@ def validate(source: Source) -> Blueprint:
         raise BlueprintError(sorted(problems, key=_order))
 
     letters = parse_layout(model.layout)
-    stage_blocks, problems = [], []
+    stage_blocks, problems, overrides = [], [], []
     adapter = block_adapter()
     for i, letter in enumerate(letters):
         override = data["stages"][i].get("block", {}) if isinstance(data["stages"][i], dict) else {}
+        overrides.append(override)
         raw = merged_block(data["blocks"][letter], override)
         try:
             stage_blocks.append(adapter.validate_python(raw))
         except ValidationError as exc:
             def remap(path, i=i, letter=letter, override=override):
-                if path and path[0] in override:
-                    return ("stages", i, "block") + path
-                return ("blocks", letter) + path
+                return _origin(path, override, ("stages", i, "block"), ("blocks", letter))
             problems += _problems_from(exc, block_union(), source, remap)
     if problems:
         raise BlueprintError(sorted(problems, key=_order))
-    return Blueprint(model, letters, stage_blocks, source)
+    return Blueprint(model, letters, stage_blocks, source, tuple(overrides))
+
+
+def _origin(path: tuple, override: Any, stage: tuple, legend: tuple) -> tuple:
+    """A merged block option's path -> where it was written: the stage's override when the override
+    holds it (or the deepest part of it that the override holds), else the legend entry."""
+    node, depth = override, 0
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            break
+        node, depth = node[key], depth + 1
+    return (stage if depth else legend) + tuple(path)
 
 
 def _order(p: Problem) -> tuple:

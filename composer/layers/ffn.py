@@ -2,7 +2,7 @@
 
 - `Mlp`: Linear -> act -> Linear on every token (ViT).
 - `ConvFeedForward`: LocalViT's convolutional FFN on the token map (Li et al. 2021):
-  1x1 conv + BN + act -> kxk depthwise + BN + act -> SE (ReLU, h-sigmoid) -> 1x1 conv + BN.
+  1x1 conv + BN + act -> kxk depthwise + BN + act -> SE (given built) -> 1x1 conv + BN.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from torch import nn
 
 from .activations import make_act
 from .attention import map_to_tokens, tokens_to_map
-from .se import SqueezeExcite
 
 
 class Mlp(nn.Module):
@@ -30,7 +29,7 @@ class ConvFeedForward(nn.Module):
     """Takes grid tokens (B, H*W, C) and returns the FFN's output for them (no residual)."""
 
     def __init__(self, dim: int, hidden: int, act: str, grid: tuple[int, int], kernel: int = 3,
-                 se_reduction: int | None = None, bn_eps: float = 1e-5):
+                 se: nn.Module | None = None, bn_eps: float = 1e-5):
         super().__init__()
         self.grid = grid
         self.expand = nn.Sequential(nn.Conv2d(dim, hidden, 1, bias=False), nn.BatchNorm2d(hidden, eps=bn_eps),
@@ -38,10 +37,7 @@ class ConvFeedForward(nn.Module):
         self.depthwise = nn.Sequential(
             nn.Conv2d(hidden, hidden, kernel, 1, kernel // 2, groups=hidden, bias=False),
             nn.BatchNorm2d(hidden, eps=bn_eps), make_act(act))
-        if se_reduction:
-            self.se = SqueezeExcite(hidden, max(1, hidden // se_reduction), "relu", "hardsigmoid")
-        else:
-            self.se = nn.Identity()
+        self.se = se if se is not None else nn.Identity()
         self.project = nn.Sequential(nn.Conv2d(hidden, dim, 1, bias=False), nn.BatchNorm2d(dim, eps=bn_eps))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from ...layers.names import Activation, Gate
+from ...layers.names import Activation
 from .. import cost as C
 from ..base import BlockConfig, BlockContext, CheckpointNames, Complaint, odd_kernels, positive_width, register_block
+from ..se import SE, SEDefaults
+
+SE_DEFAULTS = SEDefaults(base="out", act="relu", gate="sigmoid")
 
 if TYPE_CHECKING:
     from torch import nn
@@ -33,13 +36,17 @@ class ConvNeXtConfig(BlockConfig):
     act: Activation = Field("gelu", description="Activation inside the MLP.")
     grn: bool = Field(False, description="Global response norm after the MLP's activation (ConvNeXt V2).")
     layer_scale: float | None = Field(1e-6, gt=0, le=1, description="Initial layer-scale value; null switches it off.")
-    se: float = Field(0.0, ge=0, le=1, description="SE ratio applied after the block's MLP; 0 (default) is off.")
-    se_act: Activation = Field("relu", description="Activation inside SE.")
-    se_gate: Gate = Field("sigmoid", description="Gate of SE.")
+    se: SE = Field(None, description="Squeeze-excitation after the block's MLP (ReLU, sigmoid gate); off when unset.")
     norm_eps: float = Field(1e-6, ge=1e-12, le=1, description="Epsilon of the LayerNorm.")
 
+    moved_options = {"se_act": "se: {ratio: 0.25, act: relu}", "se_gate": "se: {ratio: 0.25, gate: sigmoid}"}
+
     def check(self, ctx: BlockContext) -> list[Complaint]:
-        return odd_kernels(self, "kernel") + positive_width("mlp_ratio", ctx.out_channels, self.mlp_ratio, "the MLP width")
+        out = odd_kernels(self, "kernel") + positive_width("mlp_ratio", ctx.out_channels, self.mlp_ratio, "the MLP width")
+        return out + (self.se.check(SE_DEFAULTS) if self.se else [])
+
+    def se_width(self, ctx: BlockContext) -> int:
+        return self.se.width(dict.fromkeys(("in", "out", "hidden"), ctx.out_channels), SE_DEFAULTS)
 
     def describe(self, ctx: BlockContext) -> str:
         return f"convnext k{self.kernel}" + (" grn" if self.grn else "")
@@ -48,10 +55,9 @@ class ConvNeXtConfig(BlockConfig):
         c, (h, w) = ctx.out_channels, ctx.resolution
         hidden, n = int(c * self.mlp_ratio), h * w
         total = (C.conv(c, c, self.kernel, (h, w), groups=c, bias=True) + C.layernorm(c, n)
-                 + C.linear(c, hidden, n) + C.linear(hidden, c, n) + C.Cost(c if self.layer_scale else 0) + C.Cost(2 * hidden if self.grn else 0))
-        if self.se:
-            total += C.squeeze_excite(c, max(1, int(c * self.se)))
-        return total
+                 + C.linear(c, hidden, n) + C.linear(hidden, c, n) + C.Cost(c if self.layer_scale else 0)
+                 + C.Cost(2 * hidden if self.grn else 0))
+        return total + (self.se.cost(c, self.se_width(ctx)) if self.se else C.Cost())
 
     def build(self, ctx: BlockContext) -> nn.Module:
         from .module import ConvNeXtBlock

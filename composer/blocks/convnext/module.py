@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...layers import DropPath, SqueezeExcite, make_act
+from ...layers import DropPath, make_act
 from ...layers.grn import GlobalResponseNorm
 from ..base import BlockContext
-from . import ConvNeXtConfig
+from . import SE_DEFAULTS, ConvNeXtConfig
 
 
 class ConvNeXtBlock(nn.Module):
@@ -24,8 +24,7 @@ class ConvNeXtBlock(nn.Module):
         self.fc2 = nn.Linear(hidden, c)
         scale = config.layer_scale
         self.gamma = nn.Parameter(torch.full((c,), scale)) if scale else None
-        self.se = (SqueezeExcite(c, max(1, int(c * config.se)), config.se_act, config.se_gate)
-                   if config.se else nn.Identity())
+        self.se = config.se.build(c, config.se_width(ctx), SE_DEFAULTS) if config.se else nn.Identity()
         self.drop_path = DropPath(ctx.drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)

@@ -8,16 +8,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from ...layers.names import Activation
 from .. import cost as C
-from ..base import StrictModel
+from ..base import HEADS, Part, StrictModel, Variant
 
 
-class _Head(StrictModel):
+class HeadConv(StrictModel):
+    """A 1x1 feature conv + BatchNorm + act before pooling (MobileNetV2, EfficientNet)."""
+
+    channels: int = Field(ge=1, le=65536, description="Width of the feature conv (MobileNetV2: 1280).")
+    act: Activation = Field("relu", description="Activation after the feature conv.")
+    norm_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of its BatchNorm (TF ports: 1e-3).")
+
+
+def _conv_shorthand(value):
+    """`conv: 1280` -> `{channels: 1280}`."""
+    return {"channels": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class _Head(Part):
     """Shared base: the strict scalar policy of every config model."""
 
     norm: Literal["layernorm", "batchnorm", "none"] = Field(
@@ -41,8 +54,8 @@ class _Head(StrictModel):
         total = C.Cost()
         conv = getattr(self, "conv", None)
         if conv:
-            total += C.conv(channels, conv, 1, hw) + C.batchnorm(conv, hw[0] * hw[1])
-            channels = conv
+            total += C.conv(channels, conv.channels, 1, hw) + C.batchnorm(conv.channels, hw[0] * hw[1])
+            channels = conv.channels
         if self.norm == "layernorm":
             total += C.layernorm(channels, hw[0] * hw[1] if getattr(self, "norm_on", "pooled") == "map" else 1)
         elif self.norm == "batchnorm":
@@ -59,11 +72,12 @@ class _Head(StrictModel):
         `conv_head/bn2/classifier`; ViT's `norm/head`; ConvNeXt's and MaxxVit's `head.*` (MaxxVit's
         map norm is `norm`); ByobNet's `final_conv` and `head.fc`; the MetaFormers' MLP head `head.fc.*`."""
         return [{"fc": "fc"},
-                {"conv.0": "final_conv.conv", "conv.1": "final_conv.bn", "fc": "head.fc"},
-                {"norm": "head.norm", "pre_logits.0": "head.fc.fc1", "pre_logits.2": "head.fc.norm", "fc": "head.fc.fc2"},
-                {"conv.0": "conv_head", "conv.1": "bn2", "fc": "classifier"},
+                {"conv.conv": "final_conv.conv", "conv.norm": "final_conv.bn", "fc": "head.fc"},
+                {"norm": "head.norm", "pre_logits.fc": "head.fc.fc1", "pre_logits.norm": "head.fc.norm",
+                 "fc": "head.fc.fc2"},
+                {"conv.conv": "conv_head", "conv.norm": "bn2", "fc": "classifier"},
                 {"norm": "norm", "fc": "head"},
-                {"norm": "head.norm", "pre_logits.0": "head.pre_logits.fc", "fc": "head.fc", "map_norm": "norm"}]
+                {"norm": "head.norm", "pre_logits.fc": "head.pre_logits.fc", "fc": "head.fc", "map_norm": "norm"}]
 
     def transformers_names(self) -> list[dict[str, str]]:
         """Spellings of the head in Hugging Face transformers: CvT's, ViT's and ConvNeXt's final
@@ -73,28 +87,36 @@ class _Head(StrictModel):
                 {"norm": "vit.layernorm", "fc": "classifier"},
                 {"norm": "convnext.layernorm", "fc": "classifier"},
                 {"fc": "classifier.1"},
-                {"conv.0": "mobilenet_v2.conv_1x1.convolution", "conv.1": "mobilenet_v2.conv_1x1.normalization",
+                {"conv.conv": "mobilenet_v2.conv_1x1.convolution", "conv.norm": "mobilenet_v2.conv_1x1.normalization",
                  "fc": "classifier"},
-                {"conv.0": "efficientnet.encoder.top_conv", "conv.1": "efficientnet.encoder.top_bn",
+                {"conv.conv": "efficientnet.encoder.top_conv", "conv.norm": "efficientnet.encoder.top_bn",
                  "fc": "classifier"}]
 
 
+@HEADS.register
 class PoolHeadConfig(_Head):
+    """Global average pooling over the grid, then norm, optional pre-logits and the classifier."""
+
+    moved_options = {"conv_act": "conv: {channels: 1280, act: relu6}",
+                     "conv_norm_eps": "conv: {channels: 1280, norm_eps: 1e-3}"}
+
     type: Literal["pool"] = Field("pool", description="Head kind: global average pooling.")
-    conv: int | None = Field(None, ge=1, le=65536, description="Width of a 1x1 conv + BatchNorm + act before pooling (MobileNetV2: 1280); none when unset.")
-    conv_act: Activation = Field("relu", description="Activation after the feature conv.")
-    conv_norm_eps: float = Field(
-        1e-5, ge=1e-12, le=1, description="Epsilon of the feature conv's BatchNorm (TF ports: 1e-3).")
+    conv: Annotated[Optional[HeadConv], BeforeValidator(_conv_shorthand, json_schema_input_type=Union[int, HeadConv, None])] = Field(
+        None, description="A 1x1 conv + BatchNorm + act before pooling: `{channels, act, norm_eps}`, or its width "
+                          "alone (MobileNetV2: `conv: 1280`); none when unset.")
     norm_on: Literal["pooled", "map"] = Field(
         "pooled", description="Where the norm applies: to the pooled features, or (`layernorm` only) to the map at "
                               "every position before pooling.")
 
     def features(self, channels: int) -> int:
         """Width reaching the classifier."""
-        return self.hidden or self.conv or channels
+        return self.hidden or (self.conv.channels if self.conv else channels)
 
 
+@HEADS.register
 class TokenHeadConfig(_Head):
+    """The class token, then norm, optional pre-logits and the classifier."""
+
     type: Literal["token"] = Field("token", description="Head kind: class token.")
 
     def features(self, channels: int) -> int:
@@ -102,7 +124,7 @@ class TokenHeadConfig(_Head):
         return self.hidden or channels
 
 
-HeadConfig = Annotated[Union[PoolHeadConfig, TokenHeadConfig], Field(discriminator="type")]
+HeadConfig = Annotated[_Head, Variant(HEADS)]
 
 
 def __getattr__(name: str):

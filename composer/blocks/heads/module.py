@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -22,10 +24,10 @@ class Head(nn.Module):
         self.use_token = config.type == "token"
         conv = getattr(config, "conv", None)
         if conv:
-            self.conv = nn.Sequential(nn.Conv2d(channels, conv, 1, bias=False),
-                                      nn.BatchNorm2d(conv, eps=config.conv_norm_eps),
-                                      make_act(config.conv_act))
-            channels = conv
+            self.conv = nn.Sequential(OrderedDict(conv=nn.Conv2d(channels, conv.channels, 1, bias=False),
+                                                  norm=nn.BatchNorm2d(conv.channels, eps=conv.norm_eps),
+                                                  act=make_act(conv.act)))
+            channels = conv.channels
         else:
             self.conv = nn.Identity()
         self.map_norm = nn.Identity()
@@ -38,9 +40,9 @@ class Head(nn.Module):
         else:
             self.norm = nn.Identity()
         if config.hidden:
-            self.pre_logits = nn.Sequential(nn.Linear(channels, config.hidden), make_act(config.act))
+            self.pre_logits = nn.Sequential(OrderedDict(fc=nn.Linear(channels, config.hidden), act=make_act(config.act)))
             if config.hidden_norm:
-                self.pre_logits.append(nn.LayerNorm(config.hidden, eps=config.norm_eps))
+                self.pre_logits.add_module("norm", nn.LayerNorm(config.hidden, eps=config.norm_eps))
             channels = config.hidden
         else:
             self.pre_logits = nn.Identity()

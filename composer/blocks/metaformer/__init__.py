@@ -11,13 +11,14 @@ resolution change between stages, through a `transition` (a strided conv, the no
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from .. import cost as C
-from ..base import BlockConfig, BlockContext, CheckpointNames, Complaint, positive_width, register_block
-from .mixers import MIXERS, MetaFormerActivation, Mixer, act_params
+from ..base import BlockConfig, BlockContext, CheckpointNames, Complaint, Variant, positive_width, register_block
+from .mixers import MIXERS
+from .mixers.base import MetaFormerActivation, MixerConfig, act_params
 
 if TYPE_CHECKING:
     from torch import nn
@@ -31,7 +32,7 @@ class MetaFormerConfig(BlockConfig):
     can_change_width = False
 
     type: Literal["metaformer"] = Field("metaformer", description="Block family: MetaFormer.")
-    mixer: Mixer = Field(default_factory=lambda: MIXERS["pool"](), description=(
+    mixer: Annotated[MixerConfig, Variant(MIXERS)] = Field(default_factory=lambda: MIXERS["pool"](), description=(
         "Token mixer: `pool` (PoolFormer; option `size`), `sepconv` (ConvFormer; `kernel`, `expand`, `act`, `act2`, "
         "`bias`) or `attention` (CAFormer; `head_dim`, `heads`, `qkv_bias`, `proj_bias`). A name alone "
         "(`mixer: pool`) takes the mixer's defaults."))
@@ -48,11 +49,6 @@ class MetaFormerConfig(BlockConfig):
                                                                      "branch; none when unset.")
     res_scale: float | None = Field(None, gt=0, le=10, description="Initial value of a per-channel scale on each "
                                                                    "shortcut; none when unset.")
-
-    @field_validator("mixer", mode="before")
-    @classmethod
-    def _name_alone(cls, value):
-        return {"type": value} if isinstance(value, str) else value
 
     @property
     def data_format(self) -> Literal["map", "tokens"]:

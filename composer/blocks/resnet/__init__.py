@@ -15,9 +15,12 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
-from ...layers.names import PADDING_HELP, Activation, Gate, Padding
+from ...layers.names import PADDING_HELP, Activation, Padding
 from .. import cost as C
 from ..base import BlockConfig, BlockContext, CheckpointNames, Complaint, divisors_near, odd_kernels, register_block
+from ..se import SE, SEDefaults
+
+SE_DEFAULTS = SEDefaults(base="out", act="relu", gate="sigmoid")
 
 if TYPE_CHECKING:
     from torch import nn
@@ -26,17 +29,24 @@ if TYPE_CHECKING:
 class _ResNetOptions(BlockConfig):
     kernel: int = Field(3, ge=1, le=31, description="Kernel size of the spatial conv(s) (odd).")
     act: Activation = Field("relu", description="Activation after the inner convs and after the residual add.")
-    se: float = Field(0.0, ge=0, le=1, description="SE ratio of the output width (SE-ResNet: 0.0625 = 1/16); 0 is off.")
-    se_act: Activation = Field("relu", description="Activation inside SE.")
-    se_gate: Gate = Field("sigmoid", description="Gate of SE.")
+    se: SE = Field(None, description="Squeeze-excitation on the residual branch, from the output width (SE-ResNet: "
+                                     "`se: 0.0625`, 1/16; ReLU, sigmoid gate); off when unset.")
     norm_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the BatchNorms (TF ports: 1e-3).")
     padding: Padding = Field("symmetric", description="Padding of the kxk convs: " + PADDING_HELP)
 
+    moved_options = {"se_act": "se: {ratio: 0.0625, act: relu}", "se_gate": "se: {ratio: 0.0625, gate: sigmoid}"}
+
     def check(self, ctx: BlockContext) -> list[Complaint]:
-        return odd_kernels(self, "kernel")
+        return odd_kernels(self, "kernel") + (self.se.check(SE_DEFAULTS) if self.se else [])
+
+    def se_width(self, channels: int) -> int:
+        return self.se.width(dict.fromkeys(("in", "out", "hidden"), channels), SE_DEFAULTS)
 
     def _se_cost(self, channels: int) -> C.Cost:
-        return C.squeeze_excite(channels, max(1, int(channels * self.se))) if self.se else C.Cost()
+        return self.se.cost(channels, self.se_width(channels)) if self.se else C.Cost()
+
+    def _se_label(self) -> str:
+        return f" {self.se.describe()}" if self.se else ""
 
     @staticmethod
     def _shortcut_cost(ctx: BlockContext) -> C.Cost:
@@ -45,27 +55,26 @@ class _ResNetOptions(BlockConfig):
         out = ctx.out_resolution
         return C.conv(ctx.in_channels, ctx.out_channels, 1, out) + C.batchnorm(ctx.out_channels, out[0] * out[1])
 
-    # positions of the convs, norms and SE in the branch (see `build`)
-    _convs: ClassVar[tuple[int, ...]] = ()
-    _se_index: ClassVar[int] = 0
+    # how many kxk / 1x1 convs the branch has: `branch.conv1`, `branch.bn1`, ... (see module.py)
+    convs: ClassVar[int] = 0
 
     def timm_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
         """timm's ResNet blocks: conv1/bn1, conv2/bn2[, conv3/bn3], se.fc1/fc2, downsample.0/1."""
         names: CheckpointNames = {}
-        for j, i in enumerate(self._convs, 1):
-            names[f"branch.{i}"], names[f"branch.{i + 1}"] = f"conv{j}", f"bn{j}"
-        names |= {f"branch.{self._se_index}.reduce": "se.fc1", f"branch.{self._se_index}.expand": "se.fc2",
-                  "shortcut.0": "downsample.0", "shortcut.1": "downsample.1"}
-        return names
+        for j in range(1, self.convs + 1):
+            names[f"branch.conv{j}"], names[f"branch.bn{j}"] = f"conv{j}", f"bn{j}"
+        return names | {"branch.se.reduce": "se.fc1", "branch.se.expand": "se.fc2", "shortcut.conv": "downsample.0",
+                        "shortcut.bn": "downsample.1"}
 
     def transformers_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
         """Hugging Face transformers' `ResNetBottleNeckLayer` / `ResNetBasicLayer`: `layer.J.convolution`
         and `.normalization` per conv, `shortcut.convolution/normalization` (no SE there)."""
         if layout != "resnet":
             return {}
-        names: CheckpointNames = {"shortcut.0": "shortcut.convolution", "shortcut.1": "shortcut.normalization"}
-        for j, i in enumerate(self._convs):
-            names[f"branch.{i}"], names[f"branch.{i + 1}"] = f"layer.{j}.convolution", f"layer.{j}.normalization"
+        names: CheckpointNames = {"shortcut.conv": "shortcut.convolution", "shortcut.bn": "shortcut.normalization"}
+        for j in range(self.convs):
+            names[f"branch.conv{j + 1}"] = f"layer.{j}.convolution"
+            names[f"branch.bn{j + 1}"] = f"layer.{j}.normalization"
         return names
 
 
@@ -73,8 +82,7 @@ class _ResNetOptions(BlockConfig):
 class BottleneckConfig(_ResNetOptions):
     """ResNet bottleneck: 1x1 reduce, kxk conv, 1x1 expand, projection shortcut, optional SE."""
 
-    _convs = (0, 3, 6)
-    _se_index = 8
+    convs = 3
 
     type: Literal["bottleneck"] = Field("bottleneck", description="Block family: ResNet bottleneck.")
     reduction: int = Field(4, ge=1, le=65536, description="Bottleneck width = output channels / reduction (ResNet: 4).")
@@ -95,8 +103,7 @@ class BottleneckConfig(_ResNetOptions):
         return out
 
     def describe(self, ctx: BlockContext) -> str:
-        se = f" se{self.se:g}" if self.se else ""
-        return f"bottleneck k{self.kernel} w{self.width(ctx)}{se}"
+        return f"bottleneck k{self.kernel} w{self.width(ctx)}{self._se_label()}"
 
     def cost(self, ctx: BlockContext) -> C.Cost:
         width, (h, w), out = self.width(ctx), ctx.resolution, ctx.out_resolution
@@ -117,14 +124,12 @@ class BottleneckConfig(_ResNetOptions):
 class BasicBlockConfig(_ResNetOptions):
     """ResNet basic block: two kxk convs with BatchNorm, projection shortcut, optional SE."""
 
-    _convs = (0, 3)
-    _se_index = 5
+    convs = 2
 
     type: Literal["basic"] = Field("basic", description="Block family: ResNet basic block.")
 
     def describe(self, ctx: BlockContext) -> str:
-        se = f" se{self.se:g}" if self.se else ""
-        return f"basic k{self.kernel}{se}"
+        return f"basic k{self.kernel}{self._se_label()}"
 
     def cost(self, ctx: BlockContext) -> C.Cost:
         c, out = ctx.out_channels, ctx.out_resolution

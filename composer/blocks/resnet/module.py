@@ -2,40 +2,42 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
-from ...layers import DropPath, SqueezeExcite, conv2d, make_act
+from ...layers import DropPath, conv2d, make_act
 from ..base import BlockContext
-from . import BasicBlockConfig, BottleneckConfig, _ResNetOptions
+from . import SE_DEFAULTS, BasicBlockConfig, BottleneckConfig, _ResNetOptions
 
 
-def _conv_bn(config: _ResNetOptions, c_in: int, c_out: int, kernel: int, stride: int = 1,
-             groups: int = 1) -> list[nn.Module]:
-    return [conv2d(c_in, c_out, kernel, stride, groups=groups, padding=config.padding),
-            nn.BatchNorm2d(c_out, eps=config.norm_eps)]
-
-
-def _se(config: _ResNetOptions, channels: int) -> nn.Module:
-    if not config.se:
-        return nn.Identity()
-    return SqueezeExcite(channels, max(1, int(channels * config.se)), config.se_act, config.se_gate)
+def _branch(config: _ResNetOptions, convs: list[tuple[int, int, int, int, int]], channels: int) -> nn.Sequential:
+    """conv1, bn1, act1, conv2, ... (the last conv without act), then SE: named children, which the
+    checkpoint names of the config address."""
+    layers: dict[str, nn.Module] = {}
+    for j, (c_in, c_out, kernel, stride, groups) in enumerate(convs, 1):
+        layers[f"conv{j}"] = conv2d(c_in, c_out, kernel, stride, groups=groups, padding=config.padding)
+        layers[f"bn{j}"] = nn.BatchNorm2d(c_out, eps=config.norm_eps)
+        if j < len(convs):
+            layers[f"act{j}"] = make_act(config.act)
+    layers["se"] = (config.se.build(channels, config.se_width(channels), SE_DEFAULTS) if config.se
+                    else nn.Identity())
+    return nn.Sequential(OrderedDict(layers))
 
 
 def bottleneck(config: BottleneckConfig, ctx: BlockContext) -> nn.Module:
-    width, stride = config.width(ctx), ctx.stride
+    width, stride, c_out = config.width(ctx), ctx.stride, ctx.out_channels
     s_reduce, s_conv = (stride, 1) if config.stride_on == "reduce" else (1, stride)
-    branch = [*_conv_bn(config, ctx.in_channels, width, 1, s_reduce), make_act(config.act),
-              *_conv_bn(config, width, width, config.kernel, s_conv, config.groups), make_act(config.act),
-              *_conv_bn(config, width, ctx.out_channels, 1), _se(config, ctx.out_channels)]
-    return ResidualConv(nn.Sequential(*branch), ctx, config)
+    convs = [(ctx.in_channels, width, 1, s_reduce, 1), (width, width, config.kernel, s_conv, config.groups),
+             (width, c_out, 1, 1, 1)]
+    return ResidualConv(_branch(config, convs, c_out), ctx, config)
 
 
 def basic(config: BasicBlockConfig, ctx: BlockContext) -> nn.Module:
     c = ctx.out_channels
-    branch = [*_conv_bn(config, ctx.in_channels, c, config.kernel, ctx.stride), make_act(config.act),
-              *_conv_bn(config, c, c, config.kernel), _se(config, c)]
-    return ResidualConv(nn.Sequential(*branch), ctx, config)
+    convs = [(ctx.in_channels, c, config.kernel, ctx.stride, 1), (c, c, config.kernel, 1, 1)]
+    return ResidualConv(_branch(config, convs, c), ctx, config)
 
 
 class ResidualConv(nn.Module):
@@ -45,7 +47,9 @@ class ResidualConv(nn.Module):
         super().__init__()
         self.branch = branch
         if ctx.stride > 1 or ctx.in_channels != ctx.out_channels:
-            self.shortcut = nn.Sequential(*_conv_bn(config, ctx.in_channels, ctx.out_channels, 1, ctx.stride))
+            self.shortcut = nn.Sequential(OrderedDict(
+                conv=conv2d(ctx.in_channels, ctx.out_channels, 1, ctx.stride, padding=config.padding),
+                bn=nn.BatchNorm2d(ctx.out_channels, eps=config.norm_eps)))
         else:
             self.shortcut = nn.Identity()
         self.drop_path = DropPath(ctx.drop_path)

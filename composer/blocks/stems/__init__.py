@@ -8,22 +8,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator
 
 from ...layers.names import PADDING_HELP, Activation, Padding
 from .. import cost as C
-from ..base import StrictModel, downsample
+from ..base import Part, STEMS, Variant, downsample
 
 if TYPE_CHECKING:
     from torch import nn
 
 
-class _Stem(StrictModel):
+class _Stem(Part):
     """Shared base: the strict scalar policy of every config model."""
 
 
+@STEMS.register
 class ConvStemConfig(_Stem):
     """Stack of conv-norm-act layers; the first conv carries the stride."""
 
@@ -77,22 +78,21 @@ class ConvStemConfig(_Stem):
     def timm_names(self) -> list[dict[str, str]]:
         """Spellings of this stem in timm: MaxxVit's `stem.conv1/norm1/conv2`, ResNet's `conv1/bn1`,
         EfficientNet's `conv_stem/bn1`, ByobNet's one-conv `stem.conv/bn` (keys relative to the network)."""
-        step = 3 if self.norm == "batchnorm" else 1  # conv, norm, act per layer
         maxxvit = {}
-        for i in range(len(self.channels)):
-            maxxvit[str(step * i)] = f"stem.conv{i + 1}"
-            maxxvit[str(step * i + 1)] = f"stem.norm{i + 1}"
-        byob = {"0": "stem.conv", "1": "stem.bn"} if len(self.channels) == 1 else {}
-        return [maxxvit, {"0": "conv1", "1": "bn1"}, {"0": "conv_stem", "1": "bn1"}, byob]
+        for i in range(1, len(self.channels) + 1):
+            maxxvit[f"conv{i}"], maxxvit[f"norm{i}"] = f"stem.conv{i}", f"stem.norm{i}"
+        byob = {"conv1": "stem.conv", "norm1": "stem.bn"} if len(self.channels) == 1 else {}
+        return [maxxvit, {"conv1": "conv1", "norm1": "bn1"}, {"conv1": "conv_stem", "norm1": "bn1"}, byob]
 
     def transformers_names(self) -> list[dict[str, str]]:
         """Hugging Face transformers' ResNet embedder, MobileNetV2's first conv, EfficientNet's embeddings."""
-        return [{"0": "resnet.embedder.embedder.convolution", "1": "resnet.embedder.embedder.normalization"},
-                {"0": "mobilenet_v2.conv_stem.first_conv.convolution",
-                 "1": "mobilenet_v2.conv_stem.first_conv.normalization"},
-                {"0": "efficientnet.embeddings.convolution", "1": "efficientnet.embeddings.batchnorm"}]
+        return [{"conv1": "resnet.embedder.embedder.convolution", "norm1": "resnet.embedder.embedder.normalization"},
+                {"conv1": "mobilenet_v2.conv_stem.first_conv.convolution",
+                 "norm1": "mobilenet_v2.conv_stem.first_conv.normalization"},
+                {"conv1": "efficientnet.embeddings.convolution", "norm1": "efficientnet.embeddings.batchnorm"}]
 
 
+@STEMS.register
 class PatchStemConfig(_Stem):
     """Non-overlapping patch embedding: conv with kernel = stride = patch."""
 
@@ -126,14 +126,15 @@ class PatchStemConfig(_Stem):
 
     def timm_names(self) -> list[dict[str, str]]:
         """ViT's `patch_embed.proj/norm`, ConvNeXt's `stem.0/1`."""
-        return [{"0": "patch_embed.proj", "1": "patch_embed.norm"}, {"0": "stem.0", "1": "stem.1"}]
+        return [{"proj": "patch_embed.proj", "norm": "patch_embed.norm"}, {"proj": "stem.0", "norm": "stem.1"}]
 
     def transformers_names(self) -> list[dict[str, str]]:
         """Hugging Face transformers' ViT patch embedding, ConvNeXt's embeddings."""
-        return [{"0": "vit.embeddings.patch_embeddings.projection"},
-                {"0": "convnext.embeddings.patch_embeddings", "1": "convnext.embeddings.layernorm"}]
+        return [{"proj": "vit.embeddings.patch_embeddings.projection"},
+                {"proj": "convnext.embeddings.patch_embeddings", "norm": "convnext.embeddings.layernorm"}]
 
 
+@STEMS.register
 class NoStemConfig(_Stem):
     """No stem: the first stage receives the image."""
 
@@ -159,4 +160,4 @@ class NoStemConfig(_Stem):
         return [{}]
 
 
-StemConfig = Annotated[Union[ConvStemConfig, PatchStemConfig, NoStemConfig], Field(discriminator="type")]
+StemConfig = Annotated[_Stem, Variant(STEMS)]

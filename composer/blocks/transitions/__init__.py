@@ -8,23 +8,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
 from .. import cost as C
 from ...layers.names import Padding
-from ..base import StrictModel, downsample
+from ..base import Part, TRANSITIONS, Variant, downsample
 
 if TYPE_CHECKING:
     from torch import nn
 
 
-class _Transition(StrictModel):
+class _Transition(Part):
     """Shared base: the strict scalar policy of every config model."""
 
 
+@TRANSITIONS.register
 class NoTransitionConfig(_Transition):
+    """No layer: the stage's first block carries the stride and the width change."""
+
     type: Literal["none"] = Field("none", description="No transition layer.")
 
     def cost(self, in_channels: int, out_channels: int, stride: int, hw: tuple[int, int]) -> C.Cost:
@@ -40,6 +43,7 @@ class NoTransitionConfig(_Transition):
         return [{}]
 
 
+@TRANSITIONS.register
 class ConvTransitionConfig(_Transition):
     """Strided conv with an optional LayerNorm before or after it."""
 
@@ -80,17 +84,17 @@ class ConvTransitionConfig(_Transition):
     def timm_names(self, stage: int) -> list[dict[str, str]]:
         """ConvNeXt's `stages.N.downsample` (norm, conv); the MetaFormers' `stem` (conv, norm) before the
         first stage and `stages.N.downsample` (norm, conv) before the others; keys relative to the network."""
-        metaformer = ({"1": "stem.conv", "2": "stem.norm"} if stage == 0 else
-                      {"0": f"stages.{stage}.downsample.norm", "1": f"stages.{stage}.downsample.conv"})
-        return [{"0": f"stages.{stage}.downsample.0", "1": f"stages.{stage}.downsample.1"}, metaformer]
+        metaformer = ({"conv": "stem.conv", "norm_out": "stem.norm"} if stage == 0 else
+                      {"norm_in": f"stages.{stage}.downsample.norm", "conv": f"stages.{stage}.downsample.conv"})
+        return [{"norm_in": f"stages.{stage}.downsample.0", "conv": f"stages.{stage}.downsample.1"}, metaformer]
 
     def transformers_names(self, stage: int) -> list[dict[str, str]]:
         """Hugging Face transformers' CvT token embedding (conv, then LayerNorm) and ConvNeXt's
         `downsampling_layer` (LayerNorm, then conv); keys relative to the network."""
         embedding = f"cvt.encoder.stages.{stage}.embedding.convolution_embeddings"
         down = f"convnext.encoder.stages.{stage}.downsampling_layer"
-        return [{"1": f"{embedding}.projection", "2": f"{embedding}.normalization"},
-                {"0": f"{down}.0", "1": f"{down}.1"}]
+        return [{"conv": f"{embedding}.projection", "norm_out": f"{embedding}.normalization"},
+                {"norm_in": f"{down}.0", "conv": f"{down}.1"}]
 
 
-TransitionConfig = Annotated[Union[NoTransitionConfig, ConvTransitionConfig], Field(discriminator="type")]
+TransitionConfig = Annotated[_Transition, Variant(TRANSITIONS)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from torch import nn
 
 from ...layers import Conv2dSame, LayerNorm2d
@@ -18,4 +20,4 @@ def conv_transition(config: ConvTransitionConfig, in_channels: int, out_channels
             return nn.Identity()
         return LayerNorm2d(channels, eps=config.norm_eps, bias=config.norm_bias)
 
-    return nn.Sequential(norm("before", in_channels), conv, norm("after", out_channels))
+    return nn.Sequential(OrderedDict(norm_in=norm("before", in_channels), conv=conv, norm_out=norm("after", out_channels)))

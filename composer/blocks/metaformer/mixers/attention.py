@@ -9,12 +9,14 @@ from pydantic import Field
 
 from ... import cost as C
 from ...base import BlockContext, CheckpointNames, Complaint
-from . import MixerConfig
+from . import MIXERS
+from .base import MixerConfig
 
 if TYPE_CHECKING:
     from torch import nn
 
 
+@MIXERS.register
 class AttentionMixerConfig(MixerConfig):
     """Self-attention; heads x head_dim is the width of queries, keys and values."""
 

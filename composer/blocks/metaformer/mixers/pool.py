@@ -8,12 +8,14 @@ from pydantic import Field
 
 from ... import cost as C
 from ...base import BlockContext, CheckpointNames, Complaint
-from . import MixerConfig
+from . import MIXERS
+from .base import MixerConfig
 
 if TYPE_CHECKING:
     from torch import nn
 
 
+@MIXERS.register
 class PoolMixerConfig(MixerConfig):
     """pool(x) - x: k x k average pooling, stride 1, the padding left out of each average."""
 
@@ -22,7 +24,7 @@ class PoolMixerConfig(MixerConfig):
 
     def check(self, ctx: BlockContext) -> list[Complaint]:
         if self.size % 2 == 0:
-            return [Complaint("mixer", f"pooling window {self.size} is even; it must be odd for the padding to keep "
+            return [Complaint("mixer.size", f"pooling window {self.size} is even; it must be odd for the padding to keep "
                               "the grid", f"use `size: {self.size - 1}` or `size: {self.size + 1}`")]
         return []
 

@@ -9,12 +9,14 @@ from pydantic import Field
 
 from ... import cost as C
 from ...base import BlockContext, CheckpointNames, Complaint, positive_width
-from . import MetaFormerActivation, MixerConfig, act_params
+from . import MIXERS
+from .base import MetaFormerActivation, MixerConfig, act_params
 
 if TYPE_CHECKING:
     from torch import nn
 
 
+@MIXERS.register
 class SepConvMixerConfig(MixerConfig):
     """Inverted separable convolution."""
 
@@ -29,9 +31,9 @@ class SepConvMixerConfig(MixerConfig):
         return int(ctx.out_channels * self.expand)
 
     def check(self, ctx: BlockContext) -> list[Complaint]:
-        out = [Complaint("mixer", f"kernel {self.kernel} is even; it must be odd for the padding to keep the grid",
+        out = [Complaint("mixer.kernel", f"kernel {self.kernel} is even; it must be odd for the padding to keep the grid",
                          f"use `kernel: {self.kernel - 1}` or `kernel: {self.kernel + 1}`")] if self.kernel % 2 == 0 else []
-        return out + [Complaint("mixer", c.message, c.hint)
+        return out + [Complaint("mixer.expand", c.message, c.hint)
                       for c in positive_width("expand", ctx.out_channels, self.expand, "the separable conv's width")]
 
     def describe(self, ctx: BlockContext) -> str:
