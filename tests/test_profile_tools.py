@@ -19,12 +19,14 @@ runner = CliRunner()
 ALL = sorted(p.stem for p in BLUEPRINTS.glob("*.yaml"))
 
 # Operators the blueprints run that cost no MACs by convention (counted with --elementwise):
-# activations, residual adds and scales, softmax, pooling, and SE's global mean.
+# activations, residual adds and scales, softmax, pooling, and SE's global mean; the MetaFormers'
+# squared activations and pool-minus-input, ConvNeXt V2's response norm (a root of summed squares).
 NAMED_FREE = {
     "aten::add", "aten::add_", "aten::mul", "aten::rsub", "aten::div", "aten::sum", "aten::mean",
     "aten::relu", "aten::relu_", "aten::hardtanh", "aten::hardtanh_", "aten::gelu", "aten::silu", "aten::silu_",
     "aten::sigmoid", "aten::hardswish", "aten::hardswish_", "aten::hardsigmoid", "aten::hardsigmoid_", "aten::tanh",
     "aten::_softmax", "aten::_safe_softmax", "aten::max_pool2d_with_indices",
+    "aten::pow", "aten::sqrt", "aten::sub", "aten::avg_pool2d",
 }
 
 

@@ -23,7 +23,7 @@ from cli.app import app
 from composer.network.features import apply_position_norm
 from composer.tools.timm_adapter import TimmUnavailable, entrypoint, register
 
-from .conftest import BLUEPRINTS, small
+from .conftest import BLUEPRINTS, SMALL_WINDOWS, small
 from .test_export import perturbed
 
 NAMES = sorted([p.stem for p in BLUEPRINTS.glob("*.yaml")] + [f"timm/{p.stem}" for p in BLUEPRINTS.glob("timm/*.yaml")])
@@ -55,6 +55,12 @@ TIMM_LEVELS = {
     "swin_tiny_patch4_window7_224": [(96, 4), (192, 8), (384, 16), (768, 32)],
     "pvt_v2_b0": [(32, 4), (64, 8), (160, 16), (256, 32)],
     "maxvit_tiny_tf_224": [(64, 2), (64, 4), (128, 8), (256, 16), (512, 32)],
+    "convnextv2_tiny": [(96, 4), (192, 8), (384, 16), (768, 32)],
+    "poolformer_s12": [(64, 4), (128, 8), (320, 16), (512, 32)],
+    "convformer_s18": [(64, 4), (128, 8), (320, 16), (512, 32)],
+    "caformer_s18": [(64, 4), (128, 8), (320, 16), (512, 32)],
+    # timm's ByobNet takes its last level after the head's 1x1 conv (640 wide); here it is the last stage's
+    "mobilevit_s": [(32, 2), (64, 4), (96, 8), (128, 16), (160, 32)],
 }
 
 

@@ -16,6 +16,7 @@ from cli.app import app
 from composer.weights import WeightsError, load_weights
 
 from .conftest import BLUEPRINTS, ROOT, shared_reference
+from .test_hybrids_metaformer import CASES as HYBRID_CASES
 
 DATA = ROOT / "tests" / "data" / "timm"
 INDEX = json.loads((DATA / "index.json").read_text())
@@ -48,6 +49,8 @@ TIMM_BLUEPRINTS = ["resnet18", "resnet50", "seresnet50", "mobilenetv2_100", "mob
                    "swin_tiny_patch4_window7_224", "pvt_v2_b0", "maxvit_tiny_tf_224"]
 # their small checkpoints are matched in tests/test_hybrids_attention.py
 HYBRID_CHECKPOINTS = {"swin_tiny_small", "pvt_v2_b0_small", "maxvit_tiny_small"}
+# the MetaFormers and ConvNeXt V2, with their small checkpoints, are tested in test_hybrids_metaformer
+TIMM_BLUEPRINTS += sorted({blueprint for blueprint, _ in HYBRID_CASES.values()})
 
 
 def small(name: str, **more) -> composer.Blueprint:
@@ -77,7 +80,7 @@ def test_copy_matches_shared():
 
 def test_every_timm_blueprint_is_shipped():
     assert sorted(p.stem for p in (BLUEPRINTS / "timm").glob("*.yaml")) == sorted(TIMM_BLUEPRINTS)
-    assert set(CASES) | HYBRID_CHECKPOINTS == {k for k in INDEX if not k.startswith("_")}
+    assert set(CASES) | HYBRID_CHECKPOINTS | set(HYBRID_CASES) == {k for k in INDEX if not k.startswith("_")}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

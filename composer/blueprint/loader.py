@@ -122,8 +122,9 @@ class Source:
     def problem(self, path: KeyPath, message: str, hint: str | None = None) -> Problem:
         path = tuple(path)
         marks = [path[:i] for i in range(len(path), 0, -1) if path[:i] in self.overrides]
-        marks += [mark for mark in self.overrides if len(mark) > len(path) and mark[:len(path)] == path]
-        if marks:  # the value at fault, or something below it, came from the command line
+        if not marks and path not in self.keys and path not in self.values:  # made by a `--set` below it
+            marks = [mark for mark in self.overrides if len(mark) > len(path) and mark[:len(path)] == path]
+        if marks:  # the value at fault came from the command line
             how = f"set by `{self.overrides[marks[0]]}`"
             return Problem(message, path, where(), None, None, f"{hint}; {how}" if hint else how)
         pos = self.position(path)

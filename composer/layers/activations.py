@@ -15,6 +15,13 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
+class SquaredReLU(nn.Module):
+    """relu(x)^2 (So et al. 2021), the activation of the MetaFormers' MLP head."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x).pow(2)
+
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
     "relu6": lambda: nn.ReLU6(inplace=True),
@@ -26,6 +33,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "hardsigmoid": lambda: nn.Hardsigmoid(inplace=True),
     "tanh": nn.Tanh,
+    "squared_relu": SquaredReLU,
     "none": nn.Identity,
 }
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 Activation = Literal[
     "relu", "relu6", "gelu", "gelu_tanh", "quick_gelu", "silu", "hardswish", "sigmoid",
-    "hardsigmoid", "tanh", "none",
+    "hardsigmoid", "tanh", "squared_relu", "none",
 ]
 
 Norm = Literal["batchnorm", "layernorm", "none"]

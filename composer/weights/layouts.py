@@ -50,8 +50,18 @@ def _keys(theirs: Theirs) -> tuple[str, ...]:
     return (theirs,) if isinstance(theirs, str) else theirs
 
 
+def _join(prefix: str, name: str) -> str:
+    """prefix + name, where each leading `../` of the name moves up one level of the prefix (a block's
+    tensors that the library keeps in its next block: `stages.2.0.` + `../1.conv` = `stages.2.1.conv`)."""
+    while name.startswith("../") and prefix:
+        prefix = prefix[:-1].rpartition(".")[0]
+        prefix = prefix + "." if prefix else ""
+        name = name[3:]
+    return prefix + name
+
+
 def _prefixed(theirs: Theirs, prefix: str) -> Theirs:
-    return prefix + theirs if isinstance(theirs, str) else tuple(prefix + t for t in theirs)
+    return _join(prefix, theirs) if isinstance(theirs, str) else tuple(_join(prefix, t) for t in theirs)
 
 
 def _resolve(key: str, names: dict, theirs_prefix: str = "") -> Rule | None:
@@ -60,13 +70,13 @@ def _resolve(key: str, names: dict, theirs_prefix: str = "") -> Rule | None:
     if key in names:
         value = names[key]
         if isinstance(value, str):
-            return theirs_prefix + value, None
+            return _join(theirs_prefix, value), None
         return _prefixed(value[0], theirs_prefix), value[1]
     parts = key.split(".")
     for cut in range(len(parts) - 1, 0, -1):
         prefix = ".".join(parts[:cut])
         if prefix in names and isinstance(names[prefix], str):
-            return theirs_prefix + names[prefix] + "." + ".".join(parts[cut:]), None
+            return _join(theirs_prefix, names[prefix] + "." + ".".join(parts[cut:])), None
     return None
 
 

@@ -21,6 +21,7 @@ TIMM = Spelling(
         "stages": lambda s, i, g: f"stages.{s}.blocks.{i}",
         "vit": lambda s, i, g: f"blocks.{g}",
         "swin": lambda s, i, g: f"layers.{s}.blocks.{i}",
+        "byob": lambda s, i, g: f"stages.{s}.{i}",
     },
     stage_names=lambda s: [{"cls_token": "cls_token", "pos_embed": "pos_embed"}],
 )

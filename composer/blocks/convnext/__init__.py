@@ -1,7 +1,8 @@
 """ConvNeXt block (Liu et al. 2022).
 
-Data flow: kxk depthwise conv -> LayerNorm -> Linear C->rC -> GELU -> Linear rC->C -> layer scale
--> drop path -> residual. Width and resolution change only between stages, through a
+Data flow: kxk depthwise conv -> LayerNorm -> Linear C->rC -> GELU -> [GRN] -> Linear rC->C -> layer
+scale -> drop path -> residual. `grn: true` is ConvNeXt V2's block (Woo et al. 2023): a global response
+norm on the MLP's hidden features, usually without layer scale. Width and resolution change only between stages, through a
 `transition` (LayerNorm + 2x2 conv stride 2 in ConvNeXt).
 """
 
@@ -33,6 +34,7 @@ class ConvNeXtConfig(BlockConfig):
     kernel: int = Field(7, ge=1, le=31, description="Kernel size of the depthwise conv (odd).")
     mlp_ratio: float = Field(4.0, gt=0, le=64, description="Hidden width of the pointwise MLP = mlp_ratio x channels.")
     act: Activation = Field("gelu", description="Activation inside the MLP.")
+    grn: bool = Field(False, description="Global response norm after the MLP's activation (ConvNeXt V2).")
     layer_scale: float | None = Field(1e-6, gt=0, le=1, description="Initial layer-scale value; null switches it off.")
     se: SE = Field(None, description="Squeeze-excitation after the block's MLP (ReLU, sigmoid gate); off when unset.")
     norm_eps: float = Field(1e-6, ge=1e-12, le=1, description="Epsilon of the LayerNorm.")
@@ -47,13 +49,14 @@ class ConvNeXtConfig(BlockConfig):
         return self.se.width(dict.fromkeys(("in", "out", "hidden"), ctx.out_channels), SE_DEFAULTS)
 
     def describe(self, ctx: BlockContext) -> str:
-        return f"convnext k{self.kernel}"
+        return f"convnext k{self.kernel}" + (" grn" if self.grn else "")
 
     def cost(self, ctx: BlockContext) -> C.Cost:
         c, (h, w) = ctx.out_channels, ctx.resolution
         hidden, n = int(c * self.mlp_ratio), h * w
         total = (C.conv(c, c, self.kernel, (h, w), groups=c, bias=True) + C.layernorm(c, n)
-                 + C.linear(c, hidden, n) + C.linear(hidden, c, n) + C.Cost(c if self.layer_scale else 0))
+                 + C.linear(c, hidden, n) + C.linear(hidden, c, n) + C.Cost(c if self.layer_scale else 0)
+                 + C.Cost(2 * hidden if self.grn else 0))
         return total + (self.se.cost(c, self.se_width(ctx)) if self.se else C.Cost())
 
     def build(self, ctx: BlockContext) -> nn.Module:
@@ -64,6 +67,7 @@ class ConvNeXtConfig(BlockConfig):
     def timm_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
         """timm's ConvNeXtBlock (its `conv_mlp` 1x1 convs load as our Linears)."""
         return {"dwconv": "conv_dw", "norm": "norm", "fc1": "mlp.fc1", "fc2": "mlp.fc2", "gamma": "gamma",
+                "grn": "mlp.grn",
                 "se.reduce": "se.fc1", "se.expand": "se.fc2"}
 
     def transformers_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ...layers import DropPath, make_act
+from ...layers.grn import GlobalResponseNorm
 from ..base import BlockContext
 from . import SE_DEFAULTS, ConvNeXtConfig
 
@@ -19,6 +20,7 @@ class ConvNeXtBlock(nn.Module):
         self.norm = nn.LayerNorm(c, eps=config.norm_eps)
         self.fc1 = nn.Linear(c, hidden)
         self.act = make_act(config.act)
+        self.grn = GlobalResponseNorm(hidden) if config.grn else nn.Identity()
         self.fc2 = nn.Linear(hidden, c)
         scale = config.layer_scale
         self.gamma = nn.Parameter(torch.full((c,), scale)) if scale else None
@@ -27,7 +29,7 @@ class ConvNeXtBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
         y = self.dwconv(x).permute(0, 2, 3, 1)  # (B, H, W, C)
-        y = self.fc2(self.act(self.fc1(self.norm(y))))
+        y = self.fc2(self.grn(self.act(self.fc1(self.norm(y)))))
         if self.gamma is not None:
             y = y * self.gamma
         y = self.se(y.permute(0, 3, 1, 2))

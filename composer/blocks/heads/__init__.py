@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 
 from ...layers.names import Activation
 from .. import cost as C
@@ -38,7 +38,16 @@ class _Head(Part):
     norm_eps: float = Field(1e-5, ge=1e-12, le=1, description="Epsilon of the norm.")
     hidden: int | None = Field(None, ge=1, le=65536, description="Width of a pre-logits Linear + act (CoAtNet); none when unset.")
     act: Activation = Field("tanh", description="Activation after the pre-logits Linear.")
+    hidden_norm: bool = Field(False, description="A LayerNorm (epsilon `norm_eps`) after the pre-logits activation "
+                                                 "(the MetaFormer baselines' MLP head).")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the classifier.")
+
+    @model_validator(mode="after")
+    def _hidden_norm_needs_hidden(self):
+        if self.hidden_norm and not self.hidden:
+            raise ValueError("`hidden_norm` norms the pre-logits Linear's output, and there is none: give `hidden` "
+                             "too, or drop `hidden_norm`")
+        return self
 
     def cost(self, ctx: BlockContext) -> C.Cost:
         """Parameters and MACs for one sample whose features are `in_channels` wide on the `resolution`
@@ -55,6 +64,8 @@ class _Head(Part):
         if self.hidden:
             total += C.linear(channels, self.hidden)
             channels = self.hidden
+            if self.hidden_norm:
+                total += C.layernorm(channels, 1)
         return total + (C.linear(channels, classes) if classes > 0 else C.Cost())
 
     def build(self, ctx: BlockContext):
@@ -67,8 +78,12 @@ class _Head(Part):
     def timm_names(self, ctx: BlockContext, layout: str = "") -> list[dict[str, str]]:
         """Spellings of the head in timm (keys relative to the network): ResNet's `fc`; EfficientNet's
         `conv_head/bn2/classifier`; ViT's `norm/head`; ConvNeXt's, MaxxVit's and Swin's `head.*` (the
-        map norm is `norm`); PVTv2's `head`, whose map norm ends the last of the `stages`."""
+        map norm is `norm`); ByobNet's `final_conv` and `head.fc`; the MetaFormers' MLP head `head.fc.*`;
+        PVTv2's `head`, whose map norm ends the last of the `stages`."""
         names = [{"fc": "fc"},
+                 {"conv.conv": "final_conv.conv", "conv.norm": "final_conv.bn", "fc": "head.fc"},
+                 {"norm": "head.norm", "pre_logits.fc": "head.fc.fc1", "pre_logits.norm": "head.fc.norm",
+                  "fc": "head.fc.fc2"},
                  {"conv.conv": "conv_head", "conv.norm": "bn2", "fc": "classifier"},
                  {"norm": "norm", "fc": "head"},
                  {"norm": "head.norm", "pre_logits.fc": "head.pre_logits.fc", "fc": "head.fc", "map_norm": "norm"}]

@@ -41,6 +41,8 @@ class Head(nn.Module):
             self.norm = nn.Identity()
         if config.hidden:
             self.pre_logits = nn.Sequential(OrderedDict(fc=nn.Linear(channels, config.hidden), act=make_act(config.act)))
+            if config.hidden_norm:
+                self.pre_logits.add_module("norm", nn.LayerNorm(config.hidden, eps=config.norm_eps))
             channels = config.hidden
         else:
             self.pre_logits = nn.Identity()

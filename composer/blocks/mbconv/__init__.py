@@ -157,6 +157,9 @@ class MBConvConfig(BlockConfig):
     def timm_names(self, ctx: BlockContext, layout: str) -> CheckpointNames:
         """`post`: timm's EfficientNet/MobileNet blocks (DepthwiseSeparableConv when there is no expand
         conv, else InvertedResidual); `pre`: timm's MaxxVit MbConvBlock."""
+        if not self.pre and layout == "byob":  # ByobNet's `bottle` block (MobileViT's inverted residuals)
+            return {"expand.conv": "conv1_1x1.conv", "expand.norm": "conv1_1x1.bn", "depthwise.conv": "conv2_kxk.conv",
+                    "depthwise.norm": "conv2_kxk.bn", "project": "conv3_1x1.conv", "project_norm": "conv3_1x1.bn"}
         if not self.pre:
             if self.has_expand_conv:
                 names = {"expand.conv": "conv_pw", "expand.norm": "bn1", "depthwise.conv": "conv_dw",

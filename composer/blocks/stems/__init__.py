@@ -83,11 +83,12 @@ class ConvStemConfig(_Stem):
 
     def timm_names(self, ctx: BlockContext, layout: str = "") -> list[dict[str, str]]:
         """Spellings of this stem in timm: MaxxVit's `stem.conv1/norm1/conv2`, ResNet's `conv1/bn1`,
-        EfficientNet's `conv_stem/bn1` (keys relative to the network)."""
+        EfficientNet's `conv_stem/bn1`, ByobNet's one-conv `stem.conv/bn` (keys relative to the network)."""
         maxxvit = {}
         for i in range(1, len(self.channels) + 1):
             maxxvit[f"conv{i}"], maxxvit[f"norm{i}"] = f"stem.conv{i}", f"stem.norm{i}"
-        return [maxxvit, {"conv1": "conv1", "norm1": "bn1"}, {"conv1": "conv_stem", "norm1": "bn1"}]
+        byob = {"conv1": "stem.conv", "norm1": "stem.bn"} if len(self.channels) == 1 else {}
+        return [maxxvit, {"conv1": "conv1", "norm1": "bn1"}, {"conv1": "conv_stem", "norm1": "bn1"}, byob]
 
     def transformers_names(self, ctx: BlockContext, layout: str = "") -> list[dict[str, str]]:
         """Hugging Face transformers' ResNet embedder, MobileNetV2's first conv, EfficientNet's embeddings."""

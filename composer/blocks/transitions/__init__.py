@@ -46,6 +46,7 @@ class ConvTransitionConfig(_Transition):
     norm: Literal["before", "after", "none"] = Field(
         "before", description="Where the LayerNorm sits: before the conv (ConvNeXt) or after it (CvT).")
     norm_eps: float = Field(1e-6, ge=1e-12, le=1, description="Epsilon of the LayerNorm.")
+    norm_bias: bool = Field(True, description="Additive term of the LayerNorm (the MetaFormer baselines: false).")
     bias: bool = Field(True, description="Bias on the conv.")
     padding: Padding = Field(
         "symmetric", description="`symmetric`: (k - stride + 1) // 2 on every side; `same`: TensorFlow's \"SAME\", "
@@ -64,10 +65,10 @@ class ConvTransitionConfig(_Transition):
         in_channels, out_channels, stride, hw = ctx.in_channels, ctx.out_channels, ctx.stride, ctx.resolution
         out = tuple(self.output_size(n, stride) for n in hw)
         total = C.conv(in_channels, out_channels, self.kernel, out, bias=self.bias)
-        if self.norm == "before":
-            total += C.layernorm(in_channels, hw[0] * hw[1])
-        elif self.norm == "after":
-            total += C.layernorm(out_channels, out[0] * out[1])
+        if self.norm != "none":
+            channels, grid = (in_channels, hw) if self.norm == "before" else (out_channels, out)
+            norm = C.layernorm(channels, grid[0] * grid[1])
+            total += norm if self.norm_bias else C.Cost(channels, norm.macs)  # a weight and no bias
         return total
 
     def build(self, ctx: BlockContext) -> nn.Module:
@@ -75,10 +76,13 @@ class ConvTransitionConfig(_Transition):
 
         return conv_transition(self, ctx.in_channels, ctx.out_channels, ctx.stride)
 
-    def timm_names(self, ctx: BlockContext, layout: str = "") -> dict[str, str]:
-        """ConvNeXt's `stages.N.downsample` (norm, conv); keys relative to the network."""
+    def timm_names(self, ctx: BlockContext, layout: str = "") -> list[dict[str, str]]:
+        """ConvNeXt's `stages.N.downsample` (norm, conv); the MetaFormers' `stem` (conv, norm) before the
+        first stage and `stages.N.downsample` (norm, conv) before the others; keys relative to the network."""
         stage = ctx.stage
-        return {"norm_in": f"stages.{stage}.downsample.0", "conv": f"stages.{stage}.downsample.1"}
+        metaformer = ({"conv": "stem.conv", "norm_out": "stem.norm"} if stage == 0 else
+                      {"norm_in": f"stages.{stage}.downsample.norm", "conv": f"stages.{stage}.downsample.conv"})
+        return [{"norm_in": f"stages.{stage}.downsample.0", "conv": f"stages.{stage}.downsample.1"}, metaformer]
 
     def transformers_names(self, ctx: BlockContext, layout: str = "") -> list[dict[str, str]]:
         """Hugging Face transformers' CvT token embedding (conv, then LayerNorm) and ConvNeXt's

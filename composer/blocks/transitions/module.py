@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from ...layers import Conv2dSame, make_norm
+from ...layers import Conv2dSame, LayerNorm2d
 from . import ConvTransitionConfig
 
 
@@ -15,8 +15,9 @@ def conv_transition(config: ConvTransitionConfig, in_channels: int, out_channels
         conv = Conv2dSame(in_channels, out_channels, config.kernel, stride, 0, bias=config.bias)
     else:
         conv = nn.Conv2d(in_channels, out_channels, config.kernel, stride, config.pad(stride), bias=config.bias)
-    return nn.Sequential(OrderedDict(
-        norm_in=make_norm("layernorm" if config.norm == "before" else "none", in_channels, eps=config.norm_eps),
-        conv=conv,
-        norm_out=make_norm("layernorm" if config.norm == "after" else "none", out_channels, eps=config.norm_eps),
-    ))
+    def norm(where: str, channels: int) -> nn.Module:
+        if config.norm != where:
+            return nn.Identity()
+        return LayerNorm2d(channels, eps=config.norm_eps, bias=config.norm_bias)
+
+    return nn.Sequential(OrderedDict(norm_in=norm("before", in_channels), conv=conv, norm_out=norm("after", out_channels)))
