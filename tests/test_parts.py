@@ -18,7 +18,7 @@ from composer.layers.tokens import map_to_tokens, tokens_to_map
 from composer.network.parts import network_parts
 from composer.train import autobatch
 
-from .conftest import ROOT, small
+from .conftest import BLUEPRINTS, ROOT, small
 from .synthetic import TINY_NET, make_folder, quick_train_args
 
 runner = CliRunner()
@@ -159,3 +159,17 @@ def test_train_plans_once_and_eval_reads_the_checkpoint_once(tmp_path, monkeypat
     r = runner.invoke(app, ["eval", str(tmp_path / "run" / "best.pt"), "--data", str(data), "--workers", "0", "--json"])
     assert r.exit_code == 0, r.output
     assert len(by_eval) + len(by_model) == 1, f"read {len(by_eval)} + {len(by_model)} times"
+
+
+def test_profiling_traces_a_stage_s_repeated_blocks_once(monkeypatch):
+    """A 12-block stage is traced for its first block and one repeat (each block knows its place in
+    its stage, which must not make every block look new), then replayed."""
+    from composer.blocks.mbconv.module import MBConv
+
+    calls = []
+    real = MBConv.forward
+    monkeypatch.setattr(MBConv, "forward", lambda self, x: calls.append(1) or real(self, x))
+    bp = composer.load(BLUEPRINTS / "coatnet0.yaml", overrides={"input.size": 64, "stages.1.depth": 12})
+    report = composer.profile(bp)
+    assert len(calls) <= 2 + 3  # stage 0: 2 blocks; stage 1: the first, one repeat and an odd one at most
+    assert report.params == sum(t.numel() for t in composer.build(bp, device="meta").parameters())

@@ -30,8 +30,11 @@ class Ledger(Protocol):
 
 
 def _key(ctx) -> Any:
-    # the drop-path rate changes from block to block but only whether there is one changes the work
-    return dataclasses.replace(ctx, drop_path=float(ctx.drop_path > 0))
+    # the drop-path rate changes from block to block but only whether there is one changes the work;
+    # of the block's place in its stage only the first, and odd against even (Swin's alternate
+    # shifted windows), can change it
+    place = 0 if ctx.index == 0 else 1 + ctx.index % 2
+    return dataclasses.replace(ctx, drop_path=float(ctx.drop_path > 0), index=place)
 
 
 class CountedBlocks(nn.Module):
@@ -44,21 +47,23 @@ class CountedBlocks(nn.Module):
         self.ledger: Ledger | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = None
+        seen: dict[tuple, Any] = {}  # (block key, input shape) -> its counts, for blocks that keep the shape
         told = getattr(self.ledger, "block", None)
         for block, key in zip(self.inner, self.keys):
             shape = tuple(x.shape)
-            if last is not None and last[0] == key and last[1] == shape:
-                self.ledger.add(last[2])  # same block, same input: the same work again
+            if (key, shape) in seen:
+                delta = seen[key, shape]
+                self.ledger.add(delta)  # same block, same input: the same work again
                 if told:
-                    told(last[2], shape)
+                    told(delta, shape)
                 continue
             mark = self.ledger.mark()
             x = block(x)
             delta = self.ledger.since(mark)
             if told:
                 told(delta, shape)
-            last = (key, shape, delta) if tuple(x.shape) == shape else None
+            if tuple(x.shape) == shape:
+                seen[key, shape] = delta
         # `x` is the output of the last block traced: as the real last output, nothing has saved it yet
         # unless the block itself did (an in-place activation), so the next part counts it as it would
         return x
