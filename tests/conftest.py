@@ -103,3 +103,28 @@ settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True
 settings.register_profile("long", max_examples=1000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(__import__("os").environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def timm_logits_error(bp, name: str) -> float:
+    """Build `bp` with the timm-layout checkpoint tests/data/timm/NAME.safetensors, assert it loads as
+    `--from timm` does (timm's parameter count, every tensor used, nothing initialised, ignored or
+    resized), and return the largest logit difference from timm's, relative to the largest logit (at
+    least 1)."""
+    import json
+
+    import composer
+    import torch
+    from safetensors.torch import load_file
+
+    data = ROOT / "tests" / "data" / "timm"
+    entry = json.loads((data / "index.json").read_text())[name]
+    net = composer.build(bp, weights=data / f"{name}.safetensors").eval()
+    report = net.weights_report
+    assert report.layout == "timm"
+    assert sum(p.numel() for p in net.parameters()) == entry["params"]
+    assert len(report.loaded) == entry["tensors"]
+    assert not (report.initialised or report.ignored or report.resized or report.reinitialised)
+    io = load_file(data / f"{name}.io.safetensors")
+    with torch.no_grad():
+        diff = (net(io["input"]) - io["logits"]).abs().max().item()
+    return diff / max(1.0, io["logits"].abs().max().item())

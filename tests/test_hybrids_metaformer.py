@@ -12,12 +12,11 @@ import json
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
 import composer
 from composer.analysis.crosscheck import analytic
 
-from .conftest import BLUEPRINTS, ROOT, shared_reference
+from .conftest import BLUEPRINTS, ROOT, shared_reference, timm_logits_error
 
 DATA = ROOT / "tests" / "data" / "timm"
 INDEX = json.loads((DATA / "index.json").read_text())
@@ -69,16 +68,7 @@ def small(name: str, **more) -> composer.Blueprint:
 def test_timm_checkpoint_reproduces_timm_logits(name):
     """Every tensor of timm's checkpoint used under timm's names, timm's parameter count, and timm's
     logits within 1e-4 of the largest."""
-    net = composer.build(small(name), weights=DATA / f"{name}.safetensors").eval()
-    report = net.weights_report
-    assert report.layout == "timm"
-    assert sum(p.numel() for p in net.parameters()) == INDEX[name]["params"]
-    assert len(report.loaded) == INDEX[name]["tensors"]
-    assert not (report.initialised or report.ignored or report.resized or report.reinitialised)
-    io = load_file(DATA / f"{name}.io.safetensors")
-    with torch.no_grad():
-        diff = (net(io["input"]) - io["logits"]).abs().max().item()
-    assert diff <= 1e-4 * max(1.0, io["logits"].abs().max().item())
+    assert timm_logits_error(small(name), name) <= 1e-4
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
